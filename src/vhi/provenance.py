@@ -1,0 +1,97 @@
+"""One pure function that builds the provenance block of every JSON sidecar."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import vhi
+from vhi.settings import PROJECT_ROOT
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@cache
+def git_commit() -> str | None:
+    """The commit of the source tree the package runs from, when it is a git checkout."""
+    if not (PROJECT_ROOT / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+@cache
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("torch", "monai", "numpy", "nibabel", "scipy", "highdicom", "pydicom"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def build_provenance(
+    *,
+    step: str,
+    inputs: Mapping[str, str | os.PathLike[str]] = (),
+    model: Mapping[str, Any] | None = None,
+    device: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    started: datetime | None = None,
+    extra: Mapping[str, Any] | None = None,
+    hashed_inputs: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """The provenance of one output: software, model, device, inputs (with sha256), times.
+
+    ``inputs`` maps a role (``stir``, ``t1w``…) to a path; every input is hashed unless
+    ``hashed_inputs`` restricts which roles are. Pure apart from reading the inputs.
+    """
+    finished = datetime.now(UTC)
+    roles = set(hashed_inputs) if hashed_inputs is not None else set(dict(inputs))
+    prov: dict[str, Any] = {
+        "step": step,
+        "software": {
+            "name": "vhi",
+            "version": vhi.__version__,
+            "git_commit": git_commit(),
+            "python": platform.python_version(),
+            "libraries": _library_versions(),
+        },
+        "intended_use": "research use only, not for clinical decisions",
+        "inputs": {
+            role: {"path": str(path), **({"sha256": sha256_file(path)} if role in roles else {})}
+            for role, path in dict(inputs).items()
+        },
+        "started": (started or finished).isoformat(),
+        "finished": finished.isoformat(),
+    }
+    if model is not None:
+        prov["model"] = dict(model)
+    if device is not None:
+        prov["device"] = device
+    if parameters:
+        prov["parameters"] = dict(parameters)
+    if extra:
+        prov.update(extra)
+    return prov
