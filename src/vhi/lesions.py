@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from vhi.errors import MethodError
 
@@ -28,10 +29,6 @@ M_STEP = 0.05
 MIN_COMPONENT_PIXELS = 4
 #: Bound on the threshold search; far beyond any real scan (the public ones need < 40 steps).
 MAX_STEPS = 100_000
-
-# In-plane 8-connectivity, no connection across slices (slices lie along the last axis).
-_SLICE_8_CONNECTED = np.zeros((3, 3, 3), dtype=bool)
-_SLICE_8_CONNECTED[:, :, 1] = True
 
 
 @dataclass(frozen=True)
@@ -100,16 +97,35 @@ def label_voxels(stir: np.ndarray, disease_region: np.ndarray, t: Thresholds) ->
 def remove_residue(labels: np.ndarray, min_pixels: int = MIN_COMPONENT_PIXELS) -> np.ndarray:
     """Drop per-slice 8-connected components of ``labels >= 1`` smaller than ``min_pixels``.
 
-    One labelling of the whole volume with a structuring element that connects pixels
-    only within a slice is the same as labelling each slice on its own.
+    The foreground is sparse (a few thousand of ~2.8 million voxels), so components are
+    found on a graph of the foreground voxels alone: an edge joins two voxels of one
+    slice (last axis) that touch in-plane, including diagonally. This gives exactly the
+    components of labelling each slice with 8-connectivity, without a pass over the
+    whole volume per slice.
     """
-    components, n = ndimage.label(labels > 0, structure=_SLICE_8_CONNECTED)
-    if n == 0:
-        return labels.copy()
-    sizes = np.bincount(components.ravel())
-    keep = sizes >= min_pixels
-    keep[0] = False
-    return np.where(keep[components], labels, 0).astype(labels.dtype)
+    out = np.array(labels, copy=True, order="C")
+    h, w, s = out.shape
+    flat = out.reshape(-1)
+    idx = np.flatnonzero(flat)
+    if idx.size == 0:
+        return out
+    i, j = idx // (w * s), (idx // s) % w
+    fg = flat != 0
+    heads, tails = [], []
+    # Each in-plane neighbour pair once: right, and the three below.
+    for di, dj in ((0, 1), (1, -1), (1, 0), (1, 1)):
+        inside = (i + di < h) & (j + dj >= 0) & (j + dj < w)
+        src = np.flatnonzero(inside)
+        nb = idx[src] + (di * w + dj) * s
+        hit = fg[nb]
+        heads.append(src[hit])
+        tails.append(np.searchsorted(idx, nb[hit]))
+    head, tail = np.concatenate(heads), np.concatenate(tails)
+    graph = coo_matrix((np.ones(head.size, dtype=np.int8), (head, tail)), shape=(idx.size, idx.size))
+    _, component = connected_components(graph, directed=False)
+    small = np.bincount(component)[component] < min_pixels
+    flat[idx[small]] = 0
+    return out
 
 
 @dataclass(frozen=True)
