@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
+import pydicom
 import pytest
 import requests
 import xnat
+from pydicom.uid import generate_uid
 from xnat.exceptions import (
     XNATLoginFailedError,
     XNATResponseError,
@@ -88,7 +94,7 @@ def test_scan_zip_download_and_single_file_md5(xnat_connection, synthetic_study,
     assert _md5(tmp_path / "000.dcm") == _md5(synthetic_study.scan1.files[0])
     whole = xnat_connection.get(f"{_session(xnat_connection).fulluri}/scans/ALL/files",
                                 format="zip")
-    with zipfile.ZipFile(__import__("io").BytesIO(whole.content)) as archive:
+    with zipfile.ZipFile(io.BytesIO(whole.content)) as archive:
         assert len(archive.namelist()) == 8
 
 
@@ -415,8 +421,38 @@ def test_tls_verification(tmp_path, self_signed_cert, monkeypatch):
 
 def test_module_entry_point_help():
     result = subprocess.run(
-        [__import__("sys").executable, "-m", "xnat_emulator", "--help"],
+        [sys.executable, "-m", "xnat_emulator", "--help"],
         cwd=Path(__file__).parent, capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 0
     assert "--root" in result.stdout
+
+
+# ---------------------------------------------------------------------------- interop
+def test_platform_seg_writer_passes_the_dependency_check(xnat_emulator, tmp_path):
+    """A SEG from vhi.segio over a tests/support series is accepted, as on a real XNAT."""
+    dicom_series = pytest.importorskip("support.dicom_series")
+    segio = pytest.importorskip("vhi.segio")
+
+    affine = np.diag([-1.0, 1.0, 2.0, 1.0])
+    volume = nib.Nifti1Image(np.arange(8 * 8 * 4, dtype=np.int16).reshape(8, 8, 4), affine)
+    study_uid = generate_uid()
+    series = dicom_series.write_series(
+        volume, tmp_path / "platform", series_description="STIR_cor", series_number=5,
+        study_uid=study_uid, patient_id="EMU002", patient_name="Interop^Test",
+        study_date="20240102", frame_of_reference_uid=generate_uid(),
+    )
+    xnat_emulator.seed_session(PROJECT, "SUBJ3", "SESS3", {"5": tmp_path / "platform"})
+    mask = np.zeros((8, 8, 4), dtype=bool)
+    mask[2:5, 2:5, 1:3] = True
+    sources = [pydicom.dcmread(p) for p in series.files]
+    seg_path = tmp_path / "proposal.dcm"
+    segio.write_seg(mask, affine, sources, seg_path, algorithm_name="emulator-test",
+                    algorithm_version="0", series_description="Inflammation", series_number=99)
+    with xnat.connect(xnat_emulator.url, user="alice", password=TEST_USERS["alice"],
+                      loglevel="WARNING") as connection:
+        session = connection.projects[PROJECT].experiments["SESS3"]
+        response = _put_seg(connection, session.id, "AI_PROPOSAL", seg_path.read_bytes())
+        assert response.status_code == 200, response.text
+        session.clearcache()
+        assert session.assessors["AI_PROPOSAL"].collection_type == "SEG"

@@ -121,9 +121,13 @@ class _Handler(BaseHTTPRequestHandler):
                 body=body,
                 content_type=self.headers.get("Content-Type", ""),
             )
-            response, user = emulator.app(
-                request, self.headers.get("Authorization"), self.headers.get("Cookie")
-            )
+            try:
+                response, user = emulator.app(
+                    request, self.headers.get("Authorization"), self.headers.get("Cookie")
+                )
+            except Exception:  # a bug in the emulator: answer 500 like a servlet container
+                LOG.exception("emulator error on %s %s", method, path)
+                response = text("Internal emulator error (see the test log).", 500)
         emulator.log.append(
             LogEntry(method=method, path=path, query=sanitize_query(split.query),
                      status=response.status, user=user,
