@@ -137,3 +137,19 @@ def test_command_exits_non_zero_with_message(tmp_path):
                           check=False)
     assert proc.returncode == 2
     assert "absent.nii.gz: file not found" in proc.stderr
+
+
+def test_propose_with_automatic_reference_records_it(scan_1003, tmp_path):
+    out = tmp_path / "auto.nii.gz"
+    ref_out = tmp_path / "reference.nii.gz"
+    assert main(["propose", "--stir", str(scan_1003["stir"]), "--disease-region",
+                 str(scan_1003["region"]), "--reference", "auto", "--reference-out", str(ref_out),
+                 "--out", str(out), "--scan", "demo/9/1003"]) == 0
+    side = json.loads((tmp_path / "auto.json").read_text())
+    assert side["reference"]["mode"] == "auto" and side["scan"] == "demo/9/1003"
+    assert 0 < side["upper"] - side["lower"] < side["thresholds"]["iqr"] / 2
+    assert side["lower"] == pytest.approx(480.2175847, rel=0.15)  # manual reference's, within 15 %
+    reference = np.asarray(nib.load(ref_out).dataobj) > 0
+    assert reference.sum() == side["reference"]["stats"]["n_voxels"]
+    stir = nib.load(scan_1003["stir"]).get_fdata()
+    assert stir[reference].max() == pytest.approx(side["upper"])
