@@ -203,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the model bundles and their contracts")
     p.set_defaults(func=cmd_models)
+    from vhi.cli_cohort import register
+    register(sub)
     return parser
 
 

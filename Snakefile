@@ -1,0 +1,34 @@
+# VHI cohort workflow: STIR + T1W sessions -> disease region -> lesion proposal ->
+# pushed for cleaning -> cleaned masks collected -> cohort VHI tables.
+# Run:  snakemake --profile profiles/local      (docs/usage.md)
+import os
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+# The image the rules run in with --software-deployment-method apptainer
+# (built from containers/); ignored by the local profile, which uses the venv.
+container: "docker://vhi:0.1.0"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/pull.smk"
+include: "workflow/rules/segment.smk"
+include: "workflow/rules/propose.smk"
+include: "workflow/rules/push.smk"
+include: "workflow/rules/collect.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all:
+    input:
+        **RESULTS,
+    default_target: True

@@ -1,0 +1,272 @@
+"""Cohort sub-commands of ``vhi`` that the workflow's rules call.
+
+``vhi pull | push | collect | agreement`` act on one session (its record and its
+source's spec come as JSON from the workflow); ``vhi sheet`` writes or checks a session
+sheet; ``vhi tables`` rebuilds the cohort tables and status from a config and the
+work folder. Every output is written atomically; every error names the session.
+
+Registered into the ``vhi`` parser by :func:`register`; also runnable as
+``python -m vhi.cli_cohort``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vhi.cohort import Session, demo_sessions, read_sheet, write_sheet
+from vhi.config import ConfigError
+from vhi.errors import InputError, VhiError
+from vhi.imaging import (
+    atomic_path,
+    grid_mismatch,
+    load_image,
+    load_mask,
+    save_json,
+    sidecar_path,
+)
+from vhi.provenance import build_provenance, sha256_file
+
+log = logging.getLogger("vhi")
+
+EXIT_INPUT = 2
+
+
+def _source_and_session(args: argparse.Namespace) -> tuple[Any, Session]:
+    from vhi.sources import make_source
+
+    session = Session.from_json(args.session)
+    try:
+        spec = json.loads(args.source)
+    except json.JSONDecodeError as exc:
+        raise ConfigError("--source", f"not JSON ({exc})") from None
+    return make_source(spec, site=session.site), session
+
+
+def _image_info(img: Any) -> dict[str, Any]:
+    return {"shape": list(img.shape[:3]),
+            "zooms_mm": [float(z) for z in img.header.get_zooms()[:3]],
+            "dtype": str(img.get_data_dtype())}
+
+
+# --------------------------------------------------------------------------- pull
+def cmd_pull(args: argparse.Namespace) -> int:
+    from vhi.sources.local import ROLE_NAMES
+
+    source, session = _source_and_session(args)
+    started = datetime.now(UTC)
+    name = ROLE_NAMES.get(args.role, args.role)
+    with atomic_path(args.out) as tmp:
+        info = source.fetch_scan(session, args.role, tmp)
+        try:
+            volume = load_mask(tmp) if args.role == "reference" else load_image(tmp)
+        except InputError as exc:
+            raise InputError(f"session {session.key}", f"{name} {info['uri']}: {exc.cause}") from None
+        if args.same_grid_as:
+            other = load_mask(args.same_grid_as)  # header only matters
+            why = grid_mismatch(other.img, volume.img)
+            if why:
+                raise InputError(f"session {session.key}",
+                                 f"{name} {info['uri']} is not on the T1W's voxel grid: {why}")
+    save_json({
+        "session": session.to_dict(),
+        "role": args.role,
+        "source": info,
+        "image": _image_info(volume.img),
+        "provenance": build_provenance(step="pull_scan", started=started, extra={
+            "output": str(args.out)}),
+    }, sidecar_path(args.out))
+    log.info("%s: %s %s -> %s", session.key, name, info["uri"], args.out)
+    return 0
+
+
+# --------------------------------------------------------------------------- push
+def cmd_push(args: argparse.Namespace) -> int:
+    source, session = _source_and_session(args)
+    files = {"proposal": Path(args.proposal), "sidecar": Path(args.sidecar)}
+    for path in files.values():
+        if not path.is_file():
+            raise InputError(path, "file not found")
+    receipt = source.push_proposal(session, files)
+    save_json(receipt, args.out)
+    log.info("%s: proposal pushed (%s)", session.key,
+             ", ".join(f["uri"] for f in receipt.get("files", {}).values()))
+    return 0
+
+
+# --------------------------------------------------------------------------- collect
+def cmd_collect(args: argparse.Namespace) -> int:
+    from vhi.measure import agreement
+
+    source, session = _source_and_session(args)
+    started = datetime.now(UTC)
+    proposal = load_mask(args.like)
+    with atomic_path(args.out) as tmp:
+        info = source.fetch_cleaned(session, tmp)
+        if info is None:
+            raise InputError(f"session {session.key}",
+                             "no cleaned segmentation on the source (yet)")
+        try:
+            cleaned = load_mask(tmp)
+        except InputError as exc:
+            raise InputError(f"session {session.key}",
+                             f"cleaned segmentation {info['uri']}: {exc.cause}") from None
+        why = grid_mismatch(proposal.img, cleaned.img)
+        if why:
+            raise InputError(f"session {session.key}", f"cleaned segmentation {info['uri']} is "
+                             f"not on the proposal's (STIR) grid: {why}")
+    labels = sorted(int(v) for v in np.unique(cleaned.data))
+    vs = agreement(proposal.data >= 1, cleaned.data > 0, cleaned.voxel_volume_ml)
+    save_json({
+        "session": session.to_dict(),
+        "source": info,
+        "labels": labels,
+        "voxels": vs.voxels_b,
+        "voxel_volume_ml": cleaned.voxel_volume_ml,
+        "vs_proposal": {"dice": vs.dice, "proposal_voxels": vs.voxels_a,
+                        "kept_voxels": vs.voxels_both, "removed_voxels": vs.voxels_a - vs.voxels_both,
+                        "added_voxels": vs.voxels_b - vs.voxels_both},
+        "provenance": build_provenance(step="collect_cleaned", inputs={"proposal": args.like},
+                                       started=started, extra={"output": str(args.out)}),
+    }, sidecar_path(args.out))
+    log.info("%s: cleaned segmentation %s: %d voxels (Dice %.3f with the proposal)",
+             session.key, info["uri"], vs.voxels_b, vs.dice)
+    return 0
+
+
+# --------------------------------------------------------------------------- agreement
+def _reader_arg(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, Path(path)
+
+
+def cmd_agreement(args: argparse.Namespace) -> int:
+    from vhi.measure import agreement
+
+    started = datetime.now(UTC)
+    proposal = load_mask(args.proposal)
+    readers: dict[str, Any] = {}
+    for name, path in args.reader:
+        mask = load_mask(path)
+        why = grid_mismatch(proposal.img, mask.img)
+        if why:
+            raise InputError(path, f"{args.scan}: reader {name}'s mask is not on the "
+                                   f"proposal's grid: {why}")
+        result = agreement(proposal.data >= 1, mask.data > 0, proposal.voxel_volume_ml)
+        readers[name] = {"path": str(path), "sha256": sha256_file(path), **result.as_dict()}
+        log.info("%s: proposal vs %s: Dice %.3f (%d vs %d voxels)", args.scan, name,
+                 result.dice, result.voxels_a, result.voxels_b)
+    save_json({"scan": args.scan, "proposal": str(args.proposal), "readers": readers,
+               "provenance": build_provenance(step="measure_agreement",
+                                              inputs={"proposal": args.proposal},
+                                              started=started)}, args.out)
+    return 0
+
+
+# --------------------------------------------------------------------------- sheet
+def cmd_sheet(args: argparse.Namespace) -> int:
+    if args.check:
+        sessions = read_sheet(args.check, args.site, args.root or Path(args.check).parent)
+        log.info("%s: %d sessions, valid", args.check, len(sessions))
+        return 0
+    from vhi.settings import demo_data_dir
+
+    sessions = demo_sessions(args.root or demo_data_dir(), args.site)
+    write_sheet(sessions, args.out)
+    log.info("%d demo sessions -> %s", len(sessions), args.out)
+    return 0
+
+
+# --------------------------------------------------------------------------- tables
+def cmd_tables(args: argparse.Namespace) -> int:
+    from vhi.cohort import Layout, plan_cohort
+    from vhi.config import load_config_file
+    from vhi.tables import write_results
+
+    settings = load_config_file(args.config)
+    plan = plan_cohort(settings)
+    status = write_results(plan, Layout.from_settings(settings), settings.timepoints)
+    counts = status["state"].value_counts().to_dict()
+    log.info("status: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def register(sub: Any) -> None:
+    """Add the cohort sub-commands to the ``vhi`` parser's sub-parsers."""
+    source_help = "the site's source spec as JSON (written by the workflow)"
+    session_help = "the session record as JSON (written by the workflow)"
+
+    p = sub.add_parser("pull", help="fetch one scan of a session from its source into NIfTI")
+    p.add_argument("--source", required=True, help=source_help)
+    p.add_argument("--session", required=True, help=session_help)
+    p.add_argument("--role", required=True, choices=["stir", "t1w", "reference"])
+    p.add_argument("--out", required=True, type=Path, help="NIfTI to write (+ sidecar JSON)")
+    p.add_argument("--same-grid-as", type=Path, help="fail unless the scan is on this image's grid")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("push", help="push a proposal to the session's source for cleaning")
+    p.add_argument("--source", required=True, help=source_help)
+    p.add_argument("--session", required=True, help=session_help)
+    p.add_argument("--proposal", required=True, type=Path)
+    p.add_argument("--sidecar", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="receipt JSON")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("collect", help="fetch the cleaned segmentation of a session")
+    p.add_argument("--source", required=True, help=source_help)
+    p.add_argument("--session", required=True, help=session_help)
+    p.add_argument("--like", required=True, type=Path,
+                   help="the proposal: the cleaned mask must be on its grid")
+    p.add_argument("--out", required=True, type=Path, help="cleaned NIfTI (+ sidecar JSON)")
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("agreement", help="Dice and volumes of a proposal vs reader masks")
+    p.add_argument("--proposal", required=True, type=Path)
+    p.add_argument("--reader", action="append", default=[], type=_reader_arg,
+                   metavar="NAME=PATH", help="a reader's mask (repeatable)")
+    p.add_argument("--scan", default="scan", help="name used in messages")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_agreement)
+
+    p = sub.add_parser("sheet", help="write the demo cohort's session sheet, or check a sheet")
+    p.add_argument("--root", type=Path, help="cohort folder (default: the shared demo data)")
+    p.add_argument("--site", default="demo")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--out", type=Path, help="write the demo sheet here")
+    group.add_argument("--check", type=Path, help="validate this sheet")
+    p.set_defaults(func=cmd_sheet)
+
+    p = sub.add_parser("tables", help="rebuild results/ (tables, status) from a config and work/")
+    p.add_argument("--config", required=True, type=Path)
+    p.set_defaults(func=cmd_tables)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from vhi.cli import setup_logging
+
+    parser = argparse.ArgumentParser(prog="python -m vhi.cli_cohort")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("-q", "--quiet", action="store_true")
+    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    try:
+        return args.func(args)
+    except VhiError as exc:
+        log.error("%s", exc)
+        return EXIT_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

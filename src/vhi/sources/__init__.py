@@ -1,0 +1,99 @@
+"""Where sessions come from and where proposals go: one protocol, one module per backend.
+
+A source lists the sessions of one site, fetches a scan of a session into the work
+folder, pushes a proposal back for a radiologist to clean, and fetches the cleaned
+segmentation once there is one. :func:`make_source` builds one from a site's
+``source`` config; backends register in :data:`SOURCE_TYPES` (``local`` now, ``xnat``
+next) and are imported only when used.
+
+Rules of every backend: nothing a radiologist saved is ever written to; every file a
+source writes into ``dest`` is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from vhi.cohort import Session
+from vhi.config import ConfigError
+
+#: source ``type`` -> "module:Class"
+SOURCE_TYPES: dict[str, str] = {
+    "local": "vhi.sources.local:LocalSource",
+}
+
+
+class Source(ABC):
+    """The protocol every backend implements (local folder, XNAT, later DICOMweb)."""
+
+    #: Config keys each operation depends on. The workflow passes only these to the job,
+    #: so changing, say, the outbox reruns the pushes but not the pulls.
+    SPEC_KEYS: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "fetch": (), "push": (), "cleaned": (), "list": ()}
+
+    def __init__(self, site: str, spec: Mapping[str, Any]) -> None:
+        self.site = site
+        self.spec = dict(spec)
+
+    @abstractmethod
+    def list_sessions(self) -> list[Session]:
+        """Every session of the site, with its scans' URIs."""
+
+    @abstractmethod
+    def fetch_scan(self, session: Session, role: str, dest: str | os.PathLike[str]) -> dict[str, Any]:
+        """Write the scan of ``role`` (stir, t1w, reference) as NIfTI to ``dest``.
+
+        Returns what was fetched: at least ``uri`` and ``sha256`` of the source data.
+        Raises :class:`vhi.errors.InputError` naming the session and the cause.
+        """
+
+    @abstractmethod
+    def push_proposal(self, session: Session, files: Mapping[str, Path]) -> dict[str, Any]:
+        """Make the proposal files (role -> path) available for cleaning; return a receipt."""
+
+    @abstractmethod
+    def find_cleaned(self, sessions: Sequence[Session]) -> dict[str, dict[str, Any]]:
+        """A cheap look: session key -> fingerprint of its cleaned segmentation, if any.
+
+        The fingerprint changes when a radiologist saves again, so the workflow
+        collects again.
+        """
+
+    @abstractmethod
+    def fetch_cleaned(self, session: Session, dest: str | os.PathLike[str]) -> dict[str, Any] | None:
+        """Copy the cleaned segmentation to ``dest`` (NIfTI); None when there is none yet.
+
+        Returns at least ``uri`` and ``sha256`` of what was fetched.
+        """
+
+    def reader_masks(self, session: Session) -> dict[str, str]:
+        """Independent reader masks of the session (reader -> path) for agreement; none by default."""
+        return {}
+
+    @classmethod
+    def spec_for(cls, spec: Mapping[str, Any], operation: str) -> dict[str, Any]:
+        """The part of the site spec that ``operation`` depends on (plus ``type``)."""
+        keys = cls.SPEC_KEYS.get(operation, ())
+        return {"type": spec["type"], **{k: spec[k] for k in keys if k in spec}}
+
+
+def source_class(spec: Mapping[str, Any]) -> type[Source]:
+    kind = spec.get("type")
+    if kind not in SOURCE_TYPES:
+        raise ConfigError("source.type", f"unknown source type {kind!r} "
+                                         f"(known: {', '.join(sorted(SOURCE_TYPES))})")
+    module, _, name = SOURCE_TYPES[kind].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def make_source(spec: Mapping[str, Any], site: str) -> Source:
+    """The source of one site from its (validated, expanded) ``source`` config."""
+    return source_class(spec)(site, spec)
+
+
+__all__ = ["SOURCE_TYPES", "Source", "make_source", "source_class"]

@@ -1,0 +1,149 @@
+"""A folder cohort: sessions from a sheet, proposals to an outbox, cleaned masks from a layout.
+
+Config (``sites[].source`` with ``type: local``)::
+
+    root:    the cohort folder (sheet paths and the patterns below are relative to it)
+    sheet:   a CSV session sheet, or ``demo`` for the public bone-MRI layout
+    outbox:  proposals go to outbox/{site}/{subject}/{session}/proposal.nii.gz (+ .json)
+    cleaned: where radiologists save cleaned masks, default
+             cleaned/{site}/{subject}/{session}.nii.gz (relative to root)
+    readers: reader name -> pattern of independent reader masks (agreement only)
+
+Everything under ``root`` is read only: a fetch copies, a push refuses any destination
+that is a listed scan, a reader mask or a cleaned mask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from vhi.cohort import Session, demo_sessions, read_sheet
+from vhi.config import ConfigError
+from vhi.errors import InputError
+from vhi.imaging import atomic_path
+from vhi.sources import Source
+
+DEFAULT_CLEANED = "cleaned/{site}/{subject}/{session}.nii.gz"
+ROLE_NAMES = {"stir": "STIR", "t1w": "T1W", "reference": "normal-marrow mask"}
+
+
+def copy_hashed(src: Path, dest: str | os.PathLike[str]) -> dict[str, Any]:
+    """Copy ``src`` to ``dest`` atomically; return the source's sha256 and size."""
+    digest = hashlib.sha256()
+    size = 0
+    with atomic_path(dest) as tmp, src.open("rb") as fin, tmp.open("wb") as fout:
+        while block := fin.read(1 << 20):
+            digest.update(block)
+            fout.write(block)
+            size += len(block)
+    return {"sha256": digest.hexdigest(), "size": size}
+
+
+class LocalSource(Source):
+    """Sessions of one site in a local folder."""
+
+    SPEC_KEYS: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "list": ("root", "sheet", "readers"),
+        "fetch": (),  # scans are located by the absolute paths in the session record
+        "push": ("root", "outbox", "cleaned", "readers"),
+        "cleaned": ("root", "cleaned"),
+    }
+
+    def __init__(self, site: str, spec: Mapping[str, Any]) -> None:
+        super().__init__(site, spec)
+        self.root = Path(spec.get("root", ".")).expanduser().absolute()
+        self.sheet = spec.get("sheet", "demo")
+        self.outbox = Path(spec.get("outbox", "outbox")).expanduser().absolute()
+        self.cleaned = spec.get("cleaned", DEFAULT_CLEANED)
+        self.readers = dict(spec.get("readers", {}))
+        for key, pattern in [("cleaned", self.cleaned), *self.readers.items()]:
+            try:
+                pattern.format(site="s", subject="s", session="s")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(f"site {site} source {key}",
+                                  f"pattern {pattern!r} may use only {{site}}, {{subject}}, "
+                                  f"{{session}} ({exc!r})") from None
+
+    # ------------------------------------------------------------------ paths
+    def _pattern_path(self, pattern: str, session: Session) -> Path:
+        rel = pattern.format(site=session.site, subject=session.subject, session=session.session)
+        return self.root / Path(rel).expanduser()  # an absolute pattern replaces root
+
+    def cleaned_path(self, session: Session) -> Path:
+        return self._pattern_path(self.cleaned, session)
+
+    def outbox_dir(self, session: Session) -> Path:
+        return self.outbox / session.site / session.subject / session.session
+
+    def _protected(self, session: Session) -> set[Path]:
+        """Files this source must never write: scans, cleaned and reader masks."""
+        paths = [Path(p) for p in session.scans.values()]
+        paths.append(self.cleaned_path(session))
+        paths += [self._pattern_path(p, session) for p in self.readers.values()]
+        return {p.resolve() for p in paths}
+
+    def _guard(self, dest: str | os.PathLike[str], session: Session) -> None:
+        if Path(dest).resolve() in self._protected(session):
+            raise InputError(dest, f"session {session.key}: refusing to write over a source file "
+                                   "(scan, reader or cleaned mask)")
+
+    # ------------------------------------------------------------------ protocol
+    def list_sessions(self) -> list[Session]:
+        if self.sheet == "demo":
+            return demo_sessions(self.root, self.site)
+        return read_sheet(Path(self.sheet).expanduser(), self.site, self.root)
+
+    def fetch_scan(self, session: Session, role: str, dest: str | os.PathLike[str]) -> dict[str, Any]:
+        uri = session.scans.get(role)
+        if not uri:
+            raise InputError(f"session {session.key}",
+                             f"no {ROLE_NAMES.get(role, role)} listed for this session")
+        src = Path(uri)
+        if not src.is_file():
+            raise InputError(f"session {session.key}",
+                             f"{ROLE_NAMES.get(role, role)} {src}: file not found")
+        self._guard(dest, session)
+        return {"uri": str(src), **copy_hashed(src, dest)}
+
+    def push_proposal(self, session: Session, files: Mapping[str, Path]) -> dict[str, Any]:
+        outdir = self.outbox_dir(session)
+        pushed = {}
+        for role, path in files.items():
+            target = outdir / Path(path).name
+            self._guard(target, session)
+            pushed[role] = {"uri": str(target), **copy_hashed(Path(path), target)}
+        return {"source": "local", "site": session.site, "session": session.key,
+                "files": pushed, "cleaned_expected_at": str(self.cleaned_path(session)),
+                "pushed_at": datetime.now(UTC).isoformat()}
+
+    def find_cleaned(self, sessions: Sequence[Session]) -> dict[str, dict[str, Any]]:
+        found = {}
+        for s in sessions:
+            path = self.cleaned_path(s)
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            found[s.key] = {"uri": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return found
+
+    def fetch_cleaned(self, session: Session, dest: str | os.PathLike[str]) -> dict[str, Any] | None:
+        src = self.cleaned_path(session)
+        if not src.is_file():
+            return None
+        self._guard(dest, session)
+        st = src.stat()
+        return {"uri": str(src), "mtime_ns": st.st_mtime_ns, **copy_hashed(src, dest)}
+
+    def reader_masks(self, session: Session) -> dict[str, str]:
+        masks = {}
+        for name, pattern in self.readers.items():
+            path = self._pattern_path(pattern, session)
+            if path.is_file():
+                masks[name] = str(path)
+        return masks

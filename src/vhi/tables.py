@@ -1,0 +1,238 @@
+"""Cohort tables: a pure gather of the per-session files a run leaves in ``work/``.
+
+* ``cohort_vhi`` – one row per measured (cleaned) session with the audit trail of its
+  number: thresholds, proposal, model sha256, the cleaned file used, the source scans;
+* ``cohort_change`` – per subject, VHI between consecutive timepoints;
+* ``agreement`` – the proposal vs every reader mask that exists;
+* ``status`` – every session's state (see :mod:`vhi.status`).
+
+Column meanings are listed in docs/output.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import vhi
+from vhi.cohort import Layout, PlannedSession
+from vhi.imaging import atomic_path, save_json
+from vhi.provenance import git_commit
+from vhi.status import status_table
+
+log = logging.getLogger(__name__)
+
+ID_COLUMNS = ["site", "subject", "session", "timepoint"]
+VHI_COLUMNS = [
+    *ID_COLUMNS, "vhi_ml", "vhi_voxels", "voxel_volume_ml",
+    "proposal_ml", "proposal_voxels", "proposal_voxels_label2",
+    "lower", "upper", "q1", "q3", "iqr", "m", "reference_voxels", "reference_mode",
+    "dice_cleaned_vs_proposal", "removed_voxels", "added_voxels",
+    "cleaned_uri", "cleaned_sha256", "stir_uri", "stir_sha256", "t1w_uri", "t1w_sha256",
+    "model_bundle", "model_version", "model_sha256", "vhi_version", "collected_at",
+]
+CHANGE_COLUMNS = [
+    "site", "subject", "timepoint_from", "timepoint_to", "session_from", "session_to",
+    "vhi_ml_from", "vhi_ml_to", "change_ml", "change_percent",
+]
+AGREEMENT_COLUMNS = [
+    *ID_COLUMNS, "reader", "dice", "volume_similarity", "proposal_voxels", "reader_voxels",
+    "both_voxels", "proposal_ml", "reader_ml", "reader_file", "reader_sha256",
+]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _get(data: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(data, Mapping) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _ids(p: PlannedSession) -> dict[str, str]:
+    s = p.session
+    return {"site": s.site, "subject": s.subject, "session": s.session, "timepoint": s.timepoint}
+
+
+def vhi_row(p: PlannedSession, layout: Layout) -> dict[str, Any] | None:
+    """The cohort_vhi row of one session, or None when it has not been measured."""
+    f = lambda name: _read(layout.work_file(p.session, name))  # noqa: E731
+    measured = f("vhi.json")
+    if not measured:
+        return None
+    proposal, cleaned, region = f("proposal.json"), f("cleaned.json"), f("disease_region.json")
+    stir, t1w = f("stir.json"), f("t1w.json")
+    thresholds = proposal.get("thresholds", {})
+    folds = _get(region, "provenance", "model", "sha256") or {}
+    return {
+        **_ids(p),
+        "vhi_ml": measured.get("vhi_ml"),
+        "vhi_voxels": measured.get("voxels"),
+        "voxel_volume_ml": measured.get("voxel_volume_ml"),
+        "proposal_ml": proposal.get("proposal_ml"),
+        "proposal_voxels": _get(proposal, "voxels", "label_ge1"),
+        "proposal_voxels_label2": _get(proposal, "voxels", "label2"),
+        "lower": proposal.get("lower"),
+        "upper": proposal.get("upper"),
+        "q1": thresholds.get("q1"),
+        "q3": thresholds.get("q3"),
+        "iqr": thresholds.get("iqr"),
+        "m": thresholds.get("m"),
+        "reference_voxels": thresholds.get("n_reference"),
+        "reference_mode": _get(proposal, "reference", "mode"),
+        "dice_cleaned_vs_proposal": _get(cleaned, "vs_proposal", "dice"),
+        "removed_voxels": _get(cleaned, "vs_proposal", "removed_voxels"),
+        "added_voxels": _get(cleaned, "vs_proposal", "added_voxels"),
+        "cleaned_uri": _get(cleaned, "source", "uri"),
+        "cleaned_sha256": _get(cleaned, "source", "sha256"),
+        "stir_uri": _get(stir, "source", "uri"),
+        "stir_sha256": _get(stir, "source", "sha256"),
+        "t1w_uri": _get(t1w, "source", "uri"),
+        "t1w_sha256": _get(t1w, "source", "sha256"),
+        "model_bundle": _get(region, "provenance", "model", "name"),
+        "model_version": _get(region, "provenance", "model", "version"),
+        "model_sha256": ";".join(f"{k}:{v}" for k, v in sorted(folds.items())) or None,
+        "vhi_version": _get(measured, "provenance", "software", "version"),
+        "collected_at": _get(cleaned, "provenance", "finished"),
+    }
+
+
+def cohort_vhi_table(plan: Sequence[PlannedSession], layout: Layout) -> pd.DataFrame:
+    rows = [row for p in plan if p.cleaned is not None and (row := vhi_row(p, layout))]
+    return pd.DataFrame(rows, columns=VHI_COLUMNS)
+
+
+def _timepoint_rank(order: Sequence[str]) -> Any:
+    rank = {t: i for i, t in enumerate(order)}
+    return lambda t: (rank.get(t, len(rank)), t)
+
+
+def change_table(cohort: pd.DataFrame, timepoints: Sequence[str]) -> pd.DataFrame:
+    """VHI change per subject between consecutive timepoints (in ``timepoints`` order)."""
+    key = _timepoint_rank(timepoints)
+    rows = []
+    for (site, subject), group in cohort.groupby(["site", "subject"], sort=True):
+        ordered = sorted(group.to_dict("records"), key=lambda r: (key(r["timepoint"]),
+                                                                  r["session"]))
+        for a, b in itertools.pairwise(ordered):
+            change = b["vhi_ml"] - a["vhi_ml"]
+            rows.append({
+                "site": site, "subject": subject,
+                "timepoint_from": a["timepoint"], "timepoint_to": b["timepoint"],
+                "session_from": a["session"], "session_to": b["session"],
+                "vhi_ml_from": a["vhi_ml"], "vhi_ml_to": b["vhi_ml"], "change_ml": change,
+                "change_percent": 100.0 * change / a["vhi_ml"] if a["vhi_ml"] else None,
+            })
+    return pd.DataFrame(rows, columns=CHANGE_COLUMNS)
+
+
+def agreement_table(plan: Sequence[PlannedSession], layout: Layout) -> pd.DataFrame:
+    rows = []
+    for p in plan:
+        if not p.readers:
+            continue
+        data = _read(layout.work_file(p.session, "agreement.json"))
+        for reader, r in sorted(data.get("readers", {}).items()):
+            rows.append({**_ids(p), "reader": reader, "dice": r.get("dice"),
+                         "volume_similarity": r.get("volume_similarity"),
+                         "proposal_voxels": r.get("voxels_a"), "reader_voxels": r.get("voxels_b"),
+                         "both_voxels": r.get("voxels_both"), "proposal_ml": r.get("ml_a"),
+                         "reader_ml": r.get("ml_b"), "reader_file": r.get("path"),
+                         "reader_sha256": r.get("sha256")})
+    return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
+
+
+def dataset_description(plan: Sequence[PlannedSession], bundle: str | None = None) -> dict[str, Any]:
+    """BIDS-derivative-style description of the results folder."""
+    return {
+        "Name": "VHI cohort results",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{
+            "Name": "vhi",
+            "Version": vhi.__version__,
+            "Description": "Volume of hyperintense inflammation (VHI) cohort workflow "
+                           "(Snakemake); research use only, not for clinical decisions",
+            "CodeURL": "https://github.com/c-hepburn/Bone_MRI (method)",
+            **({"GitCommit": commit} if (commit := git_commit()) else {}),
+        }],
+        "ModelBundle": bundle,
+        "Sites": sorted({p.session.site for p in plan}),
+        "Sessions": len(plan),
+        "GeneratedAt": datetime.now(UTC).isoformat(),
+    }
+
+
+def _write_csv(df: pd.DataFrame, dest: Path) -> None:
+    with atomic_path(dest) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def _write_parquet(df: pd.DataFrame, dest: Path) -> None:
+    with atomic_path(dest) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def write_results(plan: Sequence[PlannedSession], layout: Layout, timepoints: Sequence[str],
+                  bundle: str | None = None) -> pd.DataFrame:
+    """Write every file of the results folder (atomically) and return the status table."""
+    cohort = cohort_vhi_table(plan, layout)
+    status = status_table(plan, layout)
+    _write_csv(cohort, layout.result("cohort_vhi"))
+    _write_parquet(cohort, layout.result("cohort_vhi_parquet"))
+    _write_csv(change_table(cohort, timepoints), layout.result("cohort_change"))
+    _write_csv(agreement_table(plan, layout), layout.result("agreement"))
+    _write_csv(status, layout.result("status"))
+    save_json(dataset_description(plan, bundle), layout.result("description"))
+    log.info("results: %d measured of %d sessions -> %s", len(cohort), len(plan), layout.results)
+    return status
+
+
+def write_results_logged(plan: Sequence[PlannedSession], layout: Layout, settings: Any,
+                         log_path: str | Path, *, after_failure: bool = False) -> None:
+    """:func:`write_results` with the ``vhi`` log also going to ``log_path``.
+
+    ``after_failure`` is the workflow's error handler: the tables are written from the
+    sessions that finished, every failed session and its reason goes to stderr, and an
+    error here is reported, not raised (the run has failed already).
+    """
+    import sys
+
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_path, mode="a" if after_failure else "w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("vhi")
+    root.addHandler(handler)
+    previous = root.level
+    root.setLevel(logging.INFO)
+    try:
+        status = write_results(plan, layout, settings.timepoints, settings.bundle)
+        if after_failure:
+            failed = status[status["state"] == "failed"]
+            for row in failed.itertuples():
+                sys.stderr.write(f"VHI session {row.site}/{row.subject}/{row.session} failed in "
+                                 f"{row.step}: {row.reason} (log: {row.log})\n")
+            sys.stderr.write(f"VHI results written for the sessions that finished; "
+                             f"{len(failed)} failed: see {layout.result('status')}\n")
+    except (OSError, ValueError, KeyError) as exc:
+        if not after_failure:
+            raise
+        log.error("could not write the results after the failed run: %s", exc)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+        handler.close()

@@ -1,0 +1,83 @@
+# The cohort plan (sessions of every site, from the validated config and sheets) and
+# the small input/params functions the rules share. Logic lives in vhi.cohort/sources.
+import json
+
+from vhi.cohort import RESULT_FILES, Layout, plan_cohort, plan_digest, wildcard_constraints
+from vhi.config import resolve_config
+from vhi.sources import source_class
+
+SETTINGS = resolve_config(config)
+LAYOUT = Layout.from_settings(SETTINGS)
+PLAN = {p.key: p for p in plan_cohort(SETTINGS)}
+PLAN_DIGEST = plan_digest(list(PLAN.values()))
+RESULTS = {key: str(LAYOUT.result(key)) for key in RESULT_FILES}
+SESSION_LABEL = "{site}/{subject}/{session}"
+
+
+wildcard_constraints:
+    **wildcard_constraints(list(PLAN.values())),
+
+
+def planned(wildcards):
+    return PLAN[SESSION_LABEL.format(**wildcards)]
+
+
+def session_json(wildcards):
+    """The session record (ids, timepoint, scan URIs) the vhi commands act on."""
+    return json.dumps(planned(wildcards).session.to_dict(), sort_keys=True)
+
+
+def source_json(operation):
+    """Params function: the part of the site's source spec that `operation` depends on."""
+
+    def spec(wildcards):
+        site = SETTINGS.site(wildcards.site)
+        return json.dumps(source_class(site.source).spec_for(site.source, operation),
+                          sort_keys=True)
+
+    return spec
+
+
+def pull_scan_inputs(wildcards):
+    """A STIR is checked against the session's T1W grid."""
+    return {"grid": LAYOUT.work_pattern("t1w.nii.gz").format(**wildcards)} if (
+        wildcards.role == "stir") else {}
+
+
+def same_grid_flag(wildcards, input):
+    return f"--same-grid-as {input.grid}" if "grid" in input.keys() else ""
+
+
+def propose_inputs(wildcards):
+    files = {name: LAYOUT.work_pattern(f"{name}.nii.gz").format(**wildcards)
+             for name in ("stir", "disease_region")}
+    if planned(wildcards).reference == "manual":
+        files["reference"] = LAYOUT.work_pattern("reference.nii.gz").format(**wildcards)
+    return files
+
+
+def reference_arg(wildcards, input):
+    return input.reference if "reference" in input.keys() else "auto"
+
+
+def reader_masks(wildcards):
+    """Reader masks on the source (read only): their changes rerun the agreement."""
+    return {f"reader_{name}": path for name, path in planned(wildcards).readers.items()}
+
+
+def reader_args(wildcards):
+    return " ".join(f"--reader {name}={path}"
+                    for name, path in planned(wildcards).readers.items())
+
+
+def cleaned_fingerprint(wildcards):
+    """Changes when a radiologist saves the cleaned mask again: collect reruns."""
+    return json.dumps(planned(wildcards).cleaned, sort_keys=True)
+
+
+def session_final_files(p):
+    return [str(LAYOUT.work_file(p.session, name)) for name in p.final_files()]
+
+
+def all_session_files(wildcards):
+    return [f for p in PLAN.values() for f in session_final_files(p)]
