@@ -25,6 +25,7 @@ from vhi.config import ConfigError
 #: source ``type`` -> "module:Class"
 SOURCE_TYPES: dict[str, str] = {
     "local": "vhi.sources.local:LocalSource",
+    "xnat": "vhi.sources.xnat:XnatSource",
 }
 
 
