@@ -36,7 +36,7 @@ VHI_COLUMNS = [
     "lower", "upper", "q1", "q3", "iqr", "m", "reference_voxels", "reference_mode",
     "dice_cleaned_vs_proposal", "removed_voxels", "added_voxels",
     "cleaned_uri", "cleaned_sha256", "stir_uri", "stir_sha256", "t1w_uri", "t1w_sha256",
-    "model_bundle", "model_version", "model_sha256", "vhi_version", "collected_at",
+    "model_bundle", "model_version", "model_sha256", "model_device", "vhi_version", "collected_at",
 ]
 CHANGE_COLUMNS = [
     "site", "subject", "timepoint_from", "timepoint_to", "session_from", "session_to",
@@ -77,7 +77,9 @@ def vhi_row(p: PlannedSession, layout: Layout) -> dict[str, Any] | None:
     proposal, cleaned, region = f("proposal.json"), f("cleaned.json"), f("disease_region.json")
     stir, t1w = f("stir.json"), f("t1w.json")
     thresholds = proposal.get("thresholds", {})
-    folds = _get(region, "provenance", "model", "sha256") or {}
+    # vhi segment writes its provenance at the top level of the sidecar
+    model = region.get("model") or _get(region, "provenance", "model") or {}
+    folds = model.get("sha256") or {}
     return {
         **_ids(p),
         "vhi_ml": measured.get("vhi_ml"),
@@ -103,9 +105,10 @@ def vhi_row(p: PlannedSession, layout: Layout) -> dict[str, Any] | None:
         "stir_sha256": _get(stir, "source", "sha256"),
         "t1w_uri": _get(t1w, "source", "uri"),
         "t1w_sha256": _get(t1w, "source", "sha256"),
-        "model_bundle": _get(region, "provenance", "model", "name"),
-        "model_version": _get(region, "provenance", "model", "version"),
+        "model_bundle": model.get("name"),
+        "model_version": model.get("version"),
         "model_sha256": ";".join(f"{k}:{v}" for k, v in sorted(folds.items())) or None,
+        "model_device": region.get("device") or _get(region, "provenance", "device"),
         "vhi_version": _get(measured, "provenance", "software", "version"),
         "collected_at": _get(cleaned, "provenance", "finished"),
     }

@@ -1,0 +1,94 @@
+"""Config validation: defaults, ${VHI_SHARED} expansion, unknown keys named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vhi.config import ConfigError, load_config_file, resolve_config
+from vhi.settings import PROJECT_ROOT
+
+
+def minimal(**site: object) -> dict:
+    return {"sites": [{"name": "a", "source": {"type": "local", "root": "/data"}, **site}]}
+
+
+def test_embedded_default_is_the_demo_cohort_on_the_cpu() -> None:
+    settings = load_config_file(PROJECT_ROOT / "config.yaml")
+    assert settings.device == "cpu"
+    (site,) = settings.sites
+    assert site.name == "demo" and site.reference == "manual_if_present"
+    assert site.source["root"] == str(settings.shared / "data" / "bone_mri")
+    assert "R11" in site.source["cleaned"]
+
+
+def test_defaults_are_filled_in() -> None:
+    settings = resolve_config(minimal())
+    assert (settings.work_dir, settings.results_dir, settings.logs_dir) == ("work", "results", "logs")
+    assert settings.bundle == "sij_disease_region_unet"
+    assert settings.timepoints == ("pre", "post")
+    source = settings.sites[0].source
+    assert source["sheet"] == "demo" and source["outbox"] == "outbox"
+    assert source["cleaned"] == "cleaned/{site}/{subject}/{session}.nii.gz"
+
+
+def test_shared_key_replaces_the_variable(tmp_path: Path) -> None:
+    config = minimal()
+    config["shared"] = str(tmp_path)
+    config["sites"][0]["source"]["root"] = "${VHI_SHARED}/x"
+    assert resolve_config(config).sites[0].source["root"] == f"{tmp_path}/x"
+
+
+def test_shared_defaults_to_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VHI_SHARED", str(tmp_path))
+    config = minimal()
+    config["sites"][0]["source"]["root"] = "$VHI_SHARED/y"
+    assert resolve_config(config).sites[0].source["root"] == f"{tmp_path}/y"
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    (lambda c: c.update(tpyo=1), "tpyo"),
+    (lambda c: c.update(model={"devcie": "cpu"}), "devcie"),
+    (lambda c: c["sites"][0].update(refrence="auto"), "refrence"),
+    (lambda c: c["sites"][0]["source"].update(outbx="x"), "outbx"),
+    (lambda c: c["sites"][0].update(reference="sometimes"), "sometimes"),
+    (lambda c: c["sites"][0].update(name="bad name"), "bad name"),
+])
+def test_invalid_config_names_the_key(change, named: str) -> None:
+    config = minimal()
+    change(config)
+    with pytest.raises(ConfigError, match=named):
+        resolve_config(config)
+
+
+def test_duplicate_site_is_rejected() -> None:
+    config = minimal()
+    config["sites"].append(dict(config["sites"][0]))
+    with pytest.raises(ConfigError, match="site a is defined twice"):
+        resolve_config(config)
+
+
+def test_every_schema_key_has_a_description() -> None:
+    def walk(node: object, where: str) -> None:
+        if isinstance(node, dict):
+            for name, sub in node.get("properties", {}).items():
+                assert "description" in sub, f"{where}.{name} has no description"
+            if node.get("type") == "object" and "properties" in node:
+                assert node.get("additionalProperties") is not True, where
+                assert "additionalProperties" in node, f"{where} allows unknown keys"
+            for key, sub in node.items():
+                walk(sub, f"{where}.{key}")
+        elif isinstance(node, list):
+            for i, sub in enumerate(node):
+                walk(sub, f"{where}[{i}]")
+
+    for name in ("config.schema.yaml", "sheet.schema.yaml"):
+        walk(yaml.safe_load((PROJECT_ROOT / "workflow" / "schemas" / name).read_text()), name)
+
+
+def test_config_does_not_mutate_the_input() -> None:
+    config = minimal()
+    resolve_config(config)
+    assert "work_dir" not in config

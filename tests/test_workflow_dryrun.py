@@ -1,0 +1,164 @@
+"""Workflow dry runs (``snakemake -n``) for every input scenario, and ``snakemake --lint``.
+
+The cohorts here are generated sheets whose scans need not exist: a dry run only
+plans, and a missing scan fails its own session's pull at run time, never the DAG.
+Cleaned masks are found by a stat, so empty files stand in for them.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vhi.settings import PROJECT_ROOT, shared_dir
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+PROFILE = PROJECT_ROOT / "profiles" / "local"
+
+
+def workflow_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("VHI_SHARED", str(shared_dir()))
+    env["VHI_NO_PROGRESS"] = "1"
+    return env
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """Run the project's workflow in ``workdir`` (nothing is written into the repository)."""
+    return subprocess.run(
+        [*SNAKEMAKE, "--snakefile", str(PROJECT_ROOT / "Snakefile"), "--profile", str(PROFILE),
+         "--directory", str(workdir), *args],
+        capture_output=True, text=True, timeout=timeout, env=workflow_env(), check=False)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a snakemake run or dry run."""
+    counts: dict[str, int] = {}
+    block = output.split("Job stats:", 1)[-1] if "Job stats:" in output else ""
+    for line in block.splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def write_cohort(root: Path, n: int, *, cleaned: int = 0, t1w_only: int = 0,
+                 missing_t1w: int = 0, readers: bool = False, site: str = "s1") -> Path:
+    """A generated cohort: a sheet of ``n`` sessions (two per subject, pre/post), the first
+    ``cleaned`` with an (empty) cleaned mask in the documented layout; returns a config."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        subject, session = f"P{i // 2:04d}", f"S{i:05d}"
+        has_stir = i >= t1w_only
+        rows.append({"site": site, "subject": subject, "session": session,
+                     "timepoint": "pre" if i % 2 == 0 else "post",
+                     "stir": f"scans/{session}_STIR.nii.gz" if has_stir else "",
+                     "t1w": "" if i < missing_t1w else f"scans/{session}_T1W.nii.gz",
+                     "normal_marrow": f"scans/{session}_nm.nii.gz" if has_stir else ""})
+        if has_stir and i - t1w_only < cleaned:
+            mask = root / "cleaned" / site / subject / f"{session}.nii.gz"
+            mask.parent.mkdir(parents=True, exist_ok=True)
+            mask.touch()
+            if readers:
+                reader = root / "readers" / f"{session}.nii.gz"
+                reader.parent.mkdir(parents=True, exist_ok=True)
+                reader.touch()
+    sheet = root / "sheet.csv"
+    with sheet.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    source = {"type": "local", "root": str(root), "sheet": str(sheet),
+              "outbox": str(root / "outbox")}
+    if readers:
+        source["readers"] = {"R1": "readers/{session}.nii.gz"}
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump({"sites": [{"name": site, "source": source}]}))
+    return config
+
+
+def dry_run(tmp_path: Path, config: Path) -> dict[str, int]:
+    result = snakemake(tmp_path / "run", "-n", "--configfile", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return job_counts(result.stdout + result.stderr)
+
+
+def test_dry_run_no_cleaned_masks(tmp_path: Path) -> None:
+    counts = dry_run(tmp_path, write_cohort(tmp_path / "cohort", 6, t1w_only=2))
+    assert counts["segment_disease_region"] == 6
+    assert counts["propose_lesions"] == counts["push_proposal"] == 4
+    assert counts["pull_scan"] == 6 + 4 + 4  # t1w, stir, manual reference
+    assert "collect_cleaned" not in counts and "measure_vhi" not in counts
+    assert counts["build_cohort_tables"] == 1
+
+
+def test_dry_run_some_cleaned_masks(tmp_path: Path) -> None:
+    counts = dry_run(tmp_path, write_cohort(tmp_path / "cohort", 6, cleaned=3, readers=True))
+    assert counts["collect_cleaned"] == counts["measure_vhi"] == 3
+    assert counts["measure_agreement"] == 3  # reader masks exist for those three
+    assert counts["push_proposal"] == 6
+
+
+def test_dry_run_all_cleaned_masks(tmp_path: Path) -> None:
+    counts = dry_run(tmp_path, write_cohort(tmp_path / "cohort", 6, cleaned=6))
+    assert counts["collect_cleaned"] == counts["measure_vhi"] == counts["propose_lesions"] == 6
+
+
+def test_dry_run_missing_scan_plans_the_rest(tmp_path: Path) -> None:
+    """A session without a T1W (empty cell) or with a missing file is planned like any
+    other: it fails its own pull at run time instead of stopping the whole DAG."""
+    config = write_cohort(tmp_path / "cohort", 4, missing_t1w=1)  # no file exists at all
+    counts = dry_run(tmp_path, config)
+    assert counts["segment_disease_region"] == 4
+    assert counts["pull_scan"] == 12
+
+
+def test_dry_run_demo_config(tmp_path: Path, data_dir: Path) -> None:
+    """The embedded default: the demo cohort, R11 standing in for cleaned masks."""
+    result = snakemake(tmp_path, "-n")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts["segment_disease_region"] == 11
+    assert counts["propose_lesions"] == counts["measure_vhi"] == 8
+    assert counts["measure_agreement"] == 8
+
+
+def test_lint_has_no_findings(tmp_path: Path) -> None:
+    result = snakemake(tmp_path, "--lint")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Congratulations, your workflow is in a good condition!" in output
+    assert "Lints for" not in output
+
+
+@pytest.mark.parametrize(("override", "named"), [
+    ({"tpyo": 1}, "tpyo"),
+    ({"model": {"devcie": "cpu"}}, "devcie"),
+])
+def test_unknown_config_key_is_rejected_by_name(tmp_path: Path, override: dict,
+                                                named: str) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(override))
+    result = snakemake(tmp_path / "run", "-n", "--configfile", str(config))
+    assert result.returncode != 0
+    assert named in result.stderr + result.stdout
+
+
+def test_duplicate_session_is_rejected_by_name(tmp_path: Path) -> None:
+    config = write_cohort(tmp_path / "cohort", 3)
+    sheet = tmp_path / "cohort" / "sheet.csv"
+    lines = sheet.read_text().splitlines()
+    sheet.write_text("\n".join([*lines, lines[1].replace("P0000", "P0099")]) + "\n")
+    result = snakemake(tmp_path / "run", "-n", "--configfile", str(config))
+    assert result.returncode != 0
+    assert "duplicate session s1/S00000" in result.stderr + result.stdout
