@@ -611,3 +611,15 @@ def test_self_signed_server_needs_its_ca(tmp_path, self_signed, monkeypatch):
         with make_source({**spec, "ca_bundle": str(cert)}, "A") as source:
             assert source.list_sessions() == []  # a session without scans is left out
         assert "REQUESTS_CA_BUNDLE" not in os.environ
+
+
+def test_each_operation_logs_out_unless_the_source_is_held(emu):
+    source = _source(emu)
+    source.list_sessions()
+    source.find_cleaned(source.list_sessions())
+    assert len(emu.log.find("PUT", r"^/data/services/auth$")) == 3
+    assert len(emu.log.find("DELETE", r"^/data/JSESSION$")) == 3
+    assert emu.auth.session_count == 0
+    with source:
+        source.find_cleaned(source.list_sessions())
+    assert len(emu.log.find("PUT", r"^/data/services/auth$")) == 4

@@ -3,7 +3,8 @@
 ``vhi pull | push | collect | agreement`` act on one session (its record and its
 source's spec come as JSON from the workflow); ``vhi sheet`` writes or checks a session
 sheet; ``vhi tables`` rebuilds the cohort tables and status from a config and the
-work folder. Every output is written atomically; every error names the session.
+work folder; ``vhi xnat-plan`` is the dry run of the XNAT sites' scan selection.
+Every output is written atomically; every error names the session.
 
 Registered into the ``vhi`` parser by :func:`register`; also runnable as
 ``python -m vhi.cli_cohort``.
@@ -201,6 +202,36 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- xnat-plan
+def cmd_xnat_plan(args: argparse.Namespace) -> int:
+    """Dry run of the XNAT sites: per session, which scans are picked or rejected and why."""
+    from vhi.config import load_config_file
+    from vhi.sources import make_source
+    from vhi.sources.xnat import XnatSource
+    from vhi.sources.xnat_select import format_report
+
+    settings = load_config_file(args.config)
+    sites = [s for s in settings.sites if s.source.get("type") == "xnat"
+             and (not args.site or s.name in args.site)]
+    if not sites:
+        raise ConfigError(args.config, "no XNAT site" + (f" named {', '.join(args.site)}"
+                                                         if args.site else ""))
+    report = []
+    for site in sites:
+        source = make_source(site.source, site=site.name)
+        if not isinstance(source, XnatSource):
+            raise ConfigError(f"site {site.name}", "the xnat source type is not vhi.sources.xnat")
+        for item in source.plan_sessions():
+            log.info("%s", format_report(item.session.key, item.selection))
+            report.append(item.report())
+    if args.out:
+        save_json({"sessions": report, "provenance": build_provenance(step="xnat_plan")}, args.out)
+    usable = sum(1 for r in report if {"stir", "t1w"} <= set(r["picked"]))
+    log.info("%d sessions, %d with a STIR and a T1W%s", len(report), usable,
+             f" (report: {args.out})" if args.out else "")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def register(sub: Any) -> None:
     """Add the cohort sub-commands to the ``vhi`` parser's sub-parsers."""
@@ -246,6 +277,12 @@ def register(sub: Any) -> None:
     group.add_argument("--out", type=Path, help="write the demo sheet here")
     group.add_argument("--check", type=Path, help="validate this sheet")
     p.set_defaults(func=cmd_sheet)
+
+    p = sub.add_parser("xnat-plan", help="dry run: the scans each XNAT session would use, and why")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--site", action="append", default=[], help="only this site (repeatable)")
+    p.add_argument("--out", type=Path, help="also write the per-session selection report (JSON)")
+    p.set_defaults(func=cmd_xnat_plan)
 
     p = sub.add_parser("tables", help="rebuild results/ (tables, status) from a config and work/")
     p.add_argument("--config", required=True, type=Path)

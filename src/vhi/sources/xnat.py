@@ -180,6 +180,8 @@ class XnatSource(Source):
         except ConfigError as exc:
             raise ConfigError(f"site {site} source.{exc.where}", exc.cause) from None
         self._conn: Any = None
+        self._held = False  # inside ``with source:``: one connection for every operation
+        self._depth = 0
         self._listed: dict[str, ListedSession] = {}
 
     # ------------------------------------------------------------------ connection
@@ -245,10 +247,23 @@ class XnatSource(Source):
                 conn.disconnect()
 
     def __enter__(self) -> XnatSource:
+        self._held = True
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._held = False
         self.close()
+
+    @contextlib.contextmanager
+    def _operation(self) -> Iterator[None]:
+        """One public operation: its connection is closed at the end unless held by ``with``."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and not self._held:
+                self.close()
 
     def _call(self, what: str, action: str, fn: Callable[[Any], T]) -> T:
         """Run ``fn(connection)`` with bounded retries (exponential backoff) on transient errors.
@@ -322,7 +337,7 @@ class XnatSource(Source):
                 return match.group(1) if match.groups() else match.group(0)
         return date or "unknown"
 
-    def plan_sessions(self) -> list[ListedSession]:
+    def _plan_sessions(self) -> list[ListedSession]:
         """Every MR session of the project with its scan selection (picked and rejected, why)."""
         where = f"site {self.site} (XNAT project {self.project})"
         rows = _rows(self._call(where, "listing the MR sessions", lambda c: c.get_json(
@@ -353,10 +368,10 @@ class XnatSource(Source):
             log.info("%s", format_report(key, selection))
         return listed
 
-    def list_sessions(self) -> list[Session]:
+    def _list_sessions(self) -> list[Session]:
         """Sessions with a T1W (those with a STIR too get a proposal); the rest are logged."""
         sessions = []
-        for item in self.plan_sessions():
+        for item in self._plan_sessions():
             self._listed[item.session.key] = item
             if "t1w" not in item.selection.picked:
                 log.warning("session %s: left out: no T1W (%s)", item.session.key,
@@ -446,7 +461,7 @@ class XnatSource(Source):
         folder.mkdir()
         return self._download_series(session, role, folder), folder
 
-    def fetch_scan(self, session: Session, role: str, dest: str | os.PathLike[str]) -> dict[str, Any]:
+    def _fetch_scan(self, session: Session, role: str, dest: str | os.PathLike[str]) -> dict[str, Any]:
         from vhi.dicomconv import dicom_to_nifti
         from vhi.imaging import atomic_path
 
@@ -531,7 +546,7 @@ class XnatSource(Source):
                                                       f"experiment {exp}")
         return exp, str(row.get("UID") or "")
 
-    def find_cleaned(self, sessions: Sequence[Session]) -> dict[str, dict[str, Any]]:
+    def _find_cleaned(self, sessions: Sequence[Session]) -> dict[str, dict[str, Any]]:
         found = {}
         for s in sessions:
             if not s.scans.get("stir"):
@@ -594,7 +609,7 @@ class XnatSource(Source):
             return None, b""
         return collection, self._collection_bytes(session, exp, collection)
 
-    def push_proposal(self, session: Session, files: Mapping[str, Path]) -> dict[str, Any]:
+    def _push_proposal(self, session: Session, files: Mapping[str, Path]) -> dict[str, Any]:
         from vhi.imaging import grid_mismatch, load_mask
         from vhi.segio import write_seg
 
@@ -695,7 +710,7 @@ class XnatSource(Source):
         }
 
     # ------------------------------------------------------------------ collect
-    def fetch_cleaned(self, session: Session, dest: str | os.PathLike[str]) -> dict[str, Any] | None:
+    def _fetch_cleaned(self, session: Session, dest: str | os.PathLike[str]) -> dict[str, Any] | None:
         from vhi.imaging import save_nifti
         from vhi.segio import read_seg
 
@@ -724,6 +739,38 @@ class XnatSource(Source):
                 "insert_date": chosen["insert_date"], "proposal_label": self.proposal_label(session),
                 "stir": {"scan": stir["scan"], "series_uid": stir["series_uid"]},
                 "rule": "newest SEG collection after the proposal on the STIR series"}
+
+
+    # ------------------------------------------------------------------ protocol
+    def plan_sessions(self) -> list[ListedSession]:
+        """Every MR session of the project with its scan selection (picked and rejected, why)."""
+        with self._operation():
+            return self._plan_sessions()
+
+    def list_sessions(self) -> list[Session]:
+        """Sessions with a T1W (those with a STIR too get a proposal); the rest are logged."""
+        with self._operation():
+            return self._list_sessions()
+
+    def fetch_scan(self, session: Session, role: str, dest: str | os.PathLike[str]) -> dict[str, Any]:
+        """Download the scan of ``role``, verify it (zip CRCs, sizes, MD5s) and convert it (dcm2niix)."""
+        with self._operation():
+            return self._fetch_scan(session, role, dest)
+
+    def push_proposal(self, session: Session, files: Mapping[str, Path]) -> dict[str, Any]:
+        """Upload the proposal as a DICOM SEG collection; done once read back identical."""
+        with self._operation():
+            return self._push_proposal(session, files)
+
+    def find_cleaned(self, sessions: Sequence[Session]) -> dict[str, dict[str, Any]]:
+        """Per session, the collection the documented rule picks (its ID, label, UID, date)."""
+        with self._operation():
+            return self._find_cleaned(sessions)
+
+    def fetch_cleaned(self, session: Session, dest: str | os.PathLike[str]) -> dict[str, Any] | None:
+        """Decode the chosen cleaned SEG onto the STIR grid; None while there is none."""
+        with self._operation():
+            return self._fetch_cleaned(session, dest)
 
 
 __all__ = ["ListedSession", "XnatError", "XnatSource"]

@@ -1,0 +1,254 @@
+"""The workflow against the XNAT emulator: pull → propose → push, a radiologist cleans, collect.
+
+Slow (the U-Net segments every seeded T1W, ~5 s each on 2 cores): ``pytest -m slow``.
+The emulator runs in this process; Snakemake runs as a subprocess whose jobs reach it
+over HTTP through xnatpy, with credentials only in the environment.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import xnat
+import yaml
+from test_workflow_dryrun import job_counts, snakemake, workflow_env
+
+from vhi.settings import models_dir
+
+from xnat_emulator import XnatEmulator
+from xnat_emulator.demo import (
+    SITE_PROJECTS,
+    DemoSession,
+    build_demo_series,
+    edit_seg,
+    save_cleaned,
+    seed_demo,
+)
+
+USER, CANARY = "vhi-robot", "CANARY-pw-5d1e2f"
+RADIOLOGIST = ("radiologist", "rad-pw-1")
+#: every seeded session (2 + 2 keeps the run inside a few minutes on 2 cores)
+SPLIT = {"A": ["1003", "4386"], "B": ["1012", "3002"]}
+
+needs_weights = pytest.mark.skipif(
+    not (models_dir() / "sij_disease_region_unet" / "model_1.pt").is_file(),
+    reason=f"published U-Net weights not found under {models_dir()}")
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR",
+                 "XNATPY_USER", "XNATPY_PASS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XNAT_USER", USER)
+    monkeypatch.setenv("XNAT_PASS", CANARY)
+
+
+def xnat_config(path: Path, url: str, sites=("A", "B"), **extra) -> Path:
+    """Two XNAT sites with their own selection rules; no credentials anywhere in it."""
+    rules = {"A": {}, "B": {"stir": {"match": ["stir"], "choose": "last"},
+                            "t1w": {"match": ["^t1w"], "fields": ["type"]}}}
+    config = {"timepoints": ["pre", "post"], "sites": [
+        {"name": site, "reference": "auto",
+         "source": {"type": "xnat", "server": url, "project": SITE_PROJECTS[site],
+                    "timepoint_pattern": "_(pre|post)$", "backoff_s": 0.05,
+                    "selection": rules[site], **extra}}
+        for site in sites]}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def collections(emu: XnatEmulator, experiment: str) -> list:
+    with emu.store.lock:
+        return sorted((a for a in emu.store.state.assessors.values() if a.session_id == experiment),
+                      key=lambda a: a.insert_date)
+
+
+def status_of(run: Path) -> dict[str, dict[str, str]]:
+    with (run / "results" / "status.csv").open() as fh:
+        return {f"{r['site']}/{r['session']}": r for r in csv.DictReader(fh)}
+
+
+def leaks(*roots: Path, secret: str = CANARY) -> list[Path]:
+    return [p for root in roots for p in root.rglob("*")
+            if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def half_written(*roots: Path) -> list[Path]:
+    return [p for root in roots for p in root.rglob("*") if ".part" in p.name]
+
+
+def clean_like_a_radiologist(emu: XnatEmulator, demo: DemoSession) -> tuple[str, str, int]:
+    """Open the proposal, remove its busiest slice, save as a new collection (as OHIF does)."""
+    with xnat.connect(emu.url, user=RADIOLOGIST[0], password=RADIOLOGIST[1],
+                      loglevel="WARNING") as conn:
+        seg = conn.get(f"/xapi/roi/projects/{demo.project}/collections/"
+                       f"VHI_PROPOSAL_{demo.session}").content
+        ds = pydicom.dcmread(io.BytesIO(seg))
+        frames = ds.pixel_array.reshape(int(ds.NumberOfFrames), -1)
+        busiest = int(np.argmax(frames.sum(axis=1)))
+        cleaned, kept = edit_seg(seg, remove_frames=[busiest])
+        label, ident = save_cleaned(conn, demo.project, demo.experiment, cleaned,
+                                    series_number=int(ds.SeriesNumber))
+    assert kept < int(frames.sum()) or int(frames.sum()) == 0
+    return label, ident, kept
+
+
+@pytest.mark.slow
+@needs_weights
+def test_pull_push_clean_collect_through_the_workflow(tmp_path, data_dir, env):
+    users = {USER: CANARY, RADIOLOGIST[0]: RADIOLOGIST[1]}
+    with XnatEmulator(tmp_path / "xnat", users=users) as emu:
+        demo = seed_demo(emu, data_dir, tmp_path / "dicom", SPLIT)
+        config = xnat_config(tmp_path / "config.yaml", emu.url)
+        run = tmp_path / "run"
+
+        # run 1: pull, segment, propose, push for every seeded session of both sites
+        first = snakemake(run, "--configfile", str(config))
+        assert first.returncode == 0, first.stderr[-5000:]
+        counts = job_counts(first.stdout + first.stderr)
+        assert counts["pull_scan"] == 8 and counts["push_proposal"] == 4, counts
+        status = status_of(run)
+        assert {k: r["state"] for k, r in status.items()} == {
+            f"{d.site}/{d.session}": "awaiting_cleaning" for d in demo}
+        for d in demo:
+            [proposal] = collections(emu, d.experiment)
+            assert proposal.label == f"VHI_PROPOSAL_{d.session}"
+            receipt = json.loads((run / "work" / d.site / d.subject / d.session / "pushed.json").read_text())
+            assert receipt["verified"] is True and receipt["collection"]["uid"] == proposal.fields["UID"]
+            assert receipt["stir"]["series_uid"] == d.series[d.stir_scan]
+
+        # the radiologists clean every proposal in the viewer
+        cleaned = {d.session: clean_like_a_radiologist(emu, d) for d in demo}
+
+        # run 2: only the collection and the measurement run
+        puts_before = len(emu.log.find("PUT", r"^/xapi/roi/"))
+        second = snakemake(run, "--configfile", str(config))
+        assert second.returncode == 0, second.stderr[-5000:]
+        counts = job_counts(second.stdout + second.stderr)
+        assert counts.get("collect_cleaned") == 4 and counts.get("measure_vhi") == 4, counts
+        assert not {"pull_scan", "segment_disease_region", "propose_lesions",
+                    "push_proposal"} & set(counts), counts
+        assert len(emu.log.find("PUT", r"^/xapi/roi/")) == puts_before  # nothing pushed again
+        cohort = pd.read_csv(run / "results" / "cohort_vhi.csv", dtype={"subject": str, "session": str})
+        assert len(cohort) == 4
+        for d in demo:
+            label, ident, kept = cleaned[d.session]
+            row = cohort[(cohort.site == d.site) & (cohort.session == d.session)].iloc[0]
+            # voxel volume of the STIR as pulled (dcm2niix's header; the demo NIfTI's to 1e-5)
+            mask = nib.load(run / "work" / d.site / d.subject / d.session / "cleaned.nii.gz")
+            voxel_ml = float(np.prod(np.asarray(mask.header.get_zooms()[:3], float))) / 1000
+            demo_ml = float(np.prod(np.asarray(nib.load(d.stir_nifti).header.get_zooms()[:3], float))) / 1000
+            assert voxel_ml == pytest.approx(demo_ml, rel=1e-5)
+            assert row.vhi_voxels == kept == int(np.count_nonzero(np.asarray(mask.dataobj)))
+            assert row.vhi_ml == pytest.approx(kept * voxel_ml, rel=1e-12)
+            assert row.cleaned_uri == f"{emu.url}/xapi/roi/projects/{d.project}/collections/{ident}"
+            sidecar = json.loads((run / "work" / d.site / d.subject / d.session / "cleaned.json").read_text())
+            source = sidecar["source"]
+            assert (source["label"], source["collection"]) == (label, ident)
+            stored = next(a for a in collections(emu, d.experiment) if a.id == ident)
+            assert source["seg_sop_instance_uid"] == stored.fields["UID"]  # VHI traces to its SEG
+            assert len(collections(emu, d.experiment)) == 2  # proposal + the radiologist's
+        assert {r["state"] for r in status_of(run).values()} == {"measured"}
+
+        # run 3: nothing left to do
+        third = snakemake(run, "--configfile", str(config), "-n")
+        assert third.returncode == 0 and "Nothing to be done" in third.stdout + third.stderr
+
+    # the canary password is in no file, log or output of the runs
+    assert leaks(run, config.parent / "config.yaml") == []
+    assert all(CANARY not in r.stdout + r.stderr for r in (first, second, third))
+    assert half_written(run / "work", run / "results") == []
+
+
+@pytest.mark.slow
+@needs_weights
+def test_failing_sessions_are_reported_and_the_others_complete(tmp_path, data_dir, env):
+    """A 500 on every T1W download of one session, a 422 on another's push."""
+    split = {"A": ["1003", "1007", "1234"]}
+    with XnatEmulator(tmp_path / "xnat", users={USER: CANARY}) as emu:
+        demo = {d.session: d for d in seed_demo(emu, data_dir, tmp_path / "dicom", split)}
+        bad_pull, bad_push = demo["1003_pre"], demo["1007_pre"]
+        emu.faults.add("GET", rf"/experiments/{bad_pull.experiment}/scans/2/resources/DICOM/files$",
+                       "status", status=500, count=1000, query="format=zip")
+        emu.faults.fail("PUT", rf"^/xapi/roi/projects/VHI_SITE_A/sessions/{bad_push.experiment}/", 422,
+                        count=1000, body="Missing dependencies: injected")
+        config = xnat_config(tmp_path / "config.yaml", emu.url, sites=("A",))
+        run = tmp_path / "run"
+        result = snakemake(run, "--configfile", str(config))
+        assert result.returncode != 0
+        status = status_of(run)
+        assert status["A/1234_pre"]["state"] == "awaiting_cleaning"
+        row = status["A/1003_pre"]
+        assert (row["state"], row["step"]) == ("failed", "pull_scan_t1w")
+        assert row["reason"].startswith("session A/A09/1003_pre: downloading T1W scan 2: HTTP 500")
+        assert "(after 4 attempts)" in row["reason"]
+        row = status["A/1007_pre"]
+        assert (row["state"], row["step"]) == ("failed", "push_proposal")
+        assert "session A/A11/1007_pre: the server refused ROI collection VHI_PROPOSAL_1007_pre " \
+               "(HTTP 422: Missing dependencies: injected)" in row["reason"]
+        # only the good session's proposal reached the server; nothing half-written here
+        assert [len(collections(emu, d.experiment)) for d in demo.values()] == [0, 0, 1]
+        assert not (run / "work" / "A" / "A09" / "1003_pre" / "t1w.nii.gz").exists()
+        assert not (run / "work" / "A" / "A11" / "1007_pre" / "pushed.json").exists()
+        assert half_written(run / "work", run / "results") == []
+        assert leaks(run) == []
+
+
+def test_self_signed_server_refused_unless_its_ca_is_configured(tmp_path, data_dir, env):
+    """Planning (a dry run) already connects: without the CA nothing is sent."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl CLI not available to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    with XnatEmulator(tmp_path / "xnat", users={USER: CANARY}, certfile=cert, keyfile=key) as emu:
+        folders, _, _ = build_demo_series(data_dir, tmp_path / "dicom", "A", "1003")
+        experiment = emu.seed_session("VHI_SITE_A", "A09", "1003_pre")
+        for scan_id, type_ in (("2", "T1_TSE_COR"), ("3", "STIR_COR_OBL")):
+            emu.add_dicom_scan(experiment.id, scan_id, folders[scan_id], type=type_)
+        refused = snakemake(tmp_path / "run1", "--configfile",
+                            str(xnat_config(tmp_path / "plain.yaml", emu.url, sites=("A",))), "-n")
+        assert refused.returncode != 0
+        assert "TLS certificate verification failed; for a site CA set source.ca_bundle" in (
+            refused.stdout + refused.stderr)
+        assert not emu.log.find("PUT", r"^/data/services/auth$")
+        trusted = snakemake(tmp_path / "run2", "--configfile",
+                            str(xnat_config(tmp_path / "ca.yaml", emu.url, sites=("A",),
+                                            ca_bundle=str(cert))), "-n")
+        assert trusted.returncode == 0, trusted.stderr[-3000:]
+        assert job_counts(trusted.stdout + trusted.stderr)["pull_scan"] == 2
+
+
+def test_xnat_plan_explains_the_selection(tmp_path, data_dir, env):
+    with XnatEmulator(tmp_path / "xnat", users={USER: CANARY}) as emu:
+        seed_demo(emu, data_dir, tmp_path / "dicom", {"A": ["1003"], "B": ["1012"]})
+        config = xnat_config(tmp_path / "config.yaml", emu.url)
+        out = tmp_path / "plan.json"
+        result = subprocess.run(["vhi", "xnat-plan", "--config", str(config), "--out", str(out)],
+                                capture_output=True, text=True, env=workflow_env(), timeout=120,
+                                check=False)
+        assert result.returncode == 0, result.stderr
+        assert not emu.log.find("PUT", r"^/xapi/")
+    report = {r["session"]: r for r in json.loads(out.read_text())["sessions"]}
+    assert report["A/A09/1003_pre"]["picked"] == {"stir": "3", "t1w": "2"}
+    assert report["B/B13/1012_post"]["picked"] == {"stir": "4", "t1w": "3"}
+    unusable = next(d for d in report["B/B13/1012_post"]["decisions"]
+                    if d["scan"] == "5" and d["role"] == "stir")
+    assert unusable["reason"] == "quality 'unusable' not accepted (usable)"
+    assert "+ scan 3 'STIR_COR_OBL' [usable]: picked: the only candidate" in result.stderr
+    assert CANARY not in result.stdout + result.stderr + out.read_text()
+    assert os.environ["XNAT_PASS"] == CANARY  # the environment is the only place it lives
