@@ -26,11 +26,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import best_of, data_dir_or_exit  # noqa: E402
+from _common import best_of, data_dir_or_exit
 
-from vhi.imaging import load_image  # noqa: E402
-from vhi.model import DiseaseRegionEnsemble, UNet  # noqa: E402
-from vhi.model.inference import from_batch, load_fold, normalise, to_batch  # noqa: E402
+from vhi.imaging import load_image
+from vhi.model import DiseaseRegionEnsemble, UNet
+from vhi.model.inference import from_batch, load_fold, normalise, to_batch
 
 
 def matmul_gflops(n: int = 4096, seconds: float = 3.0) -> float:

@@ -2,7 +2,8 @@
 
 The paper-style version follows the structure of the paper's code: Python loops over
 the reference and disease-region voxels, then slice by slice a labelling and a loop
-over components with a pixel-by-pixel copy of the kept ones. Both must give identical labels; target ([method] issue): ≥ 10× faster.
+over components with a pixel-by-pixel copy of the kept ones. Both must give identical
+labels; target ([method] issue): ≥ 10× faster.
 Run: `python benchmarks/bench_proposal.py`.
 """
 
@@ -15,10 +16,10 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import best_of, data_dir_or_exit  # noqa: E402
+from _common import best_of, data_dir_or_exit
 
-from vhi.imaging import load_image, load_mask  # noqa: E402
-from vhi.lesions import find_thresholds, propose  # noqa: E402
+from vhi.imaging import load_image, load_mask
+from vhi.lesions import find_thresholds, propose
 
 SCANS = ("1003", "1007", "1012", "1013", "1016", "1234", "3002", "4386")
 
@@ -56,7 +57,7 @@ def main() -> None:
         region = load_mask(data / "disease_region" / f"{scan}_disease_region.nii.gz").data == 1
         ref = load_mask(data / "normal_marrow" / f"{scan}_normal_marrow.nii.gz").data == 1
         t_paper, expected = best_of(lambda s=stir, r=region, n=ref: paper_style(s, r, n), repeats=1)
-        t_ours, ours = best_of(lambda s=stir, r=region, n=ref: propose(s, r, n, scan), repeats=5)
+        t_ours, ours = best_of(lambda s=stir, r=region, n=ref: propose(s, r, n), repeats=5)
         same = np.array_equal(expected, ours.labels)
         ratios.append(t_paper / t_ours)
         print(f"{scan:6s} {t_paper:10.3f} {t_ours:13.4f} {t_paper / t_ours:8.1f}× {same!s:>10s}")

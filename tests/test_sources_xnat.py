@@ -609,7 +609,11 @@ def test_self_signed_server_needs_its_ca(tmp_path, self_signed, monkeypatch):
         assert "TLS certificate verification failed; for a site CA set source.ca_bundle" in str(raised.value)
         assert not server.log.find("PUT", r"^/data/services/auth$")  # no credentials were sent
         with make_source({**spec, "ca_bundle": str(cert)}, "A") as source:
-            assert source.list_sessions() == []  # a session without scans is left out
+            listed = source.list_sessions()  # a session without scans stays, to fail visibly
+            assert [(s.key, dict(s.scans)) for s in listed] == [("A/A01/S1", {})]
+            with pytest.raises(XnatError, match="session A/A01/S1: no T1W scan matched"):
+                source.fetch_scan(listed[0], "t1w", tmp_path / "t1w.nii.gz")
+            assert not (tmp_path / "t1w.nii.gz").exists()
         assert "REQUESTS_CA_BUNDLE" not in os.environ
 
 

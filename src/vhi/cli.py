@@ -102,7 +102,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
         inputs["reference"] = args.reference
         reference_info = {"mode": "manual", "path": str(args.reference)}
     proposal = propose(stir.data, disease_region, reference, scan)
-    if args.reference == "auto" and args.reference_out:
+    if args.reference_out:
         save_nifti(reference, stir.img, args.reference_out, dtype=np.uint8)
     counts = proposal.counts
     t = proposal.thresholds
@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disease-region", required=True, type=Path, help="disease-region mask")
     p.add_argument("--reference", required=True,
                    help="normal-marrow mask NIfTI, or 'auto' to estimate it from the STIR")
-    p.add_argument("--reference-out", type=Path, help="with --reference auto: save the voxels used")
+    p.add_argument("--reference-out", type=Path,
+                   help="save the reference voxels used (the estimate with 'auto')")
     p.add_argument("--out", required=True, type=Path, help="output label NIfTI")
     p.add_argument("--scan", help="scan name used in messages and the sidecar")
     p.set_defaults(func=cmd_propose)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vhi.config import SHEET_SCHEMA, ConfigError, Settings, validate
-from vhi.imaging import atomic_path
+from vhi.imaging import atomic_path, save_json
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +275,11 @@ class PlannedSession:
                 "cleaned": dict(self.cleaned) if self.cleaned else None,
                 "readers": dict(self.readers)}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PlannedSession:
+        return cls(session=Session.from_dict(data), reference=str(data["reference"]),
+                   cleaned=data.get("cleaned"), readers=dict(data.get("readers") or {}))
+
 
 def reference_mode(site_mode: str, session: Session) -> str:
     """``manual_if_present`` → manual where the sheet lists a mask, else auto."""
@@ -304,6 +309,22 @@ def plan_cohort(settings: Settings) -> list[PlannedSession]:
     log.info("cohort plan: %d sessions, %d with STIR, %d cleaned", len(plan),
              sum(p.has_stir for p in plan), sum(p.cleaned is not None for p in plan))
     return plan
+
+
+def save_plan(plan: Sequence[PlannedSession], path: str | os.PathLike[str]) -> None:
+    """Write the plan for the workflow's job processes (atomically)."""
+    save_json([p.to_dict() for p in plan], path)
+
+
+def load_plan(path: str | os.PathLike[str]) -> list[PlannedSession]:
+    """The plan the main Snakemake process made: jobs on a cluster re-read the Snakefile,
+    and must neither ask every source again (an XNAT login and listing per job) nor see
+    a plan that changed since the DAG was built."""
+    try:
+        records = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(str(path), f"cannot read the cohort plan of this run ({exc})") from None
+    return [PlannedSession.from_dict(r) for r in records]
 
 
 def plan_digest(plan: Sequence[PlannedSession]) -> str:

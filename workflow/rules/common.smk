@@ -2,13 +2,19 @@
 # the small input/params functions the rules share. Logic lives in vhi.cohort/sources.
 import json
 
-from vhi.cohort import RESULT_FILES, Layout, plan_cohort, plan_digest, wildcard_constraints
+from vhi.cohort import RESULT_FILES, Layout, load_plan, plan_cohort, plan_digest, save_plan
+from vhi.cohort import wildcard_constraints
 from vhi.config import resolve_config
 from vhi.sources import source_class
 
 SETTINGS = resolve_config(config)
 LAYOUT = Layout.from_settings(SETTINGS)
-PLAN = {p.key: p for p in plan_cohort(SETTINGS)}
+# The main process asks every source for its sessions once and saves the plan; job
+# processes (a cluster job re-reads this Snakefile) reuse it instead of asking again.
+PLAN_FILE = f"{LAYOUT.work}/.vhi_plan.json"
+if workflow.is_main_process:
+    save_plan(plan_cohort(SETTINGS), PLAN_FILE)
+PLAN = {p.key: p for p in load_plan(PLAN_FILE)}
 PLAN_DIGEST = plan_digest(list(PLAN.values()))
 RESULTS = {key: str(LAYOUT.result(key)) for key in RESULT_FILES}
 SESSION_LABEL = "{site}/{subject}/{session}"

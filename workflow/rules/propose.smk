@@ -8,6 +8,7 @@ rule propose_lesions:
     output:
         proposal=LAYOUT.work_pattern("proposal.nii.gz"),
         sidecar=LAYOUT.work_pattern("proposal.json"),
+        reference=LAYOUT.work_pattern("proposal_reference.nii.gz"),
     params:
         reference=reference_arg,
         scan=SESSION_LABEL,
@@ -17,7 +18,8 @@ rule propose_lesions:
         LAYOUT.benchmark_pattern("propose_lesions")
     shell:
         "vhi --no-progress propose --stir {input.stir} --disease-region {input.disease_region}"
-        " --reference {params.reference} --out {output.proposal} --scan {params.scan}"
+        " --reference {params.reference} --reference-out {output.reference}"
+        " --out {output.proposal} --scan {params.scan}"
         " > {log} 2>&1"
 
 

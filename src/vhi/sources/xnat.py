@@ -320,7 +320,8 @@ class XnatSource(Source):
         uri = session.scans.get(role)
         if not uri:
             raise XnatError(f"session {session.key}", f"no {ROLE_NAMES.get(role, role)} scan "
-                                                      "was selected for this session")
+                                                      "matched the site's selection rules "
+                                                      "(`vhi xnat-plan` says why)")
         match = _URI_RE.search(uri)
         if not match or not uri.startswith(self.server + "/"):
             raise XnatError(f"session {session.key}", f"{uri} is not a scan of {self.server}")
@@ -369,17 +370,16 @@ class XnatSource(Source):
         return listed
 
     def _list_sessions(self) -> list[Session]:
-        """Sessions with a T1W (those with a STIR too get a proposal); the rest are logged."""
+        """Every MR session. One without a T1W stays in the plan and fails at its pull, so
+        status.csv lists it with the reason; one without a STIR gets the disease region only."""
         sessions = []
         for item in self._plan_sessions():
             self._listed[item.session.key] = item
-            if "t1w" not in item.selection.picked:
-                log.warning("session %s: left out: no T1W (%s)", item.session.key,
-                            item.selection.problems.get("t1w", "no candidate"))
-                continue
-            if "stir" not in item.selection.picked:
-                log.warning("session %s: no STIR (%s): disease region only, no proposal",
-                            item.session.key, item.selection.problems.get("stir", "no candidate"))
+            for role, consequence in (("t1w", "it will fail at the pull"),
+                                      ("stir", "disease region only, no proposal")):
+                if role not in item.selection.picked:
+                    log.warning("session %s: no %s (%s): %s", item.session.key, ROLE_NAMES[role],
+                                item.selection.problems.get(role, "no candidate"), consequence)
             sessions.append(item.session)
         return sessions
 
