@@ -12,8 +12,6 @@ import io
 import json
 import logging
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -40,6 +38,8 @@ from xnat_emulator.demo import (
     save_cleaned,
     seed_demo,
 )
+
+pytest_plugins = ["xnat_emulator.fixtures"]  # self_signed_cert
 
 USER, CANARY = "vhi-robot", "canary-Pw-7f3e9c1d"
 SPLIT = {"A": ["1003"], "B": ["1012"]}
@@ -583,20 +583,8 @@ def test_netrc_credentials(emu, tmp_path, monkeypatch):
         assert len(source.list_sessions()) == 1
 
 
-@pytest.fixture
-def self_signed(tmp_path):
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl CLI not available to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
-    return cert, key
-
-
-def test_self_signed_server_needs_its_ca(tmp_path, self_signed, monkeypatch):
-    cert, key = self_signed
+def test_self_signed_server_needs_its_ca(tmp_path, self_signed_cert, monkeypatch):
+    cert, key = self_signed_cert
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XNAT_USER", USER)

@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -35,6 +34,8 @@ from xnat_emulator.demo import (
     save_cleaned,
     seed_demo,
 )
+
+pytest_plugins = ["xnat_emulator.fixtures"]  # self_signed_cert
 
 USER, CANARY = "vhi-robot", "CANARY-pw-5d1e2f"
 RADIOLOGIST = ("radiologist", "rad-pw-1")
@@ -206,15 +207,10 @@ def test_failing_sessions_are_reported_and_the_others_complete(tmp_path, data_di
         assert leaks(run) == []
 
 
-def test_self_signed_server_refused_unless_its_ca_is_configured(tmp_path, data_dir, env):
+def test_self_signed_server_refused_unless_its_ca_is_configured(tmp_path, data_dir, env,
+                                                                 self_signed_cert):
     """Planning (a dry run) already connects: without the CA nothing is sent."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl CLI not available to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    cert, key = self_signed_cert
     with XnatEmulator(tmp_path / "xnat", users={USER: CANARY}, certfile=cert, keyfile=key) as emu:
         folders, _, _ = build_demo_series(data_dir, tmp_path / "dicom", "A", "1003")
         experiment = emu.seed_session("VHI_SITE_A", "A09", "1003_pre")

@@ -6,8 +6,7 @@ sheet; ``vhi tables`` rebuilds the cohort tables and status from a config and th
 work folder; ``vhi xnat-plan`` is the dry run of the XNAT sites' scan selection.
 Every output is written atomically; every error names the session.
 
-Registered into the ``vhi`` parser by :func:`register`; also runnable as
-``python -m vhi.cli_cohort``.
+Registered into the ``vhi`` parser by :func:`register`.
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +22,7 @@ import numpy as np
 
 from vhi.cohort import Session, demo_sessions, read_sheet, write_sheet
 from vhi.config import ConfigError
-from vhi.errors import InputError, VhiError
+from vhi.errors import InputError
 from vhi.imaging import (
     atomic_path,
     grid_mismatch,
@@ -287,23 +284,3 @@ def register(sub: Any) -> None:
     p = sub.add_parser("tables", help="rebuild results/ (tables, status) from a config and work/")
     p.add_argument("--config", required=True, type=Path)
     p.set_defaults(func=cmd_tables)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from vhi.cli import setup_logging
-
-    parser = argparse.ArgumentParser(prog="python -m vhi.cli_cohort")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    parser.add_argument("-q", "--quiet", action="store_true")
-    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
-    try:
-        return args.func(args)
-    except VhiError as exc:
-        log.error("%s", exc)
-        return EXIT_INPUT
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,6 +5,8 @@ Load them in a test module with ``pytest_plugins = ["xnat_emulator.fixtures"]``.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,24 @@ import xnat
 from .server import XnatEmulator
 from .synthetic import PROJECT, TEST_USERS, SyntheticStudy, write_mr_series
 
-__all__ = ["PROJECT", "TEST_USERS", "synthetic_study", "xnat_connection", "xnat_emulator"]
+__all__ = ["PROJECT", "TEST_USERS", "self_signed_cert", "synthetic_study", "xnat_connection",
+           "xnat_emulator"]
+
+
+@pytest.fixture
+def self_signed_cert(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for 127.0.0.1, made with the openssl CLI."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl CLI not available to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key
 
 
 @pytest.fixture
