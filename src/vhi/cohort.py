@@ -196,6 +196,7 @@ RESULT_FILES = {
     "agreement": "agreement.csv",
     "status": "status.csv",
     "description": "dataset_description.json",
+    "report": "report.html",
 }
 
 

@@ -6,6 +6,8 @@
 * ``agreement`` – the proposal vs every reader mask that exists;
 * ``status`` – every session's state (see :mod:`vhi.status`).
 
+``report.html`` is drawn from these same frames (:mod:`vhi.report`).
+
 Column meanings are listed in docs/output.md.
 """
 
@@ -25,6 +27,7 @@ import vhi
 from vhi.cohort import Layout, PlannedSession
 from vhi.imaging import atomic_path, save_json
 from vhi.provenance import git_commit
+from vhi.report import write_report
 from vhi.status import status_table
 
 log = logging.getLogger(__name__)
@@ -194,12 +197,18 @@ def write_results(plan: Sequence[PlannedSession], layout: Layout, timepoints: Se
     """Write every file of the results folder (atomically) and return the status table."""
     cohort = cohort_vhi_table(plan, layout)
     status = status_table(plan, layout)
+    change = change_table(cohort, timepoints)
+    agreement = agreement_table(plan, layout)
+    description = dataset_description(plan, bundle)
     _write_csv(cohort, layout.result("cohort_vhi"))
     _write_parquet(cohort, layout.result("cohort_vhi_parquet"))
-    _write_csv(change_table(cohort, timepoints), layout.result("cohort_change"))
-    _write_csv(agreement_table(plan, layout), layout.result("agreement"))
+    _write_csv(change, layout.result("cohort_change"))
+    _write_csv(agreement, layout.result("agreement"))
     _write_csv(status, layout.result("status"))
-    save_json(dataset_description(plan, bundle), layout.result("description"))
+    save_json(description, layout.result("description"))
+    # last: the report is drawn from the same frames, after every table is safely written
+    write_report(layout.result("report"), cohort=cohort, change=change, agreement=agreement,
+                 status=status, description=description, timepoints=timepoints)
     log.info("results: %d measured of %d sessions -> %s", len(cohort), len(plan), layout.results)
     return status
 

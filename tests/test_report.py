@@ -1,0 +1,223 @@
+"""results/report.html from small synthetic tables (no images, no workflow)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from test_tables import complete, plan_of, put
+
+from vhi.cohort import Layout
+from vhi.report import RESEARCH_USE, fmt_ml, render_report, state_counts
+from vhi.status import COLUMNS as STATUS_COLUMNS
+from vhi.status import STATES
+from vhi.tables import AGREEMENT_COLUMNS, VHI_COLUMNS, change_table, write_results
+
+DESCRIPTION = {
+    "GeneratedBy": [{"Name": "vhi", "Version": "9.8.7", "GitCommit": "c0ffee" * 6 + "abcd"}],
+    "ModelBundle": "sij_disease_region_unet", "Sites": ["a", "b"], "Sessions": 6,
+    "GeneratedAt": "2026-03-04T05:06:07+00:00",
+}
+EVIL = '<script>alert("x")</script>'
+
+
+def frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=columns)
+
+
+def cohort_row(site: str, subject: str, session: str, timepoint: str, vhi_ml: float, *,
+               proposal_ml: float = 5.0) -> dict[str, Any]:
+    return {"site": site, "subject": subject, "session": session, "timepoint": timepoint,
+            "vhi_ml": vhi_ml, "vhi_voxels": round(vhi_ml * 1000), "proposal_ml": proposal_ml,
+            "dice_cleaned_vs_proposal": 0.8, "removed_voxels": 10, "added_voxels": 0,
+            "reference_mode": "manual", "model_bundle": "sij_disease_region_unet",
+            "model_version": "1.0.0"}
+
+
+def status_row(site: str, subject: str, session: str, state: str, *, reason: str = "",
+               step: str = "", log: str = "", timepoint: str = "pre") -> dict[str, Any]:
+    return {"site": site, "subject": subject, "session": session, "timepoint": timepoint,
+            "state": state, "reason": reason, "step": step, "log": log}
+
+
+COHORT = [cohort_row("a", "01", "s1", "pre", 1.23456, proposal_ml=2.5),
+          cohort_row("a", "01", "s2", "post", 0.004999),
+          cohort_row("b", "07", "s7", "pre", 12.0, proposal_ml=11.0)]
+STATUS = [status_row("a", "01", "s1", "measured"),
+          status_row("a", "01", "s2", "measured", timepoint="post"),
+          status_row("a", "02", "s3", "failed", reason="session a/02/s3: STIR /x: file not found",
+                     step="pull_scan_stir", log="logs/a/02/s3/pull_scan_stir.log"),
+          status_row("b", "07", "s7", "measured"),
+          status_row("b", "08", "s8", "awaiting_cleaning",
+                     reason="proposal pushed; no cleaned segmentation on the source yet"),
+          status_row("b", "09", "s9", "segmented", reason="T1W only: disease region only")]
+
+
+def render(cohort: list[dict[str, Any]] = COHORT, status: list[dict[str, Any]] = STATUS,
+           agreement: list[dict[str, Any]] = (), timepoints: list[str] = ("pre", "post")) -> str:
+    vhi = frame(cohort, VHI_COLUMNS)
+    return render_report(cohort=vhi, change=change_table(vhi, timepoints),
+                         agreement=frame(list(agreement), AGREEMENT_COLUMNS),
+                         status=frame(status, STATUS_COLUMNS), description=DESCRIPTION,
+                         timepoints=timepoints)
+
+
+def row_html(page: str, attr: str, value: str) -> str:
+    match = re.search(rf'<tr {attr}="{re.escape(value)}"[^>]*>(.*?)</tr>', page)
+    assert match, f"no row {attr}={value}"
+    return match.group(1)
+
+
+def count_cells(row: str) -> dict[str, int]:
+    """The per-state counts of one row of the status table (state order, then total)."""
+    cells = re.findall(r'<td class="num[^"]*">(\d+)</td>', row)
+    return dict(zip([*STATES, "total"], map(int, cells), strict=True))
+
+
+def test_header_names_software_commit_bundle_date_and_research_use() -> None:
+    page = render()
+    assert page.startswith("<!DOCTYPE html>")
+    assert RESEARCH_USE == "Research use only, not for clinical decisions"
+    assert RESEARCH_USE in page
+    assert "vhi 9.8.7" in page and DESCRIPTION["GeneratedBy"][0]["GitCommit"] in page
+    assert "sij_disease_region_unet" in page and "sij_disease_region_unet 1.0.0" in page
+    assert "2026-03-04 05:06 UTC" in page
+
+
+def test_status_counts_per_state_and_site_failed_and_awaiting() -> None:
+    page = render()
+    a = count_cells(row_html(page, "data-site", "a"))
+    assert (a["measured"], a["failed"], a["total"]) == (2, 1, 3)
+    assert sum(a.values()) == 2 * a["total"]
+    b = count_cells(row_html(page, "data-site", "b"))
+    assert (b["measured"], b["awaiting_cleaning"], b["segmented"], b["failed"], b["total"]) == (
+        1, 1, 1, 0, 3)
+    every = count_cells(re.search(r'<tr class="total"[^>]*>(.*?)</tr>', page).group(1))
+    assert (every["measured"], every["failed"], every["total"]) == (3, 1, 6)
+    assert "Failed sessions (1)" in page and "Awaiting cleaning (1)" in page
+    assert "session a/02/s3: STIR /x: file not found" in page and "pull_scan_stir" in page
+    assert "logs/a/02/s3/pull_scan_stir.log" in page
+    assert "6 sessions at 2 site(s): 1 segmented, 1 awaiting cleaning, 3 measured, 1 failed" in page
+
+
+def test_state_counts_keeps_every_state_in_pipeline_order() -> None:
+    counts = state_counts(frame(STATUS, STATUS_COLUMNS))
+    assert list(counts.columns) == [*STATES, "total"]
+    assert counts.loc["a", "measured"] == 2 and counts.loc["b", "pending"] == 0
+    assert counts["total"].sum() == len(STATUS)
+
+
+def test_one_bar_per_measured_session_with_the_tables_rounding() -> None:
+    page = render()
+    assert page.count('class="bar"') == len(COHORT)
+    for r in COHORT:
+        shown = fmt_ml(r["vhi_ml"])
+        assert shown == f"{r['vhi_ml']:.2f}"
+        session = f"{r['site']}/{r['subject']}/{r['session']}"
+        assert f"<title>{session}: {shown} ml</title></rect>" in page  # the bar
+        assert re.search(rf'<text class="value" [^>]*>{re.escape(shown)}</text>', page)  # its label
+        assert f'<td class="num">{shown}</td>' in row_html(page, "data-session", session)
+    assert "1.23</td>" in page and "0.00</td>" in page and "12.00</td>" in page
+    # grouped by site: site a's bars come before site b's
+    assert page.index("<title>a/01/s2:") < page.index("site b</text>") < page.index("<title>b/07/s7:")
+
+
+def test_proposal_scatter_and_change_plot() -> None:
+    page = render()
+    assert page.count('class="point"') == len(COHORT)
+    assert "proposal 2.50 ml, cleaned 1.23 ml" in page
+    assert page.count('class="subject"') == 1  # only subject a/01 has two timepoints
+    assert "Change per subject (1 pairs)" in page
+    assert '<td class="num">-1.23</td>' in page  # 0.00 - 1.23
+    assert "a/01/s1 (pre): 1.23 ml" in page and "a/01/s2 (post): 0.00 ml" in page
+
+
+def test_change_plot_follows_each_subject_across_its_timepoints() -> None:
+    cohort = [cohort_row("a", "01", "s1", "pre", 4.0), cohort_row("a", "01", "s2", "post", 1.0),
+              cohort_row("a", "01", "s3", "week52", 0.5), cohort_row("a", "02", "s4", "pre", 3.0),
+              cohort_row("a", "02", "s5", "post", 3.5)]
+    page = render(cohort, [status_row("a", r["subject"], r["session"], "measured")
+                           for r in cohort], timepoints=["pre", "post", "week52"])
+    svg = re.search(r'<svg [^>]*aria-label="VHI change per subject">.*?</svg>', page).group(0)
+    assert svg.count('class="subject"') == 2
+    assert svg.count("<circle") == 5
+    assert svg.index(">pre</text>") < svg.index(">post</text>") < svg.index(">week52</text>")
+
+
+def test_strings_from_data_are_escaped() -> None:
+    cohort = [cohort_row("a", "01", EVIL, "pre", 1.0)]
+    status = [status_row("a", "01", EVIL, "measured"),
+              status_row("a", '"><b>', "s2", "failed", reason=f"cannot read {EVIL} & more",
+                         step="pull_scan_stir", log="logs/<i>.log")]
+    agreement = [{"site": "a", "subject": "01", "session": EVIL, "timepoint": "pre",
+                  "reader": "<R1>", "dice": 0.5, "volume_similarity": 0.9}]
+    page = render(cohort, status, agreement)
+    assert "<script" not in page and "<b>" not in page and "<i>" not in page and "<R1>" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "cannot read &lt;script&gt;" in page and "&amp; more" in page
+    assert "&lt;R1&gt;" in page and '"&quot;&gt;&lt;b&gt;"' not in page
+    assert page.count('class="bar"') == 1
+
+
+def test_empty_cohort() -> None:
+    page = render([], [])
+    assert RESEARCH_USE in page
+    assert "No sessions in the sheet." in page
+    assert "No session is measured yet" in page and "no change to show" in page
+    assert 'class="bar"' not in page
+
+
+def test_cohort_with_failures_only() -> None:
+    status = [status_row("a", "01", "s1", "failed", reason="session a/01/s1: T1W /t: file not found",
+                         step="pull_scan_t1w", log="logs/x.log"),
+              status_row("a", "02", "s2", "pending", reason="pull_scan_t1w not run yet",
+                         step="pull_scan_t1w")]
+    page = render([], status)
+    counts = count_cells(row_html(page, "data-site", "a"))
+    assert (counts["failed"], counts["pending"], counts["measured"], counts["total"]) == (1, 1, 0, 2)
+    assert "Failed sessions (1)" in page and "Awaiting cleaning (0)" in page
+    assert "session a/01/s1: T1W /t: file not found" in page
+    assert 'class="bar"' not in page and 'class="total"' not in page  # one site: no total row
+
+
+def test_agreement_summary_per_reader() -> None:
+    agreement = [{"site": "a", "subject": "01", "session": s, "timepoint": "pre", "reader": "R1",
+                  "dice": d, "volume_similarity": 0.9} for s, d in (("s1", 0.5), ("s2", 0.7))]
+    page = render(agreement=agreement)
+    row = re.search(r"<td class=\"\">R1</td>(.*?)</tr>", page).group(1)
+    assert '<td class="num">2</td><td class="num">0.600</td>' in row
+
+
+def test_page_is_self_contained() -> None:
+    page = render()
+    without_namespace = page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    for needle in ("http://", "https://", "<script", "<link", " src=", "@import", "url("):
+        assert needle not in without_namespace, needle
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    return Layout(str(tmp_path / "work"), str(tmp_path / "logs"), str(tmp_path / "results"))
+
+
+def test_write_results_writes_the_report_from_the_same_tables(layout: Layout) -> None:
+    measured, awaiting, failed = (plan_of("01", "s1", "pre"), plan_of("01", "s2", "post", cleaned=False),
+                                  plan_of("03", "s4", "pre"))
+    complete(layout, measured, 1234)
+    complete(layout, awaiting, 10)
+    put(layout, failed, "t1w.json", {})
+    log = layout.log_file(failed.session, "pull_scan_stir")
+    log.parent.mkdir(parents=True)
+    log.write_text("2026-01-01 10:00:01,000 ERROR vhi: session a/03/s4: STIR <x>: cannot read\n")
+    write_results([measured, awaiting, failed], layout, ["pre", "post"], "m")
+    page = (Path(layout.results) / "report.html").read_text()
+    for session in ("s1", "s2", "s4"):  # every session is named (in the list of every session)
+        assert f'<td class="">{session}</td>' in page
+    cohort = pd.read_csv(Path(layout.results) / "cohort_vhi.csv")
+    assert page.count('class="bar"') == len(cohort) == 1
+    assert f'<td class="num">{fmt_ml(cohort["vhi_ml"].iloc[0])}</td>' in page
+    assert "session a/03/s4: STIR &lt;x&gt;: cannot read" in page
+    assert not list(Path(layout.results).glob(".*part*"))
