@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
+# The workflow's rules call `vhi`, and the tests call `snakemake`, from the venv.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup demo test lint bench clean-demo
 
@@ -26,7 +28,7 @@ demo: setup
 # The whole test suite (unit, workflow dry runs and lint, end-to-end on the CPU, XNAT emulator, SLURM).
 test: setup
 	$(BIN)/ruff check .
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check .

@@ -125,6 +125,9 @@ def test_log_error_reads_tracebacks(tmp_path: Path) -> None:
     log.write_text("Traceback (most recent call last):\n  File x\nModuleNotFoundError: vhi.reference\n")
     assert log_error(log) == "ModuleNotFoundError: vhi.reference"
     assert log_error(tmp_path / "absent.log") is None
+    shell = tmp_path / "shell.log"
+    shell.write_text("/usr/bin/bash: line 1: vhi: command not found\n\n")
+    assert log_error(shell) == "/usr/bin/bash: line 1: vhi: command not found"
 
 
 def test_write_results_writes_every_file_even_when_empty(layout: Layout) -> None:

@@ -26,8 +26,9 @@ _LOG_ERROR = re.compile(r"^\S+ \S+ (?:ERROR|CRITICAL) [\w.]+: (?P<msg>.*)$")
 
 
 def log_error(path: Path) -> str | None:
-    """The error a log ends with: the last ERROR line of the vhi logger, else the last
-    line of a traceback; None when the log is absent or holds no error."""
+    """Why a step whose output is missing failed: the last ERROR line of the vhi logger,
+    else the log's last line (a traceback's exception, a shell error); None when the log
+    is absent or empty."""
     try:
         lines = [line.rstrip() for line in path.read_text(errors="replace").splitlines()]
     except OSError:
@@ -35,9 +36,9 @@ def log_error(path: Path) -> str | None:
     errors = [m.group("msg") for line in lines if (m := _LOG_ERROR.match(line))]
     if errors:
         return errors[-1]
-    if any(line.startswith("Traceback") for line in lines):
-        return next((line for line in reversed(lines) if line.strip()), None)
-    return None
+    # No ERROR line of ours: the last line says why (a traceback's exception, or the
+    # shell's "vhi: command not found"); an empty log says nothing.
+    return next((line.strip() for line in reversed(lines) if line.strip()), None)
 
 
 def session_status(p: PlannedSession, layout: Layout) -> dict[str, str]:
