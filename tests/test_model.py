@@ -50,6 +50,15 @@ def test_batchnorm_fusion_keeps_outputs():
     torch.testing.assert_close(before, after, atol=1e-5, rtol=1e-4)
 
 
+def test_decoder_convolution_commutes_with_upsampling():
+    torch.manual_seed(3)
+    level = UNet().up_path[0].eval()
+    x, skip = torch.randn(2, 128, 21, 21), torch.randn(2, 64, 42, 42)
+    with torch.inference_mode():
+        torch.testing.assert_close(level(x, skip), level.forward_published_order(x, skip),
+                                   atol=1e-5, rtol=1e-4)
+
+
 def test_rotation_convention_round_trips():
     vol = np.arange(4 * 6 * 3, dtype=np.float64).reshape(4, 6, 3)
     batch = to_batch(vol)

@@ -36,7 +36,15 @@ class ConvBlock(nn.Module):
 
 
 class UpLevel(nn.Module):
-    """Upsample ×2 → Conv1x1 (halve channels) → concat [up, skip] → ConvBlock."""
+    """Upsample ×2 → Conv1x1 (halve channels) → concat [up, skip] → ConvBlock.
+
+    The forward pass applies the 1×1 convolution *before* the upsampling: both are
+    linear, the convolution mixes channels per pixel and the bilinear upsampling mixes
+    pixels per channel with weights that sum to one (so the bias passes unchanged),
+    hence they commute. At half resolution the convolution does a quarter of the work
+    and the upsampling moves half the channels; the output equals the published order
+    up to float rounding (``tests/test_model.py``).
+    """
 
     def __init__(self, in_ch: int) -> None:
         super().__init__()
@@ -48,6 +56,11 @@ class UpLevel(nn.Module):
         self.ConvBlock = ConvBlock(in_ch, out_ch)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        upsample, conv = self.UpBlock
+        return self.ConvBlock(torch.cat([upsample(conv(x)), skip], dim=1))
+
+    def forward_published_order(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """Upsample, then convolve, as the paper's module does (kept for the tests)."""
         return self.ConvBlock(torch.cat([self.UpBlock(x), skip], dim=1))
 
 
