@@ -89,9 +89,9 @@ def test_scan_zip_download_and_single_file_md5(xnat_connection, synthetic_study,
         assert all("/resources/DICOM/files/" in n for n in names)
         originals = {p.name: p.read_bytes() for p in synthetic_study.scan1.files}
         assert {Path(n).name: archive.read(n) for n in names} == originals
-    single = scan.resources["DICOM"].files["000.dcm"]
-    single.download(tmp_path / "000.dcm", verbose=False)  # xnatpy checks the MD5 digest
-    assert _md5(tmp_path / "000.dcm") == _md5(synthetic_study.scan1.files[0])
+    single = scan.resources["DICOM"].files["IM_0001.dcm"]
+    single.download(tmp_path / "IM_0001.dcm", verbose=False)  # xnatpy checks the MD5 digest
+    assert _md5(tmp_path / "IM_0001.dcm") == _md5(synthetic_study.scan1.files[0])
     whole = xnat_connection.get(f"{_session(xnat_connection).fulluri}/scans/ALL/files",
                                 format="zip")
     with zipfile.ZipFile(io.BytesIO(whole.content)) as archive:
@@ -126,11 +126,11 @@ def test_create_upload_overwrite_extract_and_delete(xnat_connection, xnat_emulat
     resource = scan.create_resource("DICOM", format="DICOM")
 
     series = write_mr_series(tmp_path / "upload", slices=3)
-    resource.upload(series.files[0], "000.dcm")
+    resource.upload(series.files[0], "IM_0001.dcm")
     with pytest.raises(XNATUploadError):
-        resource.upload(series.files[0], "000.dcm")  # exists, no overwrite: 409
-    assert xnat_emulator.log.find("PUT", r"/files/000\.dcm$")[-1].status == 409
-    resource.upload(series.files[0], "000.dcm", overwrite=True)
+        resource.upload(series.files[0], "IM_0001.dcm")  # exists, no overwrite: 409
+    assert xnat_emulator.log.find("PUT", r"/files/IM_0001\.dcm$")[-1].status == 409
+    resource.upload(series.files[0], "IM_0001.dcm", overwrite=True)
 
     rest = tmp_path / "rest"
     rest.mkdir()
@@ -138,7 +138,7 @@ def test_create_upload_overwrite_extract_and_delete(xnat_connection, xnat_emulat
         shutil.copy(path, rest / path.name)
     resource.upload_dir(rest)  # tar.gz with extract=true
     resource.clearcache()
-    assert sorted(resource.files.keys()) == ["000.dcm", "001.dcm", "002.dcm"]
+    assert sorted(resource.files.keys()) == ["IM_0001.dcm", "IM_0002.dcm", "IM_0003.dcm"]
 
     xnat_connection.put(session.fulluri, query={"pullDataFromHeaders": "true"})
     session.clearcache()
@@ -146,9 +146,9 @@ def test_create_upload_overwrite_extract_and_delete(xnat_connection, xnat_emulat
     assert session.uid == series.study_uid
     assert scan.uid == series.series_uid
 
-    resource.files["001.dcm"].delete()
+    resource.files["IM_0002.dcm"].delete()
     resource.clearcache()
-    assert sorted(resource.files.keys()) == ["000.dcm", "002.dcm"]
+    assert sorted(resource.files.keys()) == ["IM_0001.dcm", "IM_0003.dcm"]
     xnat_connection.clearcache()  # objects built by constructors are not in xnatpy's cache
     xnat_connection.projects["NEWPROJ"].experiments["S01_MR1"].delete()
     xnat_connection.clearcache()
@@ -258,7 +258,7 @@ def test_roi_dependency_checks(xnat_connection, xnat_emulator, synthetic_study):
     assert synthetic_study.unarchived.series_uid in response.text
 
     scan2 = session.scans["2"]
-    scan2.resources["DICOM"].files["003.dcm"].delete()
+    scan2.resources["DICOM"].files["IM_0004.dcm"].delete()
     response = _put_seg(xnat_connection, session.id, "MISSING_SOP",
                         build_seg(synthetic_study.scan2))
     assert response.status_code == 422

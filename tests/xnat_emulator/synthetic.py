@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 TEST_USERS = {"alice": "secret-alice-pw", "bob": "secret-bob-pw"}
 PROJECT = "VHI_TEST"
@@ -27,57 +26,18 @@ class SeriesInfo:
 def write_mr_series(folder: Path, *, study_uid: str | None = None, rows: int = 8,
                     cols: int = 8, slices: int = 4, series_number: int = 1,
                     description: str = "STIR_cor", seed: int = 0) -> SeriesInfo:
-    """Write ``slices`` single-frame MR images of one series into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write ``slices`` single-frame MR images of one series (random pixels) into ``folder``."""
+    from support.dicom_series import write_series
+
     study_uid = study_uid or generate_uid()
-    series_uid = generate_uid()
-    frame_uid = generate_uid()
-    rng = np.random.default_rng(seed)
-    today = dt.date(2024, 1, 2).strftime("%Y%m%d")
-    sop_uids, files = [], []
-    for index in range(slices):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = FileDataset(str(folder / f"{index:03d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = MRImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.Modality = "MR"
-        ds.PatientName = "Synthetic^Emulator"
-        ds.PatientID = "EMU001"
-        ds.PatientBirthDate = ""
-        ds.PatientSex = "O"
-        ds.StudyDate = today
-        ds.StudyTime = "101010"
-        ds.StudyID = "1"
-        ds.AccessionNumber = ""
-        ds.ReferringPhysicianName = ""
-        ds.Manufacturer = "Synthetic"
-        ds.SeriesDescription = description
-        ds.SeriesNumber = series_number
-        ds.InstanceNumber = index + 1
-        ds.ImagePositionPatient = [0.0, 0.0, float(index)]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.PixelSpacing = [1.0, 1.0]
-        ds.SliceThickness = 1.0
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = rows
-        ds.Columns = cols
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 0
-        ds.PixelData = rng.integers(0, 1000, (rows, cols), dtype=np.uint16).tobytes()
-        path = folder / f"{index:03d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        sop_uids.append(str(ds.SOPInstanceUID))
-        files.append(path)
-    return SeriesInfo(folder, study_uid, series_uid, tuple(sop_uids), tuple(files))
+    pixels = np.random.default_rng(seed).integers(0, 1000, (cols, rows, slices)).astype(np.int16)
+    img = nib.Nifti1Image(pixels, np.diag([-1.0, 1.0, 1.0, 1.0]))  # dcm2niix's handedness
+    written = write_series(img, folder, series_description=description,
+                           series_number=series_number, study_uid=study_uid,
+                           patient_id="EMU001", patient_name="Synthetic^Emulator",
+                           study_date="20240102", frame_of_reference_uid=generate_uid())
+    return SeriesInfo(folder, study_uid, written.series_uid, tuple(written.sop_uids),
+                      tuple(written.files))
 
 
 def build_seg(series: SeriesInfo, *, description: str = "AI proposal",
