@@ -9,6 +9,8 @@ config's ``shared`` key, else the ``VHI_SHARED`` environment variable, else
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -109,6 +111,12 @@ class Settings:
     timepoints: tuple[str, ...]
     sites: tuple[SiteConfig, ...]
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the validated config (defaults filled in): the provenance of a run."""
+        text = json.dumps(self.raw, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def site(self, name: str) -> SiteConfig:
         for site in self.sites:

@@ -1,4 +1,9 @@
-"""One pure function that builds the provenance block of every JSON sidecar."""
+"""One pure function that builds the provenance block of every JSON sidecar.
+
+A workflow run identifies itself to the ``vhi`` commands it starts through the
+environment: ``VHI_RUN_ID`` (one id per ``snakemake`` invocation) and
+``VHI_CONFIG_SHA256`` (the validated config's digest); both go into every sidecar.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import vhi
 from vhi.settings import PROJECT_ROOT
@@ -23,6 +29,19 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+#: provenance key -> environment variable set by the workflow for the jobs of one run
+RUN_VARIABLES = {"run_id": "VHI_RUN_ID", "config_sha256": "VHI_CONFIG_SHA256"}
+
+
+def mark_run(config_sha256: str) -> str:
+    """Set this run's id (kept if already set: cluster jobs inherit the main process's)
+    and config digest in the environment the ``vhi`` commands of the run inherit."""
+    run_id = os.environ.setdefault(
+        RUN_VARIABLES["run_id"], datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid4().hex[:8])
+    os.environ[RUN_VARIABLES["config_sha256"]] = config_sha256
+    return run_id
 
 
 @cache
@@ -86,6 +105,9 @@ def build_provenance(
         "started": (started or finished).isoformat(),
         "finished": finished.isoformat(),
     }
+    run = {key: os.environ[var] for key, var in RUN_VARIABLES.items() if os.environ.get(var)}
+    if run:
+        prov["run"] = run
     if model is not None:
         prov["model"] = dict(model)
     if device is not None:

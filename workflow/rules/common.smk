@@ -5,10 +5,13 @@ import json
 from vhi.cohort import RESULT_FILES, Layout, load_plan, plan_cohort, plan_digest, save_plan
 from vhi.cohort import wildcard_constraints
 from vhi.config import resolve_config
+from vhi.provenance import mark_run
 from vhi.sources import source_class
 
 SETTINGS = resolve_config(config)
 LAYOUT = Layout.from_settings(SETTINGS)
+# Every vhi command of this run records the run and the config it came from.
+mark_run(SETTINGS.digest)
 # The main process asks every source for its sessions once and saves the plan; job
 # processes (a cluster job re-reads this Snakefile) reuse it instead of asking again.
 PLAN_FILE = f"{LAYOUT.work}/.vhi_plan.json"
