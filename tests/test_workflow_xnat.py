@@ -160,6 +160,7 @@ def test_pull_push_clean_collect_through_the_workflow(tmp_path, data_dir, env):
             assert (source["label"], source["collection"]) == (label, ident)
             stored = next(a for a in collections(emu, d.experiment) if a.id == ident)
             assert source["seg_sop_instance_uid"] == stored.fields["UID"]  # VHI traces to its SEG
+            assert row.cleaned_seg_uid == stored.fields["UID"]
             assert len(collections(emu, d.experiment)) == 2  # proposal + the radiologist's
         assert {r["state"] for r in status_of(run).values()} == {"measured"}
 

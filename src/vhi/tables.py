@@ -38,7 +38,7 @@ VHI_COLUMNS = [
     "proposal_ml", "proposal_voxels", "proposal_voxels_label2",
     "lower", "upper", "q1", "q3", "iqr", "m", "reference_voxels", "reference_mode",
     "dice_cleaned_vs_proposal", "removed_voxels", "added_voxels",
-    "cleaned_uri", "cleaned_sha256", "stir_uri", "stir_sha256", "t1w_uri", "t1w_sha256",
+    "cleaned_uri", "cleaned_sha256", "cleaned_seg_uid", "stir_uri", "stir_sha256", "t1w_uri", "t1w_sha256",
     "model_bundle", "model_version", "model_sha256", "model_device", "vhi_version", "collected_at",
 ]
 CHANGE_COLUMNS = [
@@ -104,6 +104,7 @@ def vhi_row(p: PlannedSession, layout: Layout) -> dict[str, Any] | None:
         "added_voxels": _get(cleaned, "vs_proposal", "added_voxels"),
         "cleaned_uri": _get(cleaned, "source", "uri"),
         "cleaned_sha256": _get(cleaned, "source", "sha256"),
+        "cleaned_seg_uid": _get(cleaned, "source", "seg_sop_instance_uid"),
         "stir_uri": _get(stir, "source", "uri"),
         "stir_sha256": _get(stir, "source", "sha256"),
         "t1w_uri": _get(t1w, "source", "uri"),
