@@ -19,7 +19,6 @@ Prints seconds, jobs, and the per-session cost relative to the smallest cohort
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import subprocess
 import sys
@@ -27,37 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_cohort(folder: Path, n: int) -> Path:
-    rows = []
-    for i in range(n):
-        subject, session = f"P{i // 2:05d}", f"S{i:06d}"
-        stir = i % 10 != 9
-        rows.append({"site": "bench", "subject": subject, "session": session,
-                     "timepoint": "pre" if i % 2 == 0 else "post",
-                     "stir": f"scans/{session}_STIR.nii.gz" if stir else "",
-                     "t1w": f"scans/{session}_T1W.nii.gz",
-                     "normal_marrow": f"scans/{session}_nm.nii.gz" if stir else ""})
-        if stir and i % 4 < 2:
-            for sub in (f"cleaned/bench/{subject}/{session}.nii.gz", f"readers/{session}.nii.gz"):
-                path = folder / sub
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.touch()
-    sheet = folder / "sheet.csv"
-    with sheet.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    config = folder / "config.yaml"
-    config.write_text(yaml.safe_dump({"sites": [{"name": "bench", "source": {
-        "type": "local", "root": str(folder), "sheet": str(sheet),
-        "readers": {"R1": "readers/{session}.nii.gz"}}}]}))
-    return config
-
+sys.path.insert(0, str(ROOT / "tests"))
+from support.cohorts import write_cohort  # noqa: E402  (the cohorts the dry-run tests use)
 
 QUIET = {"full": ["rules"], "stats": ["rules", "progress"]}
 
@@ -95,7 +66,9 @@ def main() -> None:
         for n in args.sessions:
             folder = Path(tmp) / f"n{n}"
             folder.mkdir()
-            configs[n] = (folder, make_cohort(folder, n))
+            config = write_cohort(folder, n, cleaned=n // 2, t1w_only=n // 10, readers=True,
+                                  site="bench")
+            configs[n] = (folder, config)
         for mode in args.modes:
             rows = []
             for n, (folder, config) in configs.items():
