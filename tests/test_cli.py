@@ -38,9 +38,12 @@ def scan_1003(data_dir):
 
 def test_propose_writes_labels_and_sidecar_with_thresholds(scan_1003, tmp_path, capsys):
     out = tmp_path / "proposal.nii.gz"
+    used = tmp_path / "reference_used.nii.gz"
     assert main(["propose", "--stir", str(scan_1003["stir"]), "--disease-region",
                  str(scan_1003["region"]), "--reference", str(scan_1003["normal"]),
-                 "--out", str(out)]) == 0
+                 "--reference-out", str(used), "--out", str(out)]) == 0
+    manual = nib.load(scan_1003["normal"]).get_fdata() == 1
+    np.testing.assert_array_equal(np.asarray(nib.load(used).dataobj) > 0, manual)
     labels = np.asarray(nib.load(out).dataobj)
     assert (np.count_nonzero(labels), np.count_nonzero(labels == 2)) == (6031, 3461)
     side = json.loads((tmp_path / "proposal.json").read_text())

@@ -143,3 +143,15 @@ def test_write_results_writes_every_file_even_when_empty(layout: Layout) -> None
     description = json.loads((results / "dataset_description.json").read_text())
     assert description["GeneratedBy"][0]["Name"] == "vhi"
     assert not list(results.glob(".*part*"))
+
+
+def test_saved_plan_reads_back_equal_for_job_processes(tmp_path: Path) -> None:
+    from vhi.cohort import load_plan, save_plan
+    from vhi.config import ConfigError
+
+    plan = [plan_of("01", "s1", "pre", readers=True), plan_of("02", "s2", "post", cleaned=False),
+            plan_of("03", "s3", "pre", stir=False)]
+    save_plan(plan, tmp_path / "work" / ".vhi_plan.json")
+    assert load_plan(tmp_path / "work" / ".vhi_plan.json") == plan
+    with pytest.raises(ConfigError, match="cannot read the cohort plan"):
+        load_plan(tmp_path / "absent.json")
