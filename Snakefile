@@ -3,15 +3,14 @@
 # Run:  snakemake --profile profiles/local      (docs/usage.md)
 import os
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
 
 configfile: os.path.join(workflow.basedir, "config.yaml")
-
-
-validate(config, "workflow/schemas/config.schema.yaml")
+# Validated against the schema shipped in the vhi package (defaults filled in) by
+# vhi.config.load.resolve_config in workflow/rules/common.smk.
 
 
 # The image the rules run in with --software-deployment-method apptainer

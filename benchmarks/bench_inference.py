@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, data_dir_or_exit
 
-from vhi.imaging import load_image
+from vhi.imaging.nifti import load_image
 from vhi.model import DiseaseRegionEnsemble, UNet
 from vhi.model.inference import from_batch, load_fold, normalise, to_batch
 
@@ -69,7 +69,7 @@ def paper_style(models: list[UNet], t1w: np.ndarray) -> np.ndarray:
 
 def peak_rss_gib(t1w_path: Path) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "vhi.cli", "-q", "segment", "--t1w", str(t1w_path),
+        subprocess.run([str(Path(sys.executable).with_name("vhi")), "-q", "segment", "--t1w", str(t1w_path),
                         "--out", str(Path(tmp) / "mask.nii.gz"), "--device", "cpu"], check=True)
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
 

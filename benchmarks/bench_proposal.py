@@ -18,8 +18,8 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, data_dir_or_exit
 
-from vhi.imaging import load_image, load_mask
-from vhi.lesions import find_thresholds, propose
+from vhi.imaging.nifti import load_image, load_mask
+from vhi.method.lesions import find_thresholds, propose
 
 SCANS = ("1003", "1007", "1012", "1013", "1016", "1234", "3002", "4386")
 

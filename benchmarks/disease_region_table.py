@@ -15,8 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import data_dir_or_exit
 
-from vhi.imaging import load_image, load_mask
-from vhi.measure import dice, volume_similarity
+from vhi.imaging.nifti import load_image, load_mask
+from vhi.method.measure import dice, volume_similarity
 from vhi.model import DiseaseRegionEnsemble
 
 

@@ -18,7 +18,9 @@ import logging
 import sys
 from pathlib import Path
 
-from vhi.reference_validation import (
+from vhi.settings import demo_data_dir
+
+from reference_validation import (
     BAR_MAX_LOWER_REL,
     BAR_MEDIAN_DICE_AUTO_VS_MANUAL,
     BAR_MEDIAN_LOWER_REL,
@@ -27,7 +29,6 @@ from vhi.reference_validation import (
     summarise,
     validate,
 )
-from vhi.settings import demo_data_dir
 
 
 def main(argv: list[str] | None = None) -> int:

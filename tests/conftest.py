@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from vhi.settings import demo_data_dir, models_dir
+from support.paths import DATA, SHARED
 
-DATA = demo_data_dir()
-MODELS = models_dir() / "sij_disease_region_unet"
 
-needs_data = pytest.mark.skipif(
-    not (DATA / "stir").is_dir(),
-    reason=f"public bone-MRI data not found at {DATA} (set VHI_SHARED to the shared folder)",
-)
-needs_models = pytest.mark.skipif(
-    not (MODELS / "SHA256SUMS").is_file(),
-    reason=f"published U-Net weights not found at {MODELS} (set VHI_SHARED or VHI_MODELS)",
-)
+@pytest.fixture(scope="session", autouse=True)
+def shared_folder() -> Iterator[Path]:
+    """The package finds the shared folder through VHI_SHARED; the tests set it for their
+    session (and restore the environment after) so the package sees what they see."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VHI_SHARED", str(SHARED))
+        yield SHARED
 
 
 @pytest.fixture(scope="session")

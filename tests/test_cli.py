@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from vhi.cli import main
 
-from conftest import needs_models
+from support.data import needs_models
 
 
 def _nifti(path, array, affine=None, dtype=np.int16):
@@ -135,9 +136,9 @@ def test_corrupt_nifti_is_refused(tmp_path, scan_1003, caplog):
 
 
 def test_command_exits_non_zero_with_message(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "vhi.cli", "measure", "--mask",
-                           str(tmp_path / "absent.nii.gz")], capture_output=True, text=True,
-                          check=False)
+    vhi = Path(sys.executable).with_name("vhi")  # the installed entry point
+    proc = subprocess.run([str(vhi), "measure", "--mask", str(tmp_path / "absent.nii.gz")],
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert "absent.nii.gz: file not found" in proc.stderr
 

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vhi.config import ConfigError, load_config_file, resolve_config
-from vhi.settings import PROJECT_ROOT
+from vhi.config.load import load_config_file, resolve_config
+from vhi.errors import ConfigError
+
+from support.paths import PROJECT_ROOT
 
 
 def minimal(**site: object) -> dict:
@@ -85,7 +87,7 @@ def test_every_schema_key_has_a_description() -> None:
                 walk(sub, f"{where}[{i}]")
 
     for name in ("config.schema.yaml", "sheet.schema.yaml"):
-        walk(yaml.safe_load((PROJECT_ROOT / "workflow" / "schemas" / name).read_text()), name)
+        walk(yaml.safe_load((PROJECT_ROOT / "src" / "vhi" / "config" / "schemas" / name).read_text()), name)
 
 
 def test_config_does_not_mutate_the_input() -> None:

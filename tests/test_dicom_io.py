@@ -12,9 +12,9 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from vhi.dicomconv import dicom_to_nifti, read_series
 from vhi.errors import InputError
-from vhi.segio import read_seg, write_seg
+from vhi.imaging.dicom import dicom_to_nifti, read_series
+from vhi.imaging.seg import read_seg, write_seg
 
 from support.dicom_series import SeriesInfo, write_series
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from vhi.errors import MethodError
-from vhi.imaging import load_image, load_mask
-from vhi.lesions import (
+from vhi.imaging.nifti import load_image, load_mask
+from vhi.method.lesions import (
     MIN_COMPONENT_PIXELS,
     find_thresholds,
     label_voxels,
@@ -86,7 +86,7 @@ def test_threshold_errors_name_the_scan(values, cause):
 
 
 def test_labels_use_greater_or_equal_at_both_thresholds():
-    from vhi.lesions import Thresholds
+    from vhi.method.lesions import Thresholds
 
     t = Thresholds(q1=0, q3=0, iqr=1, m=1.5, lower=10.0, upper=20.0, n_reference=1)
     stir = np.array([[[9.999, 10.0, 19.999, 20.0]]])

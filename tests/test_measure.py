@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vhi.imaging import load_mask
-from vhi.measure import agreement, dice, vhi_ml, volume_similarity
+from vhi.imaging.nifti import load_mask
+from vhi.method.measure import agreement, dice, vhi_ml, volume_similarity
 
 
 def test_dice_and_volume_similarity_on_toy_masks():

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from vhi.errors import InputError
+from vhi.fileio import sha256_file
 from vhi.model import DiseaseRegionEnsemble, UNet, get_bundle
 from vhi.model.inference import choose_device, from_batch, load_fold, to_batch
 from vhi.model.unet import fuse_batchnorm
-from vhi.provenance import sha256_file
 
-from conftest import MODELS, needs_data, needs_models
+from support.data import BUNDLE_DIR, needs_data, needs_models
 
 
 def test_unet_has_the_published_parameter_count_and_names():
@@ -104,7 +104,7 @@ def test_published_folds_load_strictly():
 @needs_models
 def test_altered_or_missing_weights_are_refused(tmp_path):
     for name in ("model_1.pt", "model_2.pt", "model_3.pt"):
-        shutil.copy(MODELS / name, tmp_path / name)
+        shutil.copy(BUNDLE_DIR / name, tmp_path / name)
     bundle = get_bundle()
     assert len(bundle.fold_paths(tmp_path)) == 3
     data = bytearray((tmp_path / "model_2.pt").read_bytes())
@@ -119,8 +119,8 @@ def test_altered_or_missing_weights_are_refused(tmp_path):
 
 @pytest.fixture(scope="module")
 def ensemble():
-    if not (MODELS / "SHA256SUMS").is_file():
-        pytest.skip(f"published U-Net weights not found at {MODELS}")
+    if not (BUNDLE_DIR / "SHA256SUMS").is_file():
+        pytest.skip(f"published U-Net weights not found at {BUNDLE_DIR}")
     return DiseaseRegionEnsemble(device="cpu")
 
 
@@ -133,8 +133,8 @@ def ensemble():
     ("2016", None),
 ])
 def test_ensemble_dice_matches_the_published_ensemble(ensemble, data_dir, scan_id, published):
-    from vhi.imaging import load_image, load_mask
-    from vhi.measure import dice
+    from vhi.imaging.nifti import load_image, load_mask
+    from vhi.method.measure import dice
 
     t1w = load_image(data_dir / "t1w" / f"{scan_id}_T1W.nii.gz")
     manual = load_mask(data_dir / "disease_region" / f"{scan_id}_disease_region.nii.gz").data == 1

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from vhi.config import resolve_config
-from vhi.provenance import build_provenance, mark_run, sha256_file
+from vhi.config.load import resolve_config
+from vhi.fileio import sha256_file
+from vhi.provenance import build_provenance, mark_run
 
 
 def test_provenance_records_software_inputs_and_the_run(tmp_path, monkeypatch):

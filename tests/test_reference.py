@@ -8,17 +8,13 @@ import numpy as np
 import pytest
 
 from vhi.errors import MethodError
-from vhi.lesions import propose
-from vhi.reference import auto_reference
-from vhi.reference_validation import (
-    BAR_MAX_LOWER_REL,
-    BAR_MEDIAN_DICE_AUTO_VS_MANUAL,
-    BAR_MEDIAN_LOWER_REL,
-    BAR_READER_DICE_DROP,
-    VALIDATION_SCANS,
-    summarise,
-    validate,
-)
+from vhi.method.lesions import propose
+from vhi.method.reference import auto_reference
+
+from reference_validation import summarise, validate
+
+#: The public scans with a manual normal-marrow mask.
+VALIDATION_SCANS = ("1003", "1007", "1012", "1013", "1016", "1234", "3002", "4386")
 
 STATS_KEYS = {
     "method", "n_voxels", "n_disease_region", "n_interior", "interior_eroded",
@@ -60,21 +56,20 @@ def test_validation_covers_the_eight_scans(comparisons):
 def test_lower_threshold_bars(comparisons):
     s = summarise(comparisons)
     table = {c.scan: round(c.lower_rel_diff, 3) for c in comparisons}
-    assert s["median_abs_lower_rel_diff"] <= BAR_MEDIAN_LOWER_REL, table
-    assert s["max_abs_lower_rel_diff"] <= BAR_MAX_LOWER_REL, table
+    assert s["median_abs_lower_rel_diff"] <= 0.05, table
+    assert s["max_abs_lower_rel_diff"] <= 0.15, table
 
 
 def test_proposal_dice_auto_vs_manual_bar(comparisons):
     s = summarise(comparisons)
-    assert s["median_dice_auto_vs_manual"] >= BAR_MEDIAN_DICE_AUTO_VS_MANUAL, {
+    assert s["median_dice_auto_vs_manual"] >= 0.85, {
         c.scan: round(c.dice_auto_vs_manual, 3) for c in comparisons}
 
 
 def test_reader_dice_bar(comparisons):
     """Per scan mean Dice over R11, R12, R21, R22; then the median over scans."""
     s = summarise(comparisons)
-    assert s["median_reader_dice_auto"] >= s["median_reader_dice_manual"] - BAR_READER_DICE_DROP
-    assert all(s["bars"].values())
+    assert s["median_reader_dice_auto"] >= s["median_reader_dice_manual"] - 0.02
 
 
 def test_real_scan_stats_are_json_and_mask_inside_region(data_dir):

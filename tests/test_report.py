@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from test_tables import complete, plan_of, put
 
-from vhi.cohort import Layout
-from vhi.report import RESEARCH_USE, fmt_ml, render_report, state_counts
-from vhi.status import COLUMNS as STATUS_COLUMNS
-from vhi.status import STATES
-from vhi.tables import AGREEMENT_COLUMNS, VHI_COLUMNS, change_table, write_results
+from vhi.cohort.layout import Layout
+from vhi.results.report import RESEARCH_USE, fmt_ml, render_report, state_counts
+from vhi.results.status import COLUMNS as STATUS_COLUMNS
+from vhi.results.status import STATES
+from vhi.results.tables import AGREEMENT_COLUMNS, VHI_COLUMNS, change_table, write_results
 
 DESCRIPTION = {
     "GeneratedBy": [{"Name": "vhi", "Version": "9.8.7", "GitCommit": "c0ffee" * 6 + "abcd"}],

@@ -21,14 +21,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from slurm_cluster import (
+
+from support.paths import MODELS, PROJECT_ROOT, SHARED
+from support.slurm_cluster import (
     NODE_CPUS,
     SNAKEMAKE_SLURM_SETTINGS,
     SlurmCluster,
     slurm_cluster_fixture,  # noqa: F401 - the session fixture `slurm_cluster`
 )
-
-from vhi.settings import PROJECT_ROOT, models_dir, shared_dir
 
 pytestmark = pytest.mark.slurm
 
@@ -62,7 +62,7 @@ def run_snakemake(args: list[str], workdir: Path, timeout: int = SNAKEMAKE_TIMEO
                   ) -> subprocess.CompletedProcess[str]:
     """snakemake from this venv (also on PATH for the jobs: sbatch exports the environment)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "VHI_SHARED": os.environ.get("VHI_SHARED", str(shared_dir())), "VHI_NO_PROGRESS": "1"}
+           "VHI_SHARED": os.environ.get("VHI_SHARED", str(SHARED)), "VHI_NO_PROGRESS": "1"}
     try:
         proc = subprocess.run([sys.executable, "-m", "snakemake", "--directory", str(workdir), *args],
                               env=env, capture_output=True, text=True, timeout=timeout,
@@ -147,13 +147,13 @@ def test_two_rule_workflow_runs_as_slurm_jobs(slurm_cluster: SlurmCluster, test_
 
 # ---------------------------------------------------------------------------------------- (c)
 def published_1003() -> dict[str, str]:
-    with (shared_dir() / "data" / "bone_mri" / "reference_values.csv").open() as fh:
+    with (SHARED / "data" / "bone_mri" / "reference_values.csv").open() as fh:
         return next(row for row in csv.DictReader(fh) if row["scan_id"] == "1003")
 
 
 @pytest.mark.skipif(not (PROJECT_ROOT / "Snakefile").is_file(), reason="the project's workflow is absent")
-@pytest.mark.skipif(not (models_dir() / "sij_disease_region_unet" / "model_1.pt").is_file(),
-                    reason=f"published U-Net weights not found under {models_dir()}")
+@pytest.mark.skipif(not (MODELS / "sij_disease_region_unet" / "model_1.pt").is_file(),
+                    reason=f"published U-Net weights not found under {MODELS}")
 def test_project_workflow_on_one_demo_session(slurm_cluster: SlurmCluster, test_profile: Path,
                                               data_dir: Path, tmp_path: Path):
     """Session 1003 (manual normal-marrow reference, R11's mask as the cleaned stand-in) through

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from vhi.cohort import Session, demo_sessions, read_sheet, write_sheet
-from vhi.config import ConfigError
-from vhi.errors import InputError
+from vhi.cohort.ids import Session
+from vhi.cohort.sheet import demo_sessions, read_sheet, write_sheet
+from vhi.errors import ConfigError, InputError
 from vhi.sources import Source, make_source
 from vhi.sources.local import LocalSource
 

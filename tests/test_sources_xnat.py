@@ -20,12 +20,11 @@ import pydicom
 import pytest
 import xnat
 
-from vhi.config import ConfigError
-from vhi.errors import InputError
-from vhi.imaging import save_nifti
+from vhi.errors import ConfigError, InputError
+from vhi.imaging.nifti import save_nifti
 from vhi.sources import SOURCE_TYPES, make_source
 from vhi.sources.xnat import XnatError, XnatSource
-from vhi.sources.xnat_select import ScanRow, compile_rules, format_report, select_scans
+from vhi.sources.xnat.select import ScanRow, compile_rules, format_report, select_scans
 
 from xnat_emulator import XnatEmulator
 from xnat_emulator.demo import (

@@ -8,9 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vhi.cohort import Layout, PlannedSession, Session
-from vhi.status import log_error, status_table
-from vhi.tables import (
+from vhi.cohort.ids import Session
+from vhi.cohort.layout import Layout
+from vhi.cohort.plan import PlannedSession
+from vhi.results.status import log_error, status_table
+from vhi.results.tables import (
     AGREEMENT_COLUMNS,
     CHANGE_COLUMNS,
     VHI_COLUMNS,
@@ -146,8 +148,8 @@ def test_write_results_writes_every_file_even_when_empty(layout: Layout) -> None
 
 
 def test_saved_plan_reads_back_equal_for_job_processes(tmp_path: Path) -> None:
-    from vhi.cohort import load_plan, save_plan
-    from vhi.config import ConfigError
+    from vhi.cohort.plan import load_plan, save_plan
+    from vhi.errors import ConfigError
 
     plan = [plan_of("01", "s1", "pre", readers=True), plan_of("02", "s2", "post", cleaned=False),
             plan_of("03", "s3", "pre", stir=False)]

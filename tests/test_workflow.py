@@ -21,12 +21,12 @@ import pytest
 import yaml
 from test_workflow_dryrun import job_counts, snakemake, workflow_env
 
-from vhi.settings import PROJECT_ROOT, models_dir
+from support.paths import MODELS, PROJECT_ROOT
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not (models_dir() / "sij_disease_region_unet" / "model_1.pt").is_file(),
-                       reason=f"published U-Net weights not found under {models_dir()}"),
+    pytest.mark.skipif(not (MODELS / "sij_disease_region_unet" / "model_1.pt").is_file(),
+                       reason=f"published U-Net weights not found under {MODELS}"),
 ]
 
 STIR_SESSIONS = {"1234": "01", "4386": "03", "1003": "09", "1007": "11", "1012": "13",
@@ -94,7 +94,7 @@ def test_demo_cohort_end_to_end_and_resume(tmp_path: Path, data_dir: Path) -> No
     for session in ("1003", "1013", "4386"):
         subject = STIR_SESSIONS[session]
         out = tmp_path / "direct" / f"{session}.nii.gz"
-        subprocess.run([sys.executable, "-m", "vhi.cli", "--no-progress", "propose",
+        subprocess.run([str(Path(sys.executable).with_name("vhi")), "--no-progress", "propose",
                         "--stir", str(data_dir / "stir" / f"{session}_STIR.nii.gz"),
                         "--disease-region", str(work / subject / session / "disease_region.nii.gz"),
                         "--reference", str(data_dir / "normal_marrow" / f"{session}_normal_marrow.nii.gz"),

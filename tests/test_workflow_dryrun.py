@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vhi.settings import PROJECT_ROOT, shared_dir
-
 from support.cohorts import write_cohort
+from support.paths import PROJECT_ROOT, SHARED
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 PROFILE = PROJECT_ROOT / "profiles" / "local"
@@ -27,7 +26,7 @@ PROFILE = PROJECT_ROOT / "profiles" / "local"
 def workflow_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("VHI_SHARED", str(shared_dir()))
+    env.setdefault("VHI_SHARED", str(SHARED))
     env["VHI_NO_PROGRESS"] = "1"
     return env
 

@@ -23,8 +23,7 @@ import xnat
 import yaml
 from test_workflow_dryrun import job_counts, snakemake, workflow_env
 
-from vhi.settings import models_dir
-
+from support.paths import MODELS
 from xnat_emulator import XnatEmulator
 from xnat_emulator.demo import (
     SITE_PROJECTS,
@@ -43,8 +42,8 @@ RADIOLOGIST = ("radiologist", "rad-pw-1")
 SPLIT = {"A": ["1003", "4386"], "B": ["1012", "3002"]}
 
 needs_weights = pytest.mark.skipif(
-    not (models_dir() / "sij_disease_region_unet" / "model_1.pt").is_file(),
-    reason=f"published U-Net weights not found under {models_dir()}")
+    not (MODELS / "sij_disease_region_unet" / "model_1.pt").is_file(),
+    reason=f"published U-Net weights not found under {MODELS}")
 
 
 @pytest.fixture

@@ -24,6 +24,9 @@ from xnat.exceptions import (
     XNATUploadError,
 )
 
+from vhi.imaging.seg import write_seg
+
+from support.dicom_series import write_series
 from xnat_emulator import XnatEmulator
 from xnat_emulator.synthetic import (
     PROJECT,
@@ -415,14 +418,12 @@ def test_module_entry_point_help():
 
 # ---------------------------------------------------------------------------- interop
 def test_platform_seg_writer_passes_the_dependency_check(xnat_emulator, tmp_path):
-    """A SEG from vhi.segio over a tests/support series is accepted, as on a real XNAT."""
-    dicom_series = pytest.importorskip("support.dicom_series")
-    segio = pytest.importorskip("vhi.segio")
+    """A SEG from vhi.imaging.seg over a tests/support series is accepted, as on a real XNAT."""
 
     affine = np.diag([-1.0, 1.0, 2.0, 1.0])
     volume = nib.Nifti1Image(np.arange(8 * 8 * 4, dtype=np.int16).reshape(8, 8, 4), affine)
     study_uid = generate_uid()
-    series = dicom_series.write_series(
+    series = write_series(
         volume, tmp_path / "platform", series_description="STIR_cor", series_number=5,
         study_uid=study_uid, patient_id="EMU002", patient_name="Interop^Test",
         study_date="20240102", frame_of_reference_uid=generate_uid(),
@@ -432,7 +433,7 @@ def test_platform_seg_writer_passes_the_dependency_check(xnat_emulator, tmp_path
     mask[2:5, 2:5, 1:3] = True
     sources = [pydicom.dcmread(p) for p in series.files]
     seg_path = tmp_path / "proposal.dcm"
-    segio.write_seg(mask, affine, sources, seg_path, algorithm_name="emulator-test",
+    write_seg(mask, affine, sources, seg_path, algorithm_name="emulator-test",
                     algorithm_version="0", series_description="Inflammation", series_number=99)
     with xnat.connect(xnat_emulator.url, user="alice", password=TEST_USERS["alice"],
                       loglevel="WARNING") as connection:

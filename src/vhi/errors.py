@@ -1,4 +1,12 @@
-"""Errors the platform raises for bad input: each names the file or scan and the cause."""
+"""Errors the platform reports to a user, and the exit status that goes with them.
+
+Every error names what it concerns (a file, a scan, a session, a config key) and the
+cause, so a log line alone tells a data manager what to fix.
+"""
+
+#: Exit status of a ``vhi`` command that stopped on a :class:`VhiError` (bad input,
+#: config or method failure); 0 is success, anything else is a crash.
+EXIT_INPUT = 2
 
 
 class VhiError(Exception):
@@ -24,3 +32,12 @@ class MethodError(VhiError):
         self.scan = str(scan)
         self.cause = cause
         super().__init__(f"{self.scan}: {cause}")
+
+
+class ConfigError(VhiError):
+    """The config or a session sheet is invalid; the message names the key, row or session."""
+
+    def __init__(self, where: object, cause: str) -> None:
+        self.where = str(where)
+        self.cause = cause
+        super().__init__(f"{self.where}: {cause}")

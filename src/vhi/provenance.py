@@ -7,7 +7,6 @@ environment: ``VHI_RUN_ID`` (one id per ``snakemake`` invocation) and
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import subprocess
@@ -19,17 +18,7 @@ from typing import Any
 from uuid import uuid4
 
 import vhi
-from vhi.settings import PROJECT_ROOT
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
+from vhi.fileio import sha256_file
 
 #: provenance key -> environment variable set by the workflow for the jobs of one run
 RUN_VARIABLES = {"run_id": "VHI_RUN_ID", "config_sha256": "VHI_CONFIG_SHA256"}
@@ -46,15 +35,18 @@ def mark_run(config_sha256: str) -> str:
 
 @cache
 def git_commit() -> str | None:
-    """The commit of the source tree the package runs from, when it is a git checkout."""
-    if not (PROJECT_ROOT / ".git").exists():
-        return None
+    """The commit of the checkout the package runs from (``src/vhi`` of a git work tree,
+    as with an editable install); None for an installed wheel or image."""
+    package = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
+        out = subprocess.run(["git", "-C", str(package), "rev-parse", "--show-toplevel", "HEAD"],
                              capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() / "src" / "vhi" != package:
+        return None  # not a checkout, or one that merely contains an installed copy (a venv)
+    return lines[1]
 
 
 @cache
@@ -62,7 +54,7 @@ def _library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {}
-    for name in ("torch", "monai", "numpy", "nibabel", "scipy", "highdicom", "pydicom"):
+    for name in ("torch", "numpy", "nibabel", "scipy", "highdicom", "pydicom"):
         try:
             versions[name] = version(name)
         except PackageNotFoundError:

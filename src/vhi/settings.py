@@ -1,19 +1,24 @@
-"""Locations the platform needs that are not part of any config file.
+"""Locations the platform needs that are not part of any config file, from the environment.
 
-`VHI_SHARED` points at the shared folder that holds the public demo data and the
-published model weights; it defaults to ``../shared`` next to the project root.
+* ``VHI_SHARED`` – the shared folder with the public demo data and the published model
+  weights; default ``../shared`` (relative to the working directory, i.e. beside the
+  project when the workflow runs from its root).
+* ``VHI_MODELS`` – where model bundles' weights are looked up; default
+  ``$VHI_SHARED/models``.
+
+Nothing here depends on where the package is installed, so ``vhi`` behaves the same
+installed from a wheel, in a container, or editable from a checkout.
 """
 
 import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SHARED = "../shared"
 
 
 def shared_dir() -> Path:
-    """The shared data folder (``$VHI_SHARED``, default ``<project>/../shared``)."""
-    env = os.environ.get("VHI_SHARED")
-    return Path(env).expanduser().resolve() if env else (PROJECT_ROOT.parent / "shared").resolve()
+    """The shared data folder (``$VHI_SHARED``, default ``../shared``)."""
+    return Path(os.environ.get("VHI_SHARED") or DEFAULT_SHARED).expanduser().resolve()
 
 
 def demo_data_dir() -> Path:

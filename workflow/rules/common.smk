@@ -1,13 +1,17 @@
 # The cohort plan (sessions of every site, from the validated config and sheets) and
-# the small input/params functions the rules share. Logic lives in vhi.cohort/sources.
+# the small input/params functions the rules share. Logic lives in vhi.cohort and vhi.sources.
 import json
+import os
 
-from vhi.cohort import RESULT_FILES, Layout, load_plan, plan_cohort, plan_digest, save_plan
-from vhi.cohort import wildcard_constraints
-from vhi.config import resolve_config
+from vhi.cohort.layout import RESULT_FILES, Layout
+from vhi.cohort.plan import load_plan, plan_cohort, plan_digest, save_plan, wildcard_constraints
+from vhi.config.load import resolve_config
 from vhi.provenance import mark_run
 from vhi.sources import source_class
 
+# The shared data (demo cohort, model weights) defaults to the folder beside the project,
+# wherever the run's --directory is; the vhi commands of the run inherit it.
+os.environ.setdefault("VHI_SHARED", os.path.join(workflow.basedir, "..", "shared"))
 SETTINGS = resolve_config(config)
 LAYOUT = Layout.from_settings(SETTINGS)
 # Every vhi command of this run records the run and the config it came from.

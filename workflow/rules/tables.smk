@@ -1,7 +1,7 @@
 # Cohort tables, status and report.html: a pure gather of the sessions' files. After a
 # failed run (--keep-going) the same results are written from what finished, with the
 # failed sessions and their reasons in status.csv and the report.
-from vhi.tables import write_results_logged
+from vhi.results.tables import write_results_logged
 
 
 rule build_cohort_tables:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vhi.errors import InputError
-from vhi.provenance import sha256_file
+from vhi.fileio import sha256_file
 from vhi.settings import models_dir
 
 

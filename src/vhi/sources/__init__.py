@@ -3,8 +3,8 @@
 A source lists the sessions of one site, fetches a scan of a session into the work
 folder, pushes a proposal back for a radiologist to clean, and fetches the cleaned
 segmentation once there is one. :func:`make_source` builds one from a site's
-``source`` config; backends register in :data:`SOURCE_TYPES` (``local`` now, ``xnat``
-next) and are imported only when used.
+``source`` config, with the schema's defaults filled in; backends register in
+:data:`SOURCE_TYPES` and are imported only when used.
 
 Rules of every backend: nothing a radiologist saved is ever written to; every file a
 source writes into ``dest`` is written under a temporary name and renamed when complete.
@@ -12,6 +12,7 @@ source writes into ``dest`` is written under a temporary name and renamed when c
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 from abc import ABC, abstractmethod
@@ -19,8 +20,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from vhi.cohort import Session
-from vhi.config import ConfigError
+from vhi.cohort.ids import Session
+from vhi.config.schema import definition, validate
+from vhi.errors import ConfigError
 
 #: source ``type`` -> "module:Class"
 SOURCE_TYPES: dict[str, str] = {
@@ -93,8 +95,17 @@ def source_class(spec: Mapping[str, Any]) -> type[Source]:
 
 
 def make_source(spec: Mapping[str, Any], site: str) -> Source:
-    """The source of one site from its (validated, expanded) ``source`` config."""
-    return source_class(spec)(site, spec)
+    """The source of one site from its (expanded) ``source`` config.
+
+    The spec is validated against the source kind's schema, which fills in every
+    default: the schema is the one place defaults are defined. Required keys are
+    checked when the whole config is validated; here a spec may be the part of it one
+    operation needs (:meth:`Source.spec_for`).
+    """
+    cls = source_class(spec)
+    schema = definition(f"{spec['type']}_source")
+    schema.pop("required", None)
+    return cls(site, validate(copy.deepcopy(dict(spec)), schema, f"site {site} source"))
 
 
 __all__ = ["SOURCE_TYPES", "Source", "make_source", "source_class"]

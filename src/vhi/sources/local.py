@@ -15,33 +15,17 @@ that is a listed scan, a reader mask or a cleaned mask.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from vhi.cohort import Session, demo_sessions, read_sheet
-from vhi.config import ConfigError
-from vhi.errors import InputError
-from vhi.imaging import atomic_path
+from vhi.cohort.ids import ROLE_NAMES, Session
+from vhi.cohort.sheet import demo_sessions, read_sheet
+from vhi.errors import ConfigError, InputError
+from vhi.fileio import copy_hashed
 from vhi.sources import Source
-
-DEFAULT_CLEANED = "cleaned/{site}/{subject}/{session}.nii.gz"
-ROLE_NAMES = {"stir": "STIR", "t1w": "T1W", "reference": "normal-marrow mask"}
-
-
-def copy_hashed(src: Path, dest: str | os.PathLike[str]) -> dict[str, Any]:
-    """Copy ``src`` to ``dest`` atomically; return the source's sha256 and size."""
-    digest = hashlib.sha256()
-    size = 0
-    with atomic_path(dest) as tmp, src.open("rb") as fin, tmp.open("wb") as fout:
-        while block := fin.read(1 << 20):
-            digest.update(block)
-            fout.write(block)
-            size += len(block)
-    return {"sha256": digest.hexdigest(), "size": size}
 
 
 class LocalSource(Source):
@@ -56,11 +40,13 @@ class LocalSource(Source):
 
     def __init__(self, site: str, spec: Mapping[str, Any]) -> None:
         super().__init__(site, spec)
+        # root is required by the config; an operation that needs none (fetch: the session
+        # record holds absolute paths) gets a spec without it
         self.root = Path(spec.get("root", ".")).expanduser().absolute()
-        self.sheet = spec.get("sheet", "demo")
-        self.outbox = Path(spec.get("outbox", "outbox")).expanduser().absolute()
-        self.cleaned = spec.get("cleaned", DEFAULT_CLEANED)
-        self.readers = dict(spec.get("readers", {}))
+        self.sheet = spec["sheet"]
+        self.outbox = Path(spec["outbox"]).expanduser().absolute()
+        self.cleaned = spec["cleaned"]
+        self.readers = dict(spec["readers"])
         for key, pattern in [("cleaned", self.cleaned), *self.readers.items()]:
             try:
                 pattern.format(site="s", subject="s", session="s")

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vhi.config import ConfigError
+from vhi.errors import ConfigError
 
 ROLES = ("stir", "t1w")
 FIELDS = ("type", "series_description")

@@ -1,10 +1,10 @@
-"""Loading and validating the workflow configuration and the session sheet.
+"""Loading the workflow configuration: validated, defaults filled in, paths expanded.
 
-Both are validated against the JSON Schemas in ``workflow/schemas/`` (every key has a
-``description``; ``additionalProperties: false`` makes a typo an error that names the
-key). Defaults come from the schema. Paths may use ``${VHI_SHARED}``, replaced by the
-config's ``shared`` key, else the ``VHI_SHARED`` environment variable, else
-``../shared``; no other variable is expanded, so nothing secret leaks into a config.
+The config is validated against the JSON Schema shipped in the package
+(:mod:`vhi.config.schema`), which also fills in the defaults. Paths may use
+``${VHI_SHARED}``, replaced by the config's ``shared`` key, else the ``VHI_SHARED``
+environment variable, else ``../shared``; no other variable is expanded, so nothing
+secret leaks into a config.
 """
 
 from __future__ import annotations
@@ -14,72 +14,16 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
-from vhi.errors import VhiError
-from vhi.settings import PROJECT_ROOT, shared_dir
+from vhi.config.schema import CONFIG_SCHEMA, validate
+from vhi.errors import ConfigError
+from vhi.settings import shared_dir
 
-SCHEMA_DIR = PROJECT_ROOT / "workflow" / "schemas"
-CONFIG_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
-SHEET_SCHEMA = SCHEMA_DIR / "sheet.schema.yaml"
 SHARED_VARS = ("${VHI_SHARED}", "$VHI_SHARED")
-REFERENCE_MODES = ("auto", "manual", "manual_if_present")
-
-
-class ConfigError(VhiError):
-    """The config or a session sheet is invalid; the message names the key, row or session."""
-
-    def __init__(self, where: object, cause: str) -> None:
-        self.where = str(where)
-        self.cause = cause
-        super().__init__(f"{self.where}: {cause}")
-
-
-@cache
-def load_schema(path: Path) -> dict[str, Any]:
-    with Path(path).open() as fh:
-        return yaml.safe_load(fh)
-
-
-def _with_defaults(validator_class: type) -> type:
-    """A validator that fills in the schema's ``default`` values while validating."""
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator: Any, properties: Any, instance: Any, schema: Any) -> Any:
-        if validator.is_type(instance, "object"):
-            for name, sub in properties.items():
-                if "default" in sub and name not in instance:
-                    default = sub["default"]
-                    instance[name] = (dict(default) if isinstance(default, dict)
-                                      else list(default) if isinstance(default, list) else default)
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-_Validator = _with_defaults(jsonschema.Draft202012Validator)
-
-
-def _where(error: jsonschema.ValidationError, root: str) -> str:
-    parts = [root]
-    for part in error.absolute_path:
-        parts.append(f"[{part}]" if isinstance(part, int) else f".{part}")
-    return "".join(parts)
-
-
-def validate(instance: dict[str, Any], schema_path: Path, what: str) -> dict[str, Any]:
-    """Validate ``instance`` in place (defaults filled in); the first error names the key."""
-    schema = load_schema(schema_path)
-    errors = list(_Validator(schema).iter_errors(instance))
-    if errors:
-        error = jsonschema.exceptions.best_match(errors)
-        raise ConfigError(_where(error, what), error.message)
-    return instance
 
 
 def expand_shared(value: str, shared: Path) -> str:

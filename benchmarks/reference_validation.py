@@ -2,7 +2,7 @@
 
 For every public scan with a manual normal-marrow mask, the lesion proposal is made
 twice from the same STIR and disease region – once with the manual reference, once
-with :func:`vhi.reference.auto_reference` – and compared: thresholds, proposal sizes,
+with :func:`vhi.method.reference.auto_reference` – and compared: thresholds, proposal sizes,
 Dice between the two proposals and Dice of each against the four fully manual
 inflammation masks (reader 1/2, trial 1/2).
 
@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from vhi.imaging import load_image, load_mask, require_same_grid
-from vhi.lesions import propose
-from vhi.measure import dice
-from vhi.reference import auto_reference
+from vhi.imaging.nifti import load_image, load_mask, require_same_grid
+from vhi.method.lesions import propose
+from vhi.method.measure import dice
+from vhi.method.reference import auto_reference
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ VALIDATION_SCANS = ("1003", "1007", "1012", "1013", "1016", "1234", "3002", "438
 READERS = ("R11", "R12", "R21", "R22")
 
 #: The acceptance bars of the automatic reference (issue "[reference] Automatic
-#: normal-marrow reference"), measured on VALIDATION_SCANS.
+#: normal-marrow reference"), measured on VALIDATION_SCANS. tests/test_reference.py
+#: states them again as literals, so loosening one here cannot turn that test green.
 BAR_MEDIAN_LOWER_REL = 0.05
 BAR_MAX_LOWER_REL = 0.15
 BAR_MEDIAN_DICE_AUTO_VS_MANUAL = 0.85

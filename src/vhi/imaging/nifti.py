@@ -1,27 +1,22 @@
-"""NIfTI input/output, geometry checks and atomic writes.
+"""NIfTI input/output and geometry checks.
 
 The method works in array space, as the paper does: volumes are never reoriented
 (see ../shared/METHOD.md, "Data quirks"). Every image is read with the scale factor
-applied (``get_fdata``), every output is written to a temporary name in the target
-folder and renamed into place only when complete.
+applied (``get_fdata``); every output is written atomically (:mod:`vhi.fileio`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
 
 from vhi.errors import InputError
+from vhi.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +24,6 @@ log = logging.getLogger(__name__)
 #: of the smallest voxel size (1012's 0.5953 vs 0.5952 mm pixels move the far corner by
 #: 0.034 mm, 0.06 of a voxel; a one-voxel shift or another field of view is far above it).
 GRID_TOLERANCE_VOXELS = 0.1
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
 
 @dataclass(frozen=True)
 class Volume:
@@ -123,28 +114,6 @@ def require_same_grid(reference: Volume, other: Volume) -> None:
         raise InputError(other.path, f"not on the grid of {reference.path.name}: {why}")
 
 
-@contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; rename it to ``dest`` only if the block succeeds.
-
-    The temporary name keeps ``dest``'s suffixes, so writers that pick a format from the
-    name (nibabel) behave the same. On failure the temporary file is removed and an
-    existing ``dest`` is left untouched.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(dest.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".part{suffix}", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    tmp_path.chmod(0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
-    try:
-        yield tmp_path
-        tmp_path.replace(dest)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
 def save_nifti(array: np.ndarray, like: nib.spatialimages.SpatialImage, dest: str | os.PathLike[str],
                dtype: type | np.dtype = np.uint8) -> Path:
     """Write ``array`` with ``like``'s affine and header (geometry), atomically."""
@@ -155,20 +124,3 @@ def save_nifti(array: np.ndarray, like: nib.spatialimages.SpatialImage, dest: st
     with atomic_path(dest) as tmp:
         nib.save(out, tmp)
     return Path(dest)
-
-
-def save_json(obj: Any, dest: str | os.PathLike[str]) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
-    with atomic_path(dest) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-    return Path(dest)
-
-
-def sidecar_path(path: str | os.PathLike[str]) -> Path:
-    """``x.nii.gz`` → ``x.json`` (the provenance sidecar of an output)."""
-    path = Path(path)
-    name = path.name
-    for ext in (".nii.gz", ".nii", ".seg.dcm", ".dcm"):
-        if name.endswith(ext):
-            return path.with_name(name[: -len(ext)] + ".json")
-    return path.with_suffix(".json")

@@ -10,7 +10,7 @@ Config (``sites[].source`` with ``type: xnat``; every key in
                   neither set: xnatpy's own variables, then ~/.netrc
     verify:       verify the server's TLS certificate (default true)
     ca_bundle:    PEM file of the site's CA (for a server with a site-internal CA)
-    selection:    per-role scan rules, see :mod:`vhi.sources.xnat_select`
+    selection:    per-role scan rules, see :mod:`vhi.sources.xnat.select`
     timepoint_pattern: regex on the session label; group 1 is the timepoint
                   (default: the session date)
     proposal_label: label of the proposal collection, default ``VHI_PROPOSAL_{session}``
@@ -57,29 +57,21 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from vhi.cohort import ID_PATTERN, Session
-from vhi.config import ConfigError
-from vhi.errors import InputError
+from vhi.cohort.ids import ID_PATTERN, ROLE_NAMES, Session
+from vhi.errors import ConfigError, InputError
 from vhi.sources import Source
-from vhi.sources.xnat_select import ScanRow, Selection, compile_rules, format_report, select_scans
+from vhi.sources.xnat.select import ROLES, ScanRow, Selection, compile_rules, format_report, select_scans
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-ROLE_NAMES = {"stir": "STIR", "t1w": "T1W"}
 SESSION_XSI = "xnat:mrSessionData"
 ROI_XSI = "icr:roiCollectionData"
-DEFAULT_LABEL = "VHI_PROPOSAL_{session}"
 #: Statuses worth another try: the server or a proxy had a bad moment.
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 ANY_STATUS = range(100, 600)
 OCTET = {"Content-Type": "application/octet-stream"}
-#: Marks of a SEG this platform wrote (vhi.segio); only such a collection is ever replaced.
-PLATFORM_CONTENT_LABEL = "VHI_PROPOSAL"
-PLATFORM_MANUFACTURER = "VHI platform"
-SEG_DESCRIPTION = "VHI inflammation (AI proposal, research use)"
-ALGORITHM_NAME = "VHI two-threshold lesion proposal"
 _ID_RE = re.compile(f"^{ID_PATTERN}$")
 _URI_RE = re.compile(r"/data/experiments/(?P<exp>[^/]+)/scans/(?P<scan>[^/?#]+)$")
 
@@ -154,29 +146,29 @@ class XnatSource(Source):
         self.project = str(spec.get("project") or "")
         if not self.project:
             raise ConfigError(f"site {site} source.project", "an XNAT project ID is required")
-        self.user_env = str(spec.get("user_env", "XNAT_USER"))
-        self.password_env = str(spec.get("password_env", "XNAT_PASS"))
-        self.verify = bool(spec.get("verify", True))
-        self.ca_bundle = str(spec.get("ca_bundle") or "")
+        self.user_env = str(spec["user_env"])
+        self.password_env = str(spec["password_env"])
+        self.verify = bool(spec["verify"])
+        self.ca_bundle = str(spec["ca_bundle"])
         if self.ca_bundle and not Path(self.ca_bundle).is_file():
             raise ConfigError(f"site {site} source.ca_bundle", f"file not found: {self.ca_bundle}")
-        self.resource = str(spec.get("resource", "DICOM"))
-        self.retries = int(spec.get("retries", 3))
-        self.backoff_s = float(spec.get("backoff_s", 1.0))
-        self.timeout_s = float(spec.get("timeout_s", 120.0))
-        self.label_template = str(spec.get("proposal_label", DEFAULT_LABEL))
+        self.resource = str(spec["resource"])
+        self.retries = int(spec["retries"])
+        self.backoff_s = float(spec["backoff_s"])
+        self.timeout_s = float(spec["timeout_s"])
+        self.label_template = str(spec["proposal_label"])
         try:
             self.label_template.format(site="s", subject="s", session="s")
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(f"site {site} source.proposal_label",
                               f"may use only {{site}}, {{subject}}, {{session}} ({exc!r})") from None
-        pattern = str(spec.get("timepoint_pattern") or "")
+        pattern = str(spec["timepoint_pattern"])
         try:
             self.timepoint_re = re.compile(pattern) if pattern else None
         except re.error as exc:
             raise ConfigError(f"site {site} source.timepoint_pattern", f"bad regex ({exc})") from None
         try:
-            self.rules = compile_rules(spec.get("selection"))
+            self.rules = compile_rules(spec["selection"])
         except ConfigError as exc:
             raise ConfigError(f"site {site} source.{exc.where}", exc.cause) from None
         self._conn: Any = None
@@ -462,11 +454,11 @@ class XnatSource(Source):
         return self._download_series(session, role, folder), folder
 
     def _fetch_scan(self, session: Session, role: str, dest: str | os.PathLike[str]) -> dict[str, Any]:
-        from vhi.dicomconv import dicom_to_nifti
-        from vhi.imaging import atomic_path
+        from vhi.fileio import atomic_path
+        from vhi.imaging.dicom import dicom_to_nifti
 
         name = ROLE_NAMES.get(role, role)
-        if role not in ROLE_NAMES:
+        if role not in ROLES:
             raise XnatError(f"session {session.key}", f"XNAT sources have no {role} scans")
         dest = Path(dest)
         with tempfile.TemporaryDirectory(prefix="vhi-xnat-") as tmp:
@@ -482,7 +474,7 @@ class XnatSource(Source):
         """The archived STIR series: its datasets and the NIfTI grid dcm2niix makes of it."""
         import nibabel as nib
 
-        from vhi.dicomconv import dicom_to_nifti, read_series
+        from vhi.imaging.dicom import dicom_to_nifti, read_series
 
         info, folder = self._series(session, "stir", work)
         scan = f"session {session.key}: STIR scan {info['scan']}"
@@ -610,8 +602,8 @@ class XnatSource(Source):
         return collection, self._collection_bytes(session, exp, collection)
 
     def _push_proposal(self, session: Session, files: Mapping[str, Path]) -> dict[str, Any]:
-        from vhi.imaging import grid_mismatch, load_mask
-        from vhi.segio import write_seg
+        from vhi.imaging.nifti import grid_mismatch, load_mask
+        from vhi.imaging.seg import write_seg
 
         what = f"session {session.key}"
         proposal = load_mask(files["proposal"])
@@ -643,8 +635,7 @@ class XnatSource(Source):
             status = "created" if existing is None else "replaced"
             seg_path = work / "proposal.seg.dcm"
             number = int(getattr(datasets[0], "SeriesNumber", 0) or 0) + 1000
-            info = write_seg(mask, grid.affine, datasets, seg_path, algorithm_name=ALGORITHM_NAME,
-                             algorithm_version=version, series_description=SEG_DESCRIPTION,
+            info = write_seg(mask, grid.affine, datasets, seg_path, algorithm_version=version,
                              series_number=number)
             data = seg_path.read_bytes()
             code, body = self._put_collection(session, exp, label, data, overwrite=existing is not None)
@@ -675,14 +666,13 @@ class XnatSource(Source):
         """
         import pydicom
 
-        from vhi.segio import read_seg
+        from vhi.imaging.seg import is_platform_seg, read_seg
 
         what = f"session {session.key}"
         old_path = work / "existing.dcm"
         old_path.write_bytes(old)
         ours = pydicom.dcmread(old_path, stop_before_pixels=True)
-        if (str(ours.get("ContentLabel", "")) != PLATFORM_CONTENT_LABEL
-                or str(ours.get("Manufacturer", "")) != PLATFORM_MANUFACTURER):
+        if not is_platform_seg(ours):
             raise XnatError(what, f"ROI collection {label} exists but was not written by this "
                                   "platform: left untouched; set another proposal_label")
         try:
@@ -711,8 +701,8 @@ class XnatSource(Source):
 
     # ------------------------------------------------------------------ collect
     def _fetch_cleaned(self, session: Session, dest: str | os.PathLike[str]) -> dict[str, Any] | None:
-        from vhi.imaging import save_nifti
-        from vhi.segio import read_seg
+        from vhi.imaging.nifti import save_nifti
+        from vhi.imaging.seg import read_seg
 
         what = f"session {session.key}"
         exp, stir_uid = self._stir_uid(session)

@@ -4,9 +4,9 @@
   number: thresholds, proposal, model sha256, the cleaned file used, the source scans;
 * ``cohort_change`` – per subject, VHI between consecutive timepoints;
 * ``agreement`` – the proposal vs every reader mask that exists;
-* ``status`` – every session's state (see :mod:`vhi.status`).
+* ``status`` – every session's state (see :mod:`vhi.results.status`).
 
-``report.html`` is drawn from these same frames (:mod:`vhi.report`).
+``report.html`` is drawn from these same frames (:mod:`vhi.results.report`).
 
 Column meanings are listed in docs/output.md.
 """
@@ -24,11 +24,12 @@ from typing import Any
 import pandas as pd
 
 import vhi
-from vhi.cohort import Layout, PlannedSession
-from vhi.imaging import atomic_path, save_json
+from vhi.cohort.layout import Layout
+from vhi.cohort.plan import PlannedSession
+from vhi.fileio import atomic_path, save_json
 from vhi.provenance import git_commit
-from vhi.report import write_report
-from vhi.status import status_table
+from vhi.results.report import write_report
+from vhi.results.status import status_table
 
 log = logging.getLogger(__name__)
 

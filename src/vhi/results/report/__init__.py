@@ -1,6 +1,6 @@
 """``results/report.html``: one self-contained page for data managers and imaging scientists.
 
-Rendered from the same in-memory tables :mod:`vhi.tables` writes (``cohort_vhi``,
+Rendered from the same in-memory tables :mod:`vhi.results.tables` writes (``cohort_vhi``,
 ``cohort_change``, ``agreement``, ``status``) and the ``dataset_description.json``
 dict; nothing is measured again. The page needs nothing outside itself: inline CSS,
 plots as inline SVG drawn here, no script, no font or network request. Every string
@@ -27,8 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from vhi.imaging import atomic_path
-from vhi.status import STATES
+from vhi.fileio import atomic_path
+from vhi.results.status import STATES
 
 RESEARCH_USE = "Research use only, not for clinical decisions"
 ML_DECIMALS = 2  # VHI and proposal volumes are printed (tables and plot labels) to 0.01 ml
@@ -493,7 +493,7 @@ def render_report(*, cohort: pd.DataFrame, change: pd.DataFrame, agreement: pd.D
     """The whole report as one HTML document (pure: the tables in, a string out).
 
     ``cohort``, ``change``, ``agreement`` and ``status`` are the frames of
-    :mod:`vhi.tables` / :mod:`vhi.status`; ``description`` the ``dataset_description.json``
+    :mod:`vhi.results.tables` / :mod:`vhi.results.status`; ``description`` the ``dataset_description.json``
     dict; ``timepoints`` the config's order of timepoints (for the change plot's axis).
     """
     body = "".join([

@@ -38,7 +38,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from vhi.errors import InputError
-from vhi.imaging import atomic_path
+from vhi.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Automatic normal-marrow reference: the STIR voxels a reader would call normal bone marrow.
 
 In the paper a reader draws a region of normal marrow on every STIR and the two
-thresholds come from its intensities (``vhi.lesions.find_thresholds``: lower = Q3 + m·IQR,
+thresholds come from its intensities (``vhi.method.lesions.find_thresholds``: lower = Q3 + m·IQR,
 upper = max). :func:`auto_reference` replaces that drawing with robust statistics of the
 marrow intensity distribution inside the disease region (iliac + sacral bone):
 
@@ -170,7 +170,7 @@ def auto_reference(stir: np.ndarray, disease_region: np.ndarray, scan: object = 
     ``stir`` is the STIR (float, scale factor applied), ``disease_region`` a mask on the
     same grid (nonzero = inside), slices along the last axis. Returns the boolean mask
     of the reference voxels and its statistics (keys in the module docstring); pass
-    ``mask`` to ``vhi.lesions.propose`` as the reference.
+    ``mask`` to ``vhi.method.lesions.propose`` as the reference.
 
     Raises MethodError naming ``scan`` for an empty disease region, a STIR without
     spread inside it, or too few normal-marrow voxels left after exclusion.

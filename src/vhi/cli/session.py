@@ -1,12 +1,7 @@
-"""Cohort sub-commands of ``vhi`` that the workflow's rules call.
+"""``vhi pull | push | collect | agreement``: the steps on one session that the rules call.
 
-``vhi pull | push | collect | agreement`` act on one session (its record and its
-source's spec come as JSON from the workflow); ``vhi sheet`` writes or checks a session
-sheet; ``vhi tables`` rebuilds the cohort tables and status from a config and the
-work folder; ``vhi xnat-plan`` is the dry run of the XNAT sites' scan selection.
-Every output is written atomically; every error names the session.
-
-Registered into the ``vhi`` parser by :func:`register`.
+Each acts on one session: its record and its source's spec come as JSON from the
+workflow. Every output is written atomically; every error names the session.
 """
 
 from __future__ import annotations
@@ -20,27 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from vhi.cohort import Session, demo_sessions, read_sheet, write_sheet
-from vhi.config import ConfigError
-from vhi.errors import InputError
-from vhi.imaging import (
-    atomic_path,
-    grid_mismatch,
-    load_image,
-    load_mask,
-    save_json,
-    sidecar_path,
-)
-from vhi.provenance import build_provenance, sha256_file
+from vhi.cohort.ids import ROLE_NAMES, Session
+from vhi.errors import ConfigError, InputError
+from vhi.fileio import atomic_path, save_json, sha256_file, sidecar_path
+from vhi.imaging.nifti import grid_mismatch, load_image, load_mask
+from vhi.method.measure import agreement
+from vhi.provenance import build_provenance
+from vhi.sources import Source, make_source
 
 log = logging.getLogger("vhi")
 
-EXIT_INPUT = 2
 
-
-def _source_and_session(args: argparse.Namespace) -> tuple[Any, Session]:
-    from vhi.sources import make_source
-
+def _source_and_session(args: argparse.Namespace) -> tuple[Source, Session]:
     session = Session.from_json(args.session)
     try:
         spec = json.loads(args.source)
@@ -57,8 +43,6 @@ def _image_info(img: Any) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- pull
 def cmd_pull(args: argparse.Namespace) -> int:
-    from vhi.sources.local import ROLE_NAMES
-
     source, session = _source_and_session(args)
     started = datetime.now(UTC)
     name = ROLE_NAMES.get(args.role, args.role)
@@ -102,8 +86,6 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- collect
 def cmd_collect(args: argparse.Namespace) -> int:
-    from vhi.measure import agreement
-
     source, session = _source_and_session(args)
     started = datetime.now(UTC)
     proposal = load_mask(args.like)
@@ -149,8 +131,6 @@ def _reader_arg(text: str) -> tuple[str, Path]:
 
 
 def cmd_agreement(args: argparse.Namespace) -> int:
-    from vhi.measure import agreement
-
     started = datetime.now(UTC)
     proposal = load_mask(args.proposal)
     readers: dict[str, Any] = {}
@@ -171,67 +151,9 @@ def cmd_agreement(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- sheet
-def cmd_sheet(args: argparse.Namespace) -> int:
-    if args.check:
-        sessions = read_sheet(args.check, args.site, args.root or Path(args.check).parent)
-        log.info("%s: %d sessions, valid", args.check, len(sessions))
-        return 0
-    from vhi.settings import demo_data_dir
-
-    sessions = demo_sessions(args.root or demo_data_dir(), args.site)
-    write_sheet(sessions, args.out)
-    log.info("%d demo sessions -> %s", len(sessions), args.out)
-    return 0
-
-
-# --------------------------------------------------------------------------- tables
-def cmd_tables(args: argparse.Namespace) -> int:
-    from vhi.cohort import Layout, plan_cohort
-    from vhi.config import load_config_file
-    from vhi.tables import write_results
-
-    settings = load_config_file(args.config)
-    plan = plan_cohort(settings)
-    status = write_results(plan, Layout.from_settings(settings), settings.timepoints)
-    counts = status["state"].value_counts().to_dict()
-    log.info("status: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    return 0
-
-
-# --------------------------------------------------------------------------- xnat-plan
-def cmd_xnat_plan(args: argparse.Namespace) -> int:
-    """Dry run of the XNAT sites: per session, which scans are picked or rejected and why."""
-    from vhi.config import load_config_file
-    from vhi.sources import make_source
-    from vhi.sources.xnat import XnatSource
-    from vhi.sources.xnat_select import format_report
-
-    settings = load_config_file(args.config)
-    sites = [s for s in settings.sites if s.source.get("type") == "xnat"
-             and (not args.site or s.name in args.site)]
-    if not sites:
-        raise ConfigError(args.config, "no XNAT site" + (f" named {', '.join(args.site)}"
-                                                         if args.site else ""))
-    report = []
-    for site in sites:
-        source = make_source(site.source, site=site.name)
-        if not isinstance(source, XnatSource):
-            raise ConfigError(f"site {site.name}", "the xnat source type is not vhi.sources.xnat")
-        for item in source.plan_sessions():
-            log.info("%s", format_report(item.session.key, item.selection))
-            report.append(item.report())
-    if args.out:
-        save_json({"sessions": report, "provenance": build_provenance(step="xnat_plan")}, args.out)
-    usable = sum(1 for r in report if {"stir", "t1w"} <= set(r["picked"]))
-    log.info("%d sessions, %d with a STIR and a T1W%s", len(report), usable,
-             f" (report: {args.out})" if args.out else "")
-    return 0
-
-
 # --------------------------------------------------------------------------- parser
 def register(sub: Any) -> None:
-    """Add the cohort sub-commands to the ``vhi`` parser's sub-parsers."""
+    """Add the per-session sub-commands to the ``vhi`` parser's sub-parsers."""
     source_help = "the site's source spec as JSON (written by the workflow)"
     session_help = "the session record as JSON (written by the workflow)"
 
@@ -266,21 +188,3 @@ def register(sub: Any) -> None:
     p.add_argument("--scan", default="scan", help="name used in messages")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_agreement)
-
-    p = sub.add_parser("sheet", help="write the demo cohort's session sheet, or check a sheet")
-    p.add_argument("--root", type=Path, help="cohort folder (default: the shared demo data)")
-    p.add_argument("--site", default="demo")
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--out", type=Path, help="write the demo sheet here")
-    group.add_argument("--check", type=Path, help="validate this sheet")
-    p.set_defaults(func=cmd_sheet)
-
-    p = sub.add_parser("xnat-plan", help="dry run: the scans each XNAT session would use, and why")
-    p.add_argument("--config", required=True, type=Path)
-    p.add_argument("--site", action="append", default=[], help="only this site (repeatable)")
-    p.add_argument("--out", type=Path, help="also write the per-session selection report (JSON)")
-    p.set_defaults(func=cmd_xnat_plan)
-
-    p = sub.add_parser("tables", help="rebuild results/ (tables, status) from a config and work/")
-    p.add_argument("--config", required=True, type=Path)
-    p.set_defaults(func=cmd_tables)

@@ -2,7 +2,7 @@
 
 Conventions
 -----------
-* Masks live on the STIR NIfTI grid that :func:`vhi.dicomconv.dicom_to_nifti` made from
+* Masks live on the STIR NIfTI grid that :func:`vhi.imaging.dicom.dicom_to_nifti` made from
   the source series: ``mask[i, j, k]``, slices along the last axis, with the NIfTI
   affine (RAS+, nibabel) mapping voxel indices to millimetres.
 * DICOM geometry is LPS+. A SEG frame pixel ``(row r, column c)`` lies at
@@ -10,7 +10,7 @@ Conventions
   RAS and through the inverse NIfTI affine it must land on integer voxel indices.
   Every frame↔slice correspondence here is derived that way, from geometry, never
   from the order of instances or frames (dcm2niix flips rows and sorts slices; see
-  :mod:`vhi.dicomconv`).
+  :mod:`vhi.imaging.dicom`).
 * Written SEGs are BINARY, uncompressed explicit VR little endian (the XNAT ROI plugin
   cannot read RLE), one segment, one frame per source instance (empty frames kept so
   that an empty proposal is still a valid SEG), per-frame references to the source
@@ -39,7 +39,8 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 import vhi
 from vhi.errors import InputError
-from vhi.imaging import GRID_TOLERANCE_VOXELS, atomic_path
+from vhi.fileio import atomic_path
+from vhi.imaging.nifti import GRID_TOLERANCE_VOXELS
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,14 @@ SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7
 
 #: Appended to a series description that does not already say what the object is.
 PROPOSAL_MARK = "AI proposal, research use"
+
+#: The marks of a SEG this platform wrote. A source recognises its own proposals by
+#: them (:func:`is_platform_seg`) and never replaces a SEG without them.
+PLATFORM_MANUFACTURER = "VHI platform"
+PLATFORM_CONTENT_LABEL = "VHI_PROPOSAL"
+#: How a proposal SEG describes itself and the algorithm that made it.
+PROPOSAL_SERIES_DESCRIPTION = "VHI inflammation (AI proposal, research use)"
+PROPOSAL_ALGORITHM_NAME = "VHI two-threshold lesion proposal"
 
 _CONTENT_DESCRIPTION = "AI proposal for research use only; not for clinical use"
 
@@ -151,11 +160,17 @@ def _proposal_description(description: str) -> str:
     return text
 
 
+def is_platform_seg(ds: Dataset) -> bool:
+    """Whether a SEG (its header is enough) carries the marks this platform writes."""
+    return (str(ds.get("ContentLabel", "")) == PLATFORM_CONTENT_LABEL
+            and str(ds.get("Manufacturer", "")) == PLATFORM_MANUFACTURER)
+
+
 def write_seg(mask: np.ndarray, nifti_affine: np.ndarray, source_datasets: Sequence[Dataset],
-              dest: str | os.PathLike[str], *, algorithm_name: str, algorithm_version: str,
-              series_description: str, series_number: int,
-              segment_label: str = "Inflammation (AI proposal)",
-              manufacturer: str = "VHI platform") -> SegInfo:
+              dest: str | os.PathLike[str], *, algorithm_version: str, series_number: int,
+              algorithm_name: str = PROPOSAL_ALGORITHM_NAME,
+              series_description: str = PROPOSAL_SERIES_DESCRIPTION,
+              segment_label: str = "Inflammation (AI proposal)") -> SegInfo:
     """Write ``mask`` (bool, or labels where ≥ 1 is lesion) as a BINARY DICOM SEG at ``dest``.
 
     ``mask`` is on the NIfTI grid (``nifti_affine``, RAS+) that dicom_to_nifti produced
@@ -217,12 +232,12 @@ def write_seg(mask: np.ndarray, nifti_affine: np.ndarray, source_datasets: Seque
         series_number=series_number,
         sop_instance_uid=hd.UID(),
         instance_number=1,
-        manufacturer=manufacturer,
+        manufacturer=PLATFORM_MANUFACTURER,
         manufacturer_model_name="vhi",
         software_versions=f"vhi {vhi.__version__}; {algorithm_name} {algorithm_version}",
         device_serial_number="none",
         content_description=_CONTENT_DESCRIPTION,
-        content_label="VHI_PROPOSAL",
+        content_label=PLATFORM_CONTENT_LABEL,
         content_creator_name="VHI^Platform",
         transfer_syntax_uid=ExplicitVRLittleEndian,
         omit_empty_frames=False,

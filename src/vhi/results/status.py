@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from vhi.cohort import Layout, PlannedSession
+from vhi.cohort.layout import Layout
+from vhi.cohort.plan import PlannedSession
 
 STATES = ("pending", "pulled", "segmented", "proposed", "pushed", "awaiting_cleaning",
           "cleaned", "measured", "failed")

@@ -1,0 +1,100 @@
+"""``vhi sheet | tables | xnat-plan``: cohort-level commands.
+
+``vhi sheet`` writes or checks a session sheet; ``vhi tables`` rebuilds the cohort
+tables and status from a config and the work folder; ``vhi xnat-plan`` is the dry run
+of the XNAT sites' scan selection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from vhi.cohort.sheet import demo_sessions, read_sheet, write_sheet
+from vhi.config.load import load_config_file
+from vhi.errors import ConfigError
+from vhi.fileio import save_json
+from vhi.provenance import build_provenance
+
+log = logging.getLogger("vhi")
+
+
+# --------------------------------------------------------------------------- sheet
+def cmd_sheet(args: argparse.Namespace) -> int:
+    if args.check:
+        sessions = read_sheet(args.check, args.site, args.root or Path(args.check).parent)
+        log.info("%s: %d sessions, valid", args.check, len(sessions))
+        return 0
+    from vhi.settings import demo_data_dir
+
+    sessions = demo_sessions(args.root or demo_data_dir(), args.site)
+    write_sheet(sessions, args.out)
+    log.info("%d demo sessions -> %s", len(sessions), args.out)
+    return 0
+
+
+# --------------------------------------------------------------------------- tables
+def cmd_tables(args: argparse.Namespace) -> int:
+    from vhi.cohort.layout import Layout
+    from vhi.cohort.plan import plan_cohort
+    from vhi.results.tables import write_results
+
+    settings = load_config_file(args.config)
+    plan = plan_cohort(settings)
+    status = write_results(plan, Layout.from_settings(settings), settings.timepoints, settings.bundle)
+    counts = status["state"].value_counts().to_dict()
+    log.info("status: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return 0
+
+
+# --------------------------------------------------------------------------- xnat-plan
+def cmd_xnat_plan(args: argparse.Namespace) -> int:
+    """Dry run of the XNAT sites: per session, which scans are picked or rejected and why."""
+    from vhi.sources import make_source
+    from vhi.sources.xnat import XnatSource
+    from vhi.sources.xnat.select import format_report
+
+    settings = load_config_file(args.config)
+    sites = [s for s in settings.sites if s.source.get("type") == "xnat"
+             and (not args.site or s.name in args.site)]
+    if not sites:
+        raise ConfigError(args.config, "no XNAT site" + (f" named {', '.join(args.site)}"
+                                                         if args.site else ""))
+    report = []
+    for site in sites:
+        source = make_source(site.source, site=site.name)
+        if not isinstance(source, XnatSource):
+            raise ConfigError(f"site {site.name}", "the xnat source type is not vhi.sources.xnat")
+        for item in source.plan_sessions():
+            log.info("%s", format_report(item.session.key, item.selection))
+            report.append(item.report())
+    if args.out:
+        save_json({"sessions": report, "provenance": build_provenance(step="xnat_plan")}, args.out)
+    usable = sum(1 for r in report if {"stir", "t1w"} <= set(r["picked"]))
+    log.info("%d sessions, %d with a STIR and a T1W%s", len(report), usable,
+             f" (report: {args.out})" if args.out else "")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def register(sub: Any) -> None:
+    """Add the cohort sub-commands to the ``vhi`` parser's sub-parsers."""
+    p = sub.add_parser("sheet", help="write the demo cohort's session sheet, or check a sheet")
+    p.add_argument("--root", type=Path, help="cohort folder (default: the shared demo data)")
+    p.add_argument("--site", default="demo")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--out", type=Path, help="write the demo sheet here")
+    group.add_argument("--check", type=Path, help="validate this sheet")
+    p.set_defaults(func=cmd_sheet)
+
+    p = sub.add_parser("xnat-plan", help="dry run: the scans each XNAT session would use, and why")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--site", action="append", default=[], help="only this site (repeatable)")
+    p.add_argument("--out", type=Path, help="also write the per-session selection report (JSON)")
+    p.set_defaults(func=cmd_xnat_plan)
+
+    p = sub.add_parser("tables", help="rebuild results/ (tables, status) from a config and work/")
+    p.add_argument("--config", required=True, type=Path)
+    p.set_defaults(func=cmd_tables)

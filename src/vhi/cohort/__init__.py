@@ -1,0 +1,1 @@
+"""Cohorts: session identifiers and roles, session sheets, the on-disk layout, the plan."""

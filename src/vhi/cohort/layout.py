@@ -1,0 +1,82 @@
+"""Where every file of a run goes, and which file marks each per-session step done.
+
+File and log names live in :class:`Layout` and :data:`STEPS` so the workflow's rules
+and the status table agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vhi.cohort.ids import Session
+from vhi.config.load import Settings
+
+
+@dataclass(frozen=True)
+class Step:
+    """One per-session step: its rule, log name, the file that marks it done, its state."""
+
+    rule: str
+    log: str
+    marker: str
+    state: str
+
+
+STEPS: dict[str, Step] = {s.log: s for s in (
+    Step("pull_scan", "pull_scan_t1w", "t1w.json", "pulled"),
+    Step("pull_scan", "pull_scan_stir", "stir.json", "pulled"),
+    Step("pull_scan", "pull_scan_reference", "reference.json", "pulled"),
+    Step("segment_disease_region", "segment_disease_region", "disease_region.json", "segmented"),
+    Step("propose_lesions", "propose_lesions", "proposal.json", "proposed"),
+    Step("push_proposal", "push_proposal", "pushed.json", "pushed"),
+    Step("measure_agreement", "measure_agreement", "agreement.json", "pushed"),
+    Step("collect_cleaned", "collect_cleaned", "cleaned.json", "cleaned"),
+    Step("measure_vhi", "measure_vhi", "vhi.json", "measured"),
+)}
+
+RESULT_FILES = {
+    "cohort_vhi": "cohort_vhi.csv",
+    "cohort_vhi_parquet": "cohort_vhi.parquet",
+    "cohort_change": "cohort_change.csv",
+    "agreement": "agreement.csv",
+    "status": "status.csv",
+    "description": "dataset_description.json",
+    "report": "report.html",
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where every file of a run goes."""
+
+    work: str
+    logs: str
+    results: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Layout:
+        return cls(settings.work_dir, settings.logs_dir, settings.results_dir)
+
+    # Snakemake patterns ({site}/{subject}/{session} wildcards)
+    def work_pattern(self, name: str) -> str:
+        return f"{self.work}/{{site}}/{{subject}}/{{session}}/{name}"
+
+    def log_pattern(self, name: str) -> str:
+        return f"{self.logs}/{{site}}/{{subject}}/{{session}}/{name}.log"
+
+    def benchmark_pattern(self, name: str) -> str:
+        return f"{self.logs}/{{site}}/{{subject}}/{{session}}/{name}.benchmark.tsv"
+
+    # concrete paths
+    def session_dir(self, s: Session) -> Path:
+        return Path(self.work, s.site, s.subject, s.session)
+
+    def work_file(self, s: Session, name: str) -> Path:
+        return self.session_dir(s) / name
+
+    def log_file(self, s: Session, name: str) -> Path:
+        return Path(self.logs, s.site, s.subject, s.session, f"{name}.log")
+
+    def result(self, key: str) -> Path:
+        return Path(self.results, RESULT_FILES[key])

@@ -1,0 +1,131 @@
+"""The cohort plan: every session of every site, with what applies to it.
+
+The plan is what the workflow is built from: STIR or T1W only, manual or automatic
+reference, whether a cleaned segmentation is waiting on the source, which reader
+masks exist. Making it asks every site's source (:mod:`vhi.sources`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vhi.cohort.ids import ID_PATTERN, Session, check_unique
+from vhi.cohort.layout import STEPS, Step
+from vhi.config.load import Settings
+from vhi.errors import ConfigError
+from vhi.fileio import save_json
+from vhi.sources import make_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlannedSession:
+    """A session and what the workflow does with it."""
+
+    session: Session
+    reference: str  # "manual" or "auto" (only meaningful with a STIR)
+    cleaned: Mapping[str, Any] | None = None  # fingerprint of the cleaned mask on the source
+    readers: Mapping[str, str] = field(default_factory=dict)  # reader -> mask path
+
+    @property
+    def key(self) -> str:
+        return self.session.key
+
+    @property
+    def has_stir(self) -> bool:
+        return self.session.has_stir
+
+    def steps(self) -> list[Step]:
+        """The steps that apply to this session, in pipeline order."""
+        names = ["pull_scan_t1w", "segment_disease_region"]
+        if self.has_stir:
+            names[1:1] = ["pull_scan_stir"] + (["pull_scan_reference"]
+                                                if self.reference == "manual" else [])
+            names += ["propose_lesions", "push_proposal"]
+            if self.readers:
+                names.append("measure_agreement")
+            if self.cleaned is not None:
+                names += ["collect_cleaned", "measure_vhi"]
+        return [STEPS[n] for n in names]
+
+    def final_files(self) -> list[str]:
+        """Work files the cohort tables read for this session."""
+        return [step.marker for step in self.steps() if step.log != "pull_scan_reference"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.session.to_dict(), "reference": self.reference,
+                "cleaned": dict(self.cleaned) if self.cleaned else None,
+                "readers": dict(self.readers)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PlannedSession:
+        return cls(session=Session.from_dict(data), reference=str(data["reference"]),
+                   cleaned=data.get("cleaned"), readers=dict(data.get("readers") or {}))
+
+
+def reference_mode(site_mode: str, session: Session) -> str:
+    """``manual_if_present`` → manual where the sheet lists a mask, else auto."""
+    if site_mode == "manual_if_present":
+        return "manual" if session.scans.get("reference") else "auto"
+    return site_mode
+
+
+def plan_cohort(settings: Settings) -> list[PlannedSession]:
+    """Every session of every site, sorted by key, with what applies to it."""
+    plan = []
+    for site in settings.sites:
+        source = make_source(site.source, site=site.name)
+        sessions = source.list_sessions()
+        check_unique(sessions, f"site {site.name}")
+        cleaned = source.find_cleaned(sessions)
+        for s in sessions:
+            plan.append(PlannedSession(
+                session=s,
+                reference=reference_mode(site.reference, s),
+                cleaned=cleaned.get(s.key) if s.has_stir else None,
+                readers=source.reader_masks(s) if s.has_stir else {},
+            ))
+    plan.sort(key=lambda p: p.key)
+    log.info("cohort plan: %d sessions, %d with STIR, %d cleaned", len(plan),
+             sum(p.has_stir for p in plan), sum(p.cleaned is not None for p in plan))
+    return plan
+
+
+def save_plan(plan: Sequence[PlannedSession], path: str | os.PathLike[str]) -> None:
+    """Write the plan for the workflow's job processes (atomically)."""
+    save_json([p.to_dict() for p in plan], path)
+
+
+def load_plan(path: str | os.PathLike[str]) -> list[PlannedSession]:
+    """The plan the main Snakemake process made: jobs on a cluster re-read the Snakefile,
+    and must neither ask every source again (an XNAT login and listing per job) nor see
+    a plan that changed since the DAG was built."""
+    try:
+        records = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(str(path), f"cannot read the cohort plan of this run ({exc})") from None
+    return [PlannedSession.from_dict(r) for r in records]
+
+
+def plan_digest(plan: Sequence[PlannedSession]) -> str:
+    """A short hash of the plan: changes when any session's ids, scans or status inputs do."""
+    text = json.dumps([p.to_dict() for p in plan], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def wildcard_constraints(plan: Sequence[PlannedSession]) -> dict[str, str]:
+    """Constraints for the {site}, {subject}, {session} wildcards, from the validated plan.
+
+    Sites are few and listed; subjects and sessions use the id pattern the sheet schema
+    enforces (an alternation of thousands of ids would slow every match of the DAG).
+    """
+    sites = sorted({p.session.site for p in plan})
+    return {"site": "|".join(sites) or ID_PATTERN, "subject": ID_PATTERN, "session": ID_PATTERN}

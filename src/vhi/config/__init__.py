@@ -1,0 +1,1 @@
+"""The workflow configuration and the session sheet: schemas, validation, loading."""
