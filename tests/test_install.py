@@ -69,6 +69,9 @@ def test_installed_package_is_the_wheel(installed):
     assert version.stdout.strip() == "vhi 0.1.0"
     models = _run([str(bin_dir / "vhi"), "models"], work, env)
     assert json.loads(models.stdout)["name"] == "sij_disease_region_unet"
+    css = _run([str(bin_dir / "python"), "-c",
+                "from vhi.results.report.page import stylesheet; print(len(stylesheet()))"], work, env)
+    assert int(css.stdout) > 500  # the report's stylesheet ships as package data
 
 
 @needs_data

@@ -1,0 +1,65 @@
+"""How the report prints values: HTML escaping of data, numbers, ids, row order.
+
+Shared by the SVG plots (:mod:`.svg`) and the HTML sections (:mod:`.sections`), so a
+volume reads the same in a table cell and in a plot label.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+ML_DECIMALS = 2  # VHI and proposal volumes are printed (tables and plot labels) to 0.01 ml
+
+
+def esc(value: Any) -> str:
+    """Escaped text of a data value (None and NaN print as empty)."""
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return ""
+    return html.escape(str(value), quote=True)
+
+
+def number(value: Any) -> float | None:
+    """``value`` as a float; None when it is missing, NaN or not a number."""
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(result) else result
+
+
+def fmt_ml(value: Any) -> str:
+    """A volume in ml as the report prints it everywhere (tables and plot labels)."""
+    return fmt(value, ML_DECIMALS)
+
+
+def fmt(value: Any, decimals: int) -> str:
+    """A number to ``decimals`` places; "–" when missing."""
+    result = number(value)
+    return "–" if result is None else f"{result:.{decimals}f}"
+
+
+def fmt_int(value: Any) -> str:
+    """A count, rounded to a whole number; "–" when missing."""
+    result = number(value)
+    return "–" if result is None else str(round(result))
+
+
+def session_id(row: Mapping[str, Any]) -> str:
+    """``site/subject/session`` of a table row."""
+    return f"{row.get('site')}/{row.get('subject')}/{row.get('session')}"
+
+
+def records(df: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """The rows of a frame as dicts (none for a missing or empty frame)."""
+    return [] if df is None or df.empty else df.to_dict("records")
+
+
+def order(values: Iterable[Any], first: Sequence[str] = ()) -> list[str]:
+    """Distinct values as text, ``first``'s order first, the rest sorted."""
+    rank = {v: i for i, v in enumerate(first)}
+    return sorted({str(v) for v in values}, key=lambda v: (rank.get(v, len(rank)), v))
