@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, data_dir_or_exit
 
 from vhi.imaging.nifti import load_image
-from vhi.model import DiseaseRegionEnsemble, UNet
-from vhi.model.inference import from_batch, load_fold, normalise, to_batch
+from vhi.model.inference import DiseaseRegionEnsemble, from_batch, load_fold, normalise, to_batch
+from vhi.model.unet import UNet
 
 
 def matmul_gflops(n: int = 4096, seconds: float = 3.0) -> float:

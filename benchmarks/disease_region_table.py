@@ -17,7 +17,7 @@ from _common import data_dir_or_exit
 
 from vhi.imaging.nifti import load_image, load_mask
 from vhi.method.measure import dice, volume_similarity
-from vhi.model import DiseaseRegionEnsemble
+from vhi.model.inference import DiseaseRegionEnsemble
 
 
 def main() -> None:

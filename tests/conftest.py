@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from support.paths import DATA, SHARED
+
+if TYPE_CHECKING:
+    from support.results import SyntheticCohort
+
+#: What the session fixture `shared_folder` sets for the whole session (restored at its end).
+SESSION_ENV = {"VHI_SHARED": str(SHARED)}
+#: Not compared by `environment_unchanged`: the session's own settings, and what pytest
+#: itself sets for each phase of a test.
+NOT_COMPARED = {*SESSION_ENV, "PYTEST_CURRENT_TEST"}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -15,8 +26,23 @@ def shared_folder() -> Iterator[Path]:
     """The package finds the shared folder through VHI_SHARED; the tests set it for their
     session (and restore the environment after) so the package sees what they see."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VHI_SHARED", str(SHARED))
+        for name, value in SESSION_ENV.items():
+            mp.setenv(name, value)
         yield SHARED
+
+
+@pytest.fixture(autouse=True)
+def environment_unchanged() -> Iterator[None]:
+    """Every test leaves os.environ as it found it (monkeypatch's changes are undone first:
+    this fixture is set up before, so torn down after, the test's own fixtures)."""
+    before = {k: v for k, v in os.environ.items() if k not in NOT_COMPARED}
+    yield
+    after = {k: v for k, v in os.environ.items() if k not in NOT_COMPARED}
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+        pytest.fail(f"the test left os.environ changed: {', '.join(changed)} "
+                    "(use monkeypatch; support.env.unset_env for a variable the code sets)",
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +50,11 @@ def data_dir() -> Path:
     if not (DATA / "stir").is_dir():
         pytest.skip(f"public bone-MRI data not found at {DATA} (set VHI_SHARED to the shared folder)")
     return DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_cohort(tmp_path_factory: pytest.TempPathFactory) -> SyntheticCohort:
+    """Five tiny sessions taken through the real per-session steps (read only for tests)."""
+    from support.results import build_synthetic_cohort  # the package's steps: only when used
+
+    return build_synthetic_cohort(tmp_path_factory.mktemp("synthetic_cohort"))

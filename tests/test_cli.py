@@ -157,3 +157,12 @@ def test_propose_with_automatic_reference_records_it(scan_1003, tmp_path):
     assert reference.sum() == side["reference"]["stats"]["n_voxels"]
     stir = nib.load(scan_1003["stir"]).get_fdata()
     assert stir[reference].max() == pytest.approx(side["upper"])
+
+
+def test_light_commands_do_not_import_torch():
+    """Every rule starts a `vhi` process: only `segment` may pay for importing torch."""
+    code = ("import sys; from vhi.cli import build_parser; build_parser(); "
+            "import vhi.api, vhi.cohort.plan, vhi.results.tables; "
+            "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"

@@ -11,9 +11,9 @@ import torch
 
 from vhi.errors import InputError
 from vhi.fileio import sha256_file
-from vhi.model import DiseaseRegionEnsemble, UNet, get_bundle
-from vhi.model.inference import choose_device, from_batch, load_fold, to_batch
-from vhi.model.unet import fuse_batchnorm
+from vhi.model.bundles import get_bundle
+from vhi.model.inference import DiseaseRegionEnsemble, choose_device, from_batch, load_fold, to_batch
+from vhi.model.unet import UNet, fuse_batchnorm
 
 from support.data import BUNDLE_DIR, needs_data, needs_models
 

@@ -6,12 +6,13 @@ from vhi.config.load import resolve_config
 from vhi.fileio import sha256_file
 from vhi.provenance import build_provenance, mark_run
 
+from support.env import unset_env
+
 
 def test_provenance_records_software_inputs_and_the_run(tmp_path, monkeypatch):
     src = tmp_path / "in.txt"
     src.write_text("x")
-    monkeypatch.delenv("VHI_RUN_ID", raising=False)
-    monkeypatch.delenv("VHI_CONFIG_SHA256", raising=False)
+    unset_env(monkeypatch, "VHI_RUN_ID", "VHI_CONFIG_SHA256")
     prov = build_provenance(step="demo", inputs={"stir": src}, model={"name": "m"}, device="cpu",
                             parameters={"k": 1})
     assert prov["step"] == "demo" and prov["device"] == "cpu" and prov["model"] == {"name": "m"}
@@ -36,8 +37,7 @@ def test_config_digest_changes_with_the_config():
 
 
 def test_mark_run_keeps_an_inherited_run_id(monkeypatch):
-    monkeypatch.delenv("VHI_RUN_ID", raising=False)
-    monkeypatch.delenv("VHI_CONFIG_SHA256", raising=False)
+    unset_env(monkeypatch, "VHI_RUN_ID", "VHI_CONFIG_SHA256")
     first = mark_run("a" * 64)
     assert mark_run("b" * 64) == first  # a cluster job re-reading the Snakefile keeps it
     prov = build_provenance(step="x")

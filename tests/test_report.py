@@ -1,20 +1,21 @@
-"""results/report.html from small synthetic tables (no images, no workflow)."""
+"""results/report.html from small synthetic tables, and from the files of a tiny synthetic
+cohort (no workflow)."""
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pytest
-from test_tables import complete, plan_of, put
 
-from vhi.cohort.layout import Layout
 from vhi.results.report import RESEARCH_USE, fmt_ml, render_report, state_counts
 from vhi.results.status import COLUMNS as STATUS_COLUMNS
 from vhi.results.status import STATES
 from vhi.results.tables import AGREEMENT_COLUMNS, VHI_COLUMNS, change_table, write_results
+
+from support.results import SyntheticCohort
 
 DESCRIPTION = {
     "GeneratedBy": [{"Name": "vhi", "Version": "9.8.7", "GitCommit": "c0ffee" * 6 + "abcd"}],
@@ -198,26 +199,20 @@ def test_page_is_self_contained() -> None:
         assert needle not in without_namespace, needle
 
 
-@pytest.fixture
-def layout(tmp_path: Path) -> Layout:
-    return Layout(str(tmp_path / "work"), str(tmp_path / "logs"), str(tmp_path / "results"))
-
-
-def test_write_results_writes_the_report_from_the_same_tables(layout: Layout) -> None:
-    measured, awaiting, failed = (plan_of("01", "s1", "pre"), plan_of("01", "s2", "post", cleaned=False),
-                                  plan_of("03", "s4", "pre"))
-    complete(layout, measured, 1234)
-    complete(layout, awaiting, 10)
-    put(layout, failed, "t1w.json", {})
-    log = layout.log_file(failed.session, "pull_scan_stir")
-    log.parent.mkdir(parents=True)
-    log.write_text("2026-01-01 10:00:01,000 ERROR vhi: session a/03/s4: STIR <x>: cannot read\n")
-    write_results([measured, awaiting, failed], layout, ["pre", "post"], "m")
+def test_write_results_writes_the_report_from_the_same_tables(synthetic_cohort: SyntheticCohort,
+                                                             tmp_path: Path) -> None:
+    c = synthetic_cohort
+    layout = c.layout_with_results(tmp_path / "results")
+    # measured, awaiting cleaning, and failed on a STIR whose (missing) file's name holds "<x>"
+    plan = c.plan_of("s1", "s2", "s4")
+    write_results(plan, layout, ["pre", "post"], "m")
     page = (Path(layout.results) / "report.html").read_text()
     for session in ("s1", "s2", "s4"):  # every session is named (in the list of every session)
         assert f'<td class="">{session}</td>' in page
     cohort = pd.read_csv(Path(layout.results) / "cohort_vhi.csv")
     assert page.count('class="bar"') == len(cohort) == 1
     assert f'<td class="num">{fmt_ml(cohort["vhi_ml"].iloc[0])}</td>' in page
-    assert "session a/03/s4: STIR &lt;x&gt;: cannot read" in page
+    stir = c.planned("s4").session.scans["stir"]
+    assert "<x>" in stir and "<x>" not in page
+    assert f"session a/03/s4: STIR {html.escape(stir)}: file not found" in page
     assert not list(Path(layout.results).glob(".*part*"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from support.slurm_cluster import (
     SlurmCluster,
     slurm_cluster_fixture,  # noqa: F401 - the session fixture `slurm_cluster`
 )
+from support.workflow import workflow_env
 
 pytestmark = pytest.mark.slurm
 
@@ -61,8 +61,7 @@ def test_profile(tmp_path_factory, slurm_cluster: SlurmCluster) -> Path:
 def run_snakemake(args: list[str], workdir: Path, timeout: int = SNAKEMAKE_TIMEOUT_S,
                   ) -> subprocess.CompletedProcess[str]:
     """snakemake from this venv (also on PATH for the jobs: sbatch exports the environment)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "VHI_SHARED": os.environ.get("VHI_SHARED", str(SHARED)), "VHI_NO_PROGRESS": "1"}
+    env = workflow_env()
     try:
         proc = subprocess.run([sys.executable, "-m", "snakemake", "--directory", str(workdir), *args],
                               env=env, capture_output=True, text=True, timeout=timeout,
@@ -151,7 +150,6 @@ def published_1003() -> dict[str, str]:
         return next(row for row in csv.DictReader(fh) if row["scan_id"] == "1003")
 
 
-@pytest.mark.skipif(not (PROJECT_ROOT / "Snakefile").is_file(), reason="the project's workflow is absent")
 @pytest.mark.skipif(not (MODELS / "sij_disease_region_unet" / "model_1.pt").is_file(),
                     reason=f"published U-Net weights not found under {MODELS}")
 def test_project_workflow_on_one_demo_session(slurm_cluster: SlurmCluster, test_profile: Path,

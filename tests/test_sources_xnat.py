@@ -26,6 +26,7 @@ from vhi.sources import SOURCE_TYPES, make_source
 from vhi.sources.xnat import XnatError, XnatSource
 from vhi.sources.xnat.select import ScanRow, compile_rules, format_report, select_scans
 
+from support.env import unset_env
 from xnat_emulator import XnatEmulator
 from xnat_emulator.demo import (
     EXPECTED_PICK,
@@ -570,8 +571,7 @@ def test_wrong_password_and_custom_env_names(emu, monkeypatch):
 
 
 def test_netrc_credentials(emu, tmp_path, monkeypatch):
-    for name in ("XNAT_USER", "XNAT_PASS", "XNATPY_USER", "XNATPY_PASS"):
-        monkeypatch.delenv(name, raising=False)
+    unset_env(monkeypatch, "XNAT_USER", "XNAT_PASS", "XNATPY_USER", "XNATPY_PASS")
     home = tmp_path / "home"
     home.mkdir()
     netrc = home / ".netrc"
@@ -584,8 +584,7 @@ def test_netrc_credentials(emu, tmp_path, monkeypatch):
 
 def test_self_signed_server_needs_its_ca(tmp_path, self_signed_cert, monkeypatch):
     cert, key = self_signed_cert
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
-        monkeypatch.delenv(name, raising=False)
+    unset_env(monkeypatch, "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
     monkeypatch.setenv("XNAT_USER", USER)
     monkeypatch.setenv("XNAT_PASS", CANARY)
     with XnatEmulator(tmp_path / "tls", users={USER: CANARY}, certfile=cert, keyfile=key) as server:

@@ -1,16 +1,21 @@
-"""Cohort tables and status from synthetic per-session files (no images needed)."""
+"""Cohort tables and status from the files the real per-session steps leave for a tiny
+synthetic cohort (tests/support/results.py: 16 x 16 x 3 images, every count known)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from vhi.cohort.ids import Session
-from vhi.cohort.layout import Layout
-from vhi.cohort.plan import PlannedSession
+import vhi
+from vhi.cohort.plan import load_plan, save_plan
+from vhi.errors import ConfigError
+from vhi.method.lesions import find_thresholds
+from vhi.model.bundles import get_bundle
 from vhi.results.status import log_error, status_table
 from vhi.results.tables import (
     AGREEMENT_COLUMNS,
@@ -21,68 +26,57 @@ from vhi.results.tables import (
     write_results,
 )
 
-STIR = {"stir": "/d/stir.nii.gz", "t1w": "/d/t1w.nii.gz", "reference": "/d/nm.nii.gz"}
-CLEANED = {"uri": "/d/cleaned.nii.gz", "size": 1, "mtime_ns": 1}
+from support.results import BRIGHT, DIM, EXPECTED_STATES, VOXEL_ML, SyntheticCohort
 
 
-def plan_of(subject: str, session: str, timepoint: str, *, cleaned: bool = True,
-            stir: bool = True, readers: bool = False) -> PlannedSession:
-    scans = STIR if stir else {"t1w": "/d/t1w.nii.gz"}
-    return PlannedSession(Session("a", subject, session, timepoint, scans), "manual",
-                          CLEANED if cleaned and stir else None,
-                          {"R1": "/d/r1.nii.gz"} if readers else {})
+def sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def put(layout: Layout, p: PlannedSession, name: str, data: dict) -> None:
-    path = layout.work_file(p.session, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
+def count(mask: np.ndarray) -> int:
+    return int(np.count_nonzero(mask))
 
 
-def complete(layout: Layout, p: PlannedSession, voxels: int) -> None:
-    """Every file a finished session leaves (only the fields the tables read)."""
-    put(layout, p, "t1w.json", {"source": {"uri": "/d/t1w.nii.gz", "sha256": "t" * 64}})
-    put(layout, p, "disease_region.json", {"device": "cpu", "model": {
-        "name": "m", "version": "1", "sha256": {"f1.pt": "a1", "f2.pt": "b2"}}})
-    if not p.has_stir:
-        return
-    put(layout, p, "stir.json", {"source": {"uri": "/d/stir.nii.gz", "sha256": "s" * 64}})
-    put(layout, p, "reference.json", {})
-    put(layout, p, "proposal.json", {
-        "lower": 10.0, "upper": 20.0, "proposal_ml": 2.0, "voxels": {"label_ge1": 2000,
-                                                                      "label2": 500},
-        "thresholds": {"q1": 1, "q3": 2, "iqr": 1, "m": 1.5, "n_reference": 99},
-        "reference": {"mode": "manual"}})
-    put(layout, p, "pushed.json", {})
-    if p.readers:
-        put(layout, p, "agreement.json", {"readers": {"R1": {
-            "dice": 0.5, "volume_similarity": 0.9, "voxels_a": 2000, "voxels_b": 1000,
-            "voxels_both": 750, "ml_a": 2.0, "ml_b": 1.0, "path": "/d/r1.nii.gz",
-            "sha256": "r" * 64}}})
-    if p.cleaned is not None:
-        put(layout, p, "cleaned.json", {"source": {"uri": "/d/cleaned.nii.gz", "sha256": "c" * 64},
-                                        "vs_proposal": {"dice": 0.8, "removed_voxels": 5,
-                                                        "added_voxels": 0}})
-        put(layout, p, "vhi.json", {"vhi_ml": voxels * 0.001, "voxels": voxels,
-                                    "voxel_volume_ml": 0.001,
-                                    "provenance": {"software": {"version": "0.1.0"}}})
-
-
-@pytest.fixture
-def layout(tmp_path: Path) -> Layout:
-    return Layout(str(tmp_path / "work"), str(tmp_path / "logs"), str(tmp_path / "results"))
-
-
-def test_cohort_row_carries_the_audit_trail(layout: Layout) -> None:
-    p = plan_of("01", "s1", "pre")
-    complete(layout, p, 1500)
-    (row,) = cohort_vhi_table([p], layout).to_dict("records")
-    assert row["vhi_ml"] == pytest.approx(1.5) and row["vhi_voxels"] == 1500
-    assert (row["proposal_voxels"], row["lower"], row["upper"], row["m"]) == (2000, 10.0, 20.0, 1.5)
-    assert row["model_sha256"] == "f1.pt:a1;f2.pt:b2"
-    assert (row["model_bundle"], row["model_version"], row["model_device"]) == ("m", "1", "cpu")
-    assert row["cleaned_uri"] == "/d/cleaned.nii.gz" and row["cleaned_sha256"] == "c" * 64
-    assert row["stir_sha256"] == "s" * 64 and row["t1w_uri"] == "/d/t1w.nii.gz"
+def test_cohort_row_carries_the_audit_trail(synthetic_cohort: SyntheticCohort) -> None:
+    c = synthetic_cohort
+    (row,) = cohort_vhi_table(c.plan, c.layout).to_dict("records")  # s1 alone is measured
+    assert (row["site"], row["subject"], row["session"], row["timepoint"]) == ("a", "01", "s1", "pre")
+    design, planned = c.designs["s1"], c.planned("s1")
+    # VHI: the cleaned mask's voxels x the voxel volume
+    cleaned = design.cleaned_mask() > 0
+    assert row["vhi_voxels"] == count(cleaned) == 28
+    assert row["voxel_volume_ml"] == VOXEL_ML
+    assert row["vhi_ml"] == pytest.approx(count(cleaned) * VOXEL_ML, rel=1e-12)
+    # the thresholds: the paper's search on the manual reference's STIR intensities
+    t = find_thresholds(design.stir()[design.reference() == 1])
+    assert (row["q1"], row["q3"], row["iqr"], row["m"], row["lower"], row["upper"]) == (
+        t.q1, t.q3, t.iqr, t.m, t.lower, t.upper)
+    assert row["reference_voxels"] == t.n_reference == 16 and row["reference_mode"] == "manual"
+    assert row["lower"] < DIM < row["upper"] <= BRIGHT  # the two lesions get labels 1 and 2
+    # the proposal: both lesions, the residue (single bright voxels) dropped
+    proposal = design.proposal()
+    assert (row["proposal_voxels"], row["proposal_voxels_label2"]) == (
+        count(proposal), count(proposal == 2)) == (30, 18)
+    assert row["proposal_ml"] == pytest.approx(count(proposal) * VOXEL_ML, rel=1e-12)
+    # the radiologist's edit, against the proposal
+    kept = count(cleaned & (proposal > 0))
+    assert (row["removed_voxels"], row["added_voxels"]) == (
+        count(proposal) - kept, count(cleaned) - kept) == (4, 2)
+    assert row["dice_cleaned_vs_proposal"] == pytest.approx(2 * kept / (count(proposal) + count(cleaned)))
+    # every file the number came from, by location and content
+    assert row["cleaned_uri"] == planned.cleaned["uri"] == str(c.root / "cleaned" / "a" / "01" / "s1.nii.gz")
+    assert row["cleaned_sha256"] == sha256(row["cleaned_uri"])
+    assert row["cleaned_seg_uid"] is None  # a local source has no DICOM SEG
+    for role in ("stir", "t1w"):
+        assert row[f"{role}_uri"] == planned.session.scans[role]
+        assert row[f"{role}_sha256"] == sha256(planned.session.scans[role])
+    # the model and software, as the sidecars recorded them
+    bundle = get_bundle()
+    assert (row["model_bundle"], row["model_version"], row["model_device"]) == (
+        bundle.name, bundle.version, "cpu")
+    assert row["model_sha256"] == ";".join(f"{name}:{sha}" for name, sha in sorted(bundle.folds.items()))
+    assert row["vhi_version"] == vhi.__version__
+    assert row["collected_at"] == c.work_json("s1", "cleaned.json")["provenance"]["finished"]
 
 
 def test_change_between_timepoints_in_config_order() -> None:
@@ -100,26 +94,19 @@ def test_change_between_timepoints_in_config_order() -> None:
     assert change["change_percent"].iloc[1] == pytest.approx(-100.0)
 
 
-def test_status_states_and_failure_reason(layout: Layout) -> None:
-    measured = plan_of("01", "s1", "pre")
-    awaiting = plan_of("01", "s2", "post", cleaned=False)
-    t1w_only = plan_of("02", "s3", "pre", stir=False)
-    failed = plan_of("03", "s4", "pre")
-    pending = plan_of("04", "s5", "pre")
-    for p in (measured, awaiting, t1w_only):
-        complete(layout, p, 10)
-    put(layout, failed, "t1w.json", {})
-    log = layout.log_file(failed.session, "pull_scan_stir")
-    log.parent.mkdir(parents=True)
-    log.write_text("2026-01-01 10:00:00,000 INFO vhi: starting\n"
-                   "2026-01-01 10:00:01,000 ERROR vhi: session a/03/s4: STIR /x: file not found\n")
-    status = status_table([measured, awaiting, t1w_only, failed, pending], layout)
-    states = dict(zip(status["session"], status["state"], strict=True))
-    assert states == {"s1": "measured", "s2": "awaiting_cleaning", "s3": "segmented",
-                      "s4": "failed", "s5": "pending"}
-    row = status[status["session"] == "s4"].iloc[0]
-    assert row["reason"] == "session a/03/s4: STIR /x: file not found"
-    assert row["step"] == "pull_scan_stir" and row["log"] == str(log)
+def test_status_states_and_failure_reason(synthetic_cohort: SyntheticCohort) -> None:
+    c = synthetic_cohort
+    status = status_table(c.plan, c.layout)
+    assert dict(zip(status["session"], status["state"], strict=True)) == EXPECTED_STATES
+    rows = {r["session"]: r for r in status.to_dict("records")}
+    failed = c.planned("s4")  # its T1W was pulled, its STIR is not where the sheet says
+    assert rows["s4"]["reason"] == f"session a/03/s4: STIR {failed.session.scans['stir']}: file not found"
+    log = c.layout.log_file(failed.session, "pull_scan_stir")
+    assert rows["s4"]["step"] == "pull_scan_stir" and rows["s4"]["log"] == str(log)
+    assert (rows["s5"]["step"], rows["s5"]["reason"]) == ("pull_scan_t1w", "pull_scan_t1w not run yet")
+    assert rows["s3"]["reason"] == "T1W only: disease region only"
+    assert rows["s2"]["reason"] == "proposal pushed; no cleaned segmentation on the source yet"
+    assert rows["s1"]["reason"] == rows["s1"]["step"] == ""
 
 
 def test_log_error_reads_tracebacks(tmp_path: Path) -> None:
@@ -132,27 +119,39 @@ def test_log_error_reads_tracebacks(tmp_path: Path) -> None:
     assert log_error(shell) == "/usr/bin/bash: line 1: vhi: command not found"
 
 
-def test_write_results_writes_every_file_even_when_empty(layout: Layout) -> None:
-    p = plan_of("01", "s1", "pre", cleaned=False, readers=True)
-    complete(layout, p, 10)
-    status = write_results([p], layout, ["pre", "post"], "m")
+def test_write_results_writes_every_file_even_when_empty(synthetic_cohort: SyntheticCohort,
+                                                        tmp_path: Path) -> None:
+    c = synthetic_cohort
+    layout = c.layout_with_results(tmp_path / "results")
+    planned = c.planned("s2")  # proposed and pushed, a reader mask, not cleaned yet
+    status = write_results([planned], layout, ["pre", "post"], "m")
     assert status["state"].tolist() == ["awaiting_cleaning"]
     results = Path(layout.results)
     assert list(pd.read_csv(results / "cohort_vhi.csv").columns) == VHI_COLUMNS
     assert len(pd.read_parquet(results / "cohort_vhi.parquet")) == 0
     agreement = pd.read_csv(results / "agreement.csv", dtype={"subject": str})
-    assert list(agreement.columns) == AGREEMENT_COLUMNS and agreement["dice"].tolist() == [0.5]
+    assert list(agreement.columns) == AGREEMENT_COLUMNS
+    design = c.designs["s2"]
+    proposal, reader = design.proposal() > 0, design.reader_mask() > 0
+    both = count(proposal & reader)
+    (row,) = agreement.to_dict("records")
+    assert (row["session"], row["reader"], row["reader_file"]) == ("s2", "R1", planned.readers["R1"])
+    assert (row["proposal_voxels"], row["reader_voxels"], row["both_voxels"]) == (
+        count(proposal), count(reader), both) == (39, 29, 27)
+    assert row["dice"] == pytest.approx(2 * both / (count(proposal) + count(reader)))
+    assert row["reader_ml"] == pytest.approx(count(reader) * VOXEL_ML, rel=1e-12)
+    assert row["reader_sha256"] == sha256(planned.readers["R1"])
     description = json.loads((results / "dataset_description.json").read_text())
     assert description["GeneratedBy"][0]["Name"] == "vhi"
     assert not list(results.glob(".*part*"))
 
 
-def test_saved_plan_reads_back_equal_for_job_processes(tmp_path: Path) -> None:
-    from vhi.cohort.plan import load_plan, save_plan
-    from vhi.errors import ConfigError
-
-    plan = [plan_of("01", "s1", "pre", readers=True), plan_of("02", "s2", "post", cleaned=False),
-            plan_of("03", "s3", "pre", stir=False)]
+def test_saved_plan_reads_back_equal_for_job_processes(synthetic_cohort: SyntheticCohort,
+                                                       tmp_path: Path) -> None:
+    plan = synthetic_cohort.plan
+    # every kind of session: cleaned (a fingerprint), reader masks, T1W only, manual reference
+    assert any(p.cleaned for p in plan) and any(p.readers for p in plan)
+    assert any(not p.has_stir for p in plan) and any(p.reference == "manual" for p in plan)
     save_plan(plan, tmp_path / "work" / ".vhi_plan.json")
     assert load_plan(tmp_path / "work" / ".vhi_plan.json") == plan
     with pytest.raises(ConfigError, match="cannot read the cohort plan"):

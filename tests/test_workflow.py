@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from test_workflow_dryrun import job_counts, snakemake, workflow_env
 
 from support.paths import MODELS, PROJECT_ROOT
+from support.workflow import half_written, job_counts, snakemake, status_of, workflow_env
 
 pytestmark = [
     pytest.mark.slow,
@@ -57,15 +57,6 @@ def demo_config(tmp_path: Path, cleaned: Path) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({"sites": config["sites"]}))
     return path
-
-
-def half_written(*folders: Path) -> list[Path]:
-    return [p for folder in folders for p in folder.rglob("*") if ".part" in p.name]
-
-
-def status_of(run: Path) -> dict[str, dict[str, str]]:
-    with (run / "results" / "status.csv").open() as fh:
-        return {row["session"]: row for row in csv.DictReader(fh)}
 
 
 def test_demo_cohort_end_to_end_and_resume(tmp_path: Path, data_dir: Path) -> None:

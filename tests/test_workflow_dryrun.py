@@ -7,48 +7,13 @@ Cleaned masks are found by a stat, so empty files stand in for them.
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from support.cohorts import write_cohort
-from support.paths import PROJECT_ROOT, SHARED
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-PROFILE = PROJECT_ROOT / "profiles" / "local"
-
-
-def workflow_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("VHI_SHARED", str(SHARED))
-    env["VHI_NO_PROGRESS"] = "1"
-    return env
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    """Run the project's workflow in ``workdir`` (nothing is written into the repository)."""
-    return subprocess.run(
-        [*SNAKEMAKE, "--snakefile", str(PROJECT_ROOT / "Snakefile"), "--profile", str(PROFILE),
-         "--directory", str(workdir), *args],
-        capture_output=True, text=True, timeout=timeout, env=workflow_env(), check=False)
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a snakemake run or dry run."""
-    counts: dict[str, int] = {}
-    block = output.split("Job stats:", 1)[-1] if "Job stats:" in output else ""
-    for line in block.splitlines()[3:]:
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        counts[m.group(1)] = int(m.group(2))
-    return counts
+from support.workflow import job_counts, snakemake
 
 
 def dry_run(tmp_path: Path, config: Path) -> dict[str, int]:

@@ -7,10 +7,10 @@ over HTTP through xnatpy, with credentials only in the environment.
 
 from __future__ import annotations
 
-import csv
+import contextlib
+import gzip
 import io
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -21,9 +21,10 @@ import pydicom
 import pytest
 import xnat
 import yaml
-from test_workflow_dryrun import job_counts, snakemake, workflow_env
 
+from support.env import unset_env
 from support.paths import MODELS
+from support.workflow import half_written, job_counts, snakemake, status_of, workflow_env
 from xnat_emulator import XnatEmulator
 from xnat_emulator.demo import (
     SITE_PROJECTS,
@@ -48,9 +49,9 @@ needs_weights = pytest.mark.skipif(
 
 @pytest.fixture
 def env(monkeypatch):
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR",
-                 "XNATPY_USER", "XNATPY_PASS"):
-        monkeypatch.delenv(name, raising=False)
+    """The robot's credentials in the environment only (the runs inherit it), no TLS overrides."""
+    unset_env(monkeypatch, "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR",
+              "XNATPY_USER", "XNATPY_PASS")
     monkeypatch.setenv("XNAT_USER", USER)
     monkeypatch.setenv("XNAT_PASS", CANARY)
 
@@ -75,18 +76,26 @@ def collections(emu: XnatEmulator, experiment: str) -> list:
                       key=lambda a: a.insert_date)
 
 
-def status_of(run: Path) -> dict[str, dict[str, str]]:
-    with (run / "results" / "status.csv").open() as fh:
-        return {f"{r['site']}/{r['session']}": r for r in csv.DictReader(fh)}
+def files_with(secret: str, *paths: Path) -> list[Path]:
+    """The files at or under ``paths`` that hold ``secret`` (gzip files also uncompressed)."""
+    needle = secret.encode()
+    found = []
+    for path in paths:
+        for f in [path] if path.is_file() else sorted(path.rglob("*")):
+            if not f.is_file():
+                continue
+            data = f.read_bytes()
+            if data[:2] == b"\x1f\x8b":  # .nii.gz and the like: a header field is compressed
+                with contextlib.suppress(OSError, EOFError):
+                    data += gzip.decompress(data)
+            if needle in data:
+                found.append(f)
+    return found
 
 
-def leaks(*roots: Path, secret: str = CANARY) -> list[Path]:
-    return [p for root in roots for p in root.rglob("*")
-            if p.is_file() and secret.encode() in p.read_bytes()]
-
-
-def half_written(*roots: Path) -> list[Path]:
-    return [p for root in roots for p in root.rglob("*") if ".part" in p.name]
+def authenticated_as(emu: XnatEmulator, user: str) -> list:
+    """The requests the emulator served as ``user`` (its password was right)."""
+    return [e for e in emu.log.entries if e.user == user and e.status < 400]
 
 
 def clean_like_a_radiologist(emu: XnatEmulator, demo: DemoSession) -> tuple[str, str, int]:
@@ -119,7 +128,7 @@ def test_pull_push_clean_collect_through_the_workflow(tmp_path, data_dir, env):
         assert first.returncode == 0, first.stderr[-5000:]
         counts = job_counts(first.stdout + first.stderr)
         assert counts["pull_scan"] == 8 and counts["push_proposal"] == 4, counts
-        status = status_of(run)
+        status = status_of(run, by=("site", "session"))
         assert {k: r["state"] for k, r in status.items()} == {
             f"{d.site}/{d.session}": "awaiting_cleaning" for d in demo}
         for d in demo:
@@ -161,15 +170,29 @@ def test_pull_push_clean_collect_through_the_workflow(tmp_path, data_dir, env):
             assert source["seg_sop_instance_uid"] == stored.fields["UID"]  # VHI traces to its SEG
             assert row.cleaned_seg_uid == stored.fields["UID"]
             assert len(collections(emu, d.experiment)) == 2  # proposal + the radiologist's
-        assert {r["state"] for r in status_of(run).values()} == {"measured"}
+        assert {r["state"] for r in status_of(run, by=("site", "session")).values()} == {"measured"}
 
         # run 3: nothing left to do
         third = snakemake(run, "--configfile", str(config), "-n")
         assert third.returncode == 0 and "Nothing to be done" in third.stdout + third.stderr
 
-    # the canary password is in no file, log or output of the runs
-    assert leaks(run, config.parent / "config.yaml") == []
+    # The runs had the canary password: they logged in as the robot, whose only password it
+    # is, and not from the config (no credentials in it): from the environment they inherited.
+    assert authenticated_as(emu, USER)
+    assert USER not in config.read_text() and CANARY not in config.read_text()
+    # ... and it is in nothing the runs wrote: work files, tables, logs, Snakemake's metadata,
+    # the plan and config the runs saved, what went to the server, the runs' own output.
+    written = {"work": run / "work", "results": run / "results", "logs": run / "logs",
+               "snakemake metadata": run / ".snakemake", "pushed to the server": tmp_path / "xnat"}
+    for what, folder in written.items():
+        assert any(p.is_file() for p in folder.rglob("*")), f"{what}: nothing was written there"
+        assert files_with(CANARY, folder) == [], what
+    assert files_with(CANARY, run, config) == []  # every file of the run's folder and the config
     assert all(CANARY not in r.stdout + r.stderr for r in (first, second, third))
+    # (the check finds the password where it is, compressed or not)
+    planted = tmp_path / "planted.json.gz"
+    planted.write_bytes(gzip.compress(json.dumps({"XNAT_PASS": CANARY}).encode()))
+    assert files_with(CANARY, planted, run) == [planted]
     assert half_written(run / "work", run / "results") == []
 
 
@@ -189,7 +212,7 @@ def test_failing_sessions_are_reported_and_the_others_complete(tmp_path, data_di
         run = tmp_path / "run"
         result = snakemake(run, "--configfile", str(config))
         assert result.returncode != 0
-        status = status_of(run)
+        status = status_of(run, by=("site", "session"))
         assert status["A/1234_pre"]["state"] == "awaiting_cleaning"
         row = status["A/1003_pre"]
         assert (row["state"], row["step"]) == ("failed", "pull_scan_t1w")
@@ -204,7 +227,8 @@ def test_failing_sessions_are_reported_and_the_others_complete(tmp_path, data_di
         assert not (run / "work" / "A" / "A09" / "1003_pre" / "t1w.nii.gz").exists()
         assert not (run / "work" / "A" / "A11" / "1007_pre" / "pushed.json").exists()
         assert half_written(run / "work", run / "results") == []
-        assert leaks(run) == []
+        assert authenticated_as(emu, USER)  # the run logged in with the canary password ...
+        assert files_with(CANARY, run) == []  # ... and wrote it nowhere
 
 
 def test_self_signed_server_refused_unless_its_ca_is_configured(tmp_path, data_dir, env,
@@ -239,6 +263,7 @@ def test_xnat_plan_explains_the_selection(tmp_path, data_dir, env):
                                 check=False)
         assert result.returncode == 0, result.stderr
         assert not emu.log.find("PUT", r"^/xapi/")
+        assert authenticated_as(emu, USER)  # it logged in with the canary password ...
     report = {r["session"]: r for r in json.loads(out.read_text())["sessions"]}
     assert report["A/A09/1003_pre"]["picked"] == {"stir": "3", "t1w": "2"}
     assert report["B/B13/1012_post"]["picked"] == {"stir": "4", "t1w": "3"}
@@ -246,5 +271,4 @@ def test_xnat_plan_explains_the_selection(tmp_path, data_dir, env):
                     if d["scan"] == "5" and d["role"] == "stir")
     assert unusable["reason"] == "quality 'unusable' not accepted (usable)"
     assert "+ scan 3 'STIR_COR_OBL' [usable]: picked: the only candidate" in result.stderr
-    assert CANARY not in result.stdout + result.stderr + out.read_text()
-    assert os.environ["XNAT_PASS"] == CANARY  # the environment is the only place it lives
+    assert CANARY not in result.stdout + result.stderr + out.read_text()  # ... and showed it nowhere

@@ -27,6 +27,7 @@ from xnat.exceptions import (
 from vhi.imaging.seg import write_seg
 
 from support.dicom_series import write_series
+from support.env import unset_env
 from xnat_emulator import XnatEmulator
 from xnat_emulator.synthetic import (
     PROJECT,
@@ -394,8 +395,7 @@ def test_state_survives_restart(tmp_path, synthetic_study):
 # ---------------------------------------------------------------------------- TLS
 def test_tls_verification(tmp_path, self_signed_cert, monkeypatch):
     cert, key = self_signed_cert
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
-        monkeypatch.delenv(name, raising=False)
+    unset_env(monkeypatch, "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
     with XnatEmulator(tmp_path / "tls", users=TEST_USERS, certfile=cert, keyfile=key) as emu:
         emu.seed_session(PROJECT, "SUBJ1", "SESS1")
         assert emu.url.startswith("https://127.0.0.1:")
