@@ -1,0 +1,206 @@
+"""The connection to one XNAT server through xnatpy: TLS, login, retries, one place for errors.
+
+:class:`XnatClient` opens the connection on first use and runs every request through
+:meth:`XnatClient.call`: bounded retries with exponential backoff on transient errors
+(HTTP 408/429/5xx, dropped connections, timeouts, damaged downloads), one new login on
+an HTTP 401, and every other failure turned into an :class:`XnatError` that names what
+was being done. No credential is ever echoed in a message (:meth:`XnatClient.scrub`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from vhi.errors import ConfigError, InputError
+
+#: xnatpy's own messages go to this logger too (it is passed to ``xnat.connect``).
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Statuses worth another try: the server or a proxy had a bad moment.
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+ANY_STATUS = range(100, 600)
+OCTET = {"Content-Type": "application/octet-stream"}
+
+
+class XnatError(InputError):
+    """The XNAT server did not give what a session needs; names the session and the cause."""
+
+
+class _Transfer(Exception):  # noqa: N818 - internal signal, never escapes this package
+    """A download arrived damaged (zip, size or digest): worth another try."""
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name) if name else None
+    return value or None
+
+
+def rows(data: Any) -> list[dict[str, Any]]:
+    """The rows of an XNAT ``ResultSet`` answer (none when it has another shape)."""
+    try:
+        return list(data["ResultSet"]["Result"])
+    except (KeyError, TypeError):
+        return []
+
+
+def server_url(site: str, spec: Mapping[str, Any]) -> str:
+    """``source.server`` checked: an http(s) URL without credentials, no trailing slash."""
+    server = str(spec.get("server") or "").rstrip("/")
+    parts = urlsplit(server)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"site {site} source.server", f"not an http(s) URL: {server!r}")
+    if parts.username or parts.password:
+        raise ConfigError(f"site {site} source.server", "credentials do not belong in the URL: "
+                          "set them in the environment (user_env/password_env) or ~/.netrc")
+    return server
+
+
+class XnatClient:
+    """One XNAT server as a site's config describes it (``server`` from :func:`server_url`)."""
+
+    def __init__(self, site: str, server: str, spec: Mapping[str, Any]) -> None:
+        self.site = site
+        self.server = server
+        self.user_env = str(spec["user_env"])
+        self.password_env = str(spec["password_env"])
+        self.verify = bool(spec["verify"])
+        self.ca_bundle = str(spec["ca_bundle"])
+        if self.ca_bundle and not Path(self.ca_bundle).is_file():
+            raise ConfigError(f"site {site} source.ca_bundle", f"file not found: {self.ca_bundle}")
+        self.retries = int(spec["retries"])
+        self.backoff_s = float(spec["backoff_s"])
+        self.timeout_s = float(spec["timeout_s"])
+        self._conn: Any = None
+        self.held = False  # inside ``with source:``: one connection for every operation
+        self._depth = 0
+
+    # ------------------------------------------------------------------ connection
+    @contextlib.contextmanager
+    def ca_env(self) -> Iterator[None]:
+        """xnatpy's ``verify`` is bool-only: a site CA goes through REQUESTS_CA_BUNDLE."""
+        if not self.ca_bundle:
+            yield
+            return
+        old = os.environ.get("REQUESTS_CA_BUNDLE")
+        os.environ["REQUESTS_CA_BUNDLE"] = self.ca_bundle
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop("REQUESTS_CA_BUNDLE", None)
+            else:
+                os.environ["REQUESTS_CA_BUNDLE"] = old
+
+    def _connect(self) -> Any:
+        import requests
+        import xnat
+        from xnat.exceptions import XNATError, XNATLoginFailedError, XNATSSLError
+
+        where = f"XNAT {self.server} (site {self.site})"
+        user, password = _env(self.user_env), _env(self.password_env)
+        try:
+            with self.ca_env():
+                conn = xnat.connect(self.server, user=user, password=password, verify=self.verify,
+                                    logger=log, loglevel="WARNING", default_timeout=self.timeout_s,
+                                    pilot_timeout=min(self.timeout_s, 30.0))
+        except (requests.exceptions.SSLError, XNATSSLError) as exc:
+            raise XnatError(where, "TLS certificate verification failed; for a site CA set "
+                                   f"source.ca_bundle ({type(exc).__name__})") from None
+        except XNATLoginFailedError:
+            who = (f"${self.user_env}" if user else "xnatpy's environment or ~/.netrc")
+            raise XnatError(where, f"login failed (credentials from {who})") from None
+        except (requests.exceptions.RequestException, XNATError, OSError) as exc:
+            raise XnatError(where, f"cannot connect ({type(exc).__name__}: "
+                                   f"{self.scrub(str(exc))})") from None
+        if self.ca_bundle:
+            conn.interface.verify = self.ca_bundle
+        return conn
+
+    def scrub(self, text: str) -> str:
+        """Never echo a credential in a message."""
+        for name in (self.password_env, "XNAT_PASS", "XNATPY_PASS"):
+            secret = _env(name)
+            if secret:
+                text = text.replace(secret, "***")
+        return text if len(text) <= 200 else text[:200] + "…"
+
+    def connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):  # logging out of a dead session may fail
+                conn.disconnect()
+
+    @contextlib.contextmanager
+    def operation(self) -> Iterator[None]:
+        """One public operation: its connection is closed at the end unless ``held``."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and not self.held:
+                self.close()
+
+    # ------------------------------------------------------------------ requests
+    def call(self, what: str, action: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(connection)`` with bounded retries (exponential backoff) on transient errors.
+
+        Retried: HTTP 408/429/5xx, dropped connections, timeouts, damaged downloads; an
+        HTTP 401 (an expired session) logs in again once. Anything else, or the last
+        failure, raises XnatError(what, "<action>: <cause>").
+        """
+        import requests
+        from xnat.exceptions import XNATResponseError, XNATSSLError, XNATValueError
+
+        attempts = max(self.retries, 0) + 1
+        relogged = False
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self.ca_env():
+                    return fn(self.connection())
+            except XNATResponseError as exc:
+                status = int(getattr(exc, "status_code", 0) or 0)
+                if status == 401 and not relogged:
+                    log.warning("%s: %s: HTTP 401 (session expired?): logging in again", what, action)
+                    relogged = True
+                    self.close()
+                    attempt -= 1
+                    continue
+                cause = f"HTTP {status} from the server"
+                retry = status in RETRY_STATUS
+            except (requests.exceptions.SSLError, XNATSSLError):
+                raise XnatError(what, f"{action}: TLS certificate verification failed") from None
+            except (requests.exceptions.RequestException, XNATValueError, _Transfer) as exc:
+                cause = f"{type(exc).__name__}: {self.scrub(str(exc))}"
+                retry = True
+                if isinstance(exc, requests.exceptions.RequestException):
+                    self.close()  # a half-read stream leaves the connection unusable
+            if not retry or attempt >= attempts:
+                tries = f" (after {attempt} attempts)" if attempt > 1 else ""
+                raise XnatError(what, f"{action}: {cause}{tries}") from None
+            delay = self.backoff_s * 2 ** (attempt - 1)
+            log.warning("%s: %s: %s; retry %d of %d in %.1f s", what, action, cause, attempt,
+                        attempts - 1, delay)
+            time.sleep(delay)
+
+    def get_rows(self, what: str, action: str, path: str,
+                 query: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """The rows of a JSON listing (``GET path?format=json`` unless ``query`` says otherwise)."""
+        params = dict(query) if query is not None else {"format": "json"}
+        return rows(self.call(what, action, lambda c: c.get_json(path, query=params)))

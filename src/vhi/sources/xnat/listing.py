@@ -1,0 +1,108 @@
+"""The MR sessions of an XNAT project and their scans: the plan of sessions a site gives.
+
+Every MR session whose subject and session labels are valid IDs is listed with its scan
+selection (:mod:`vhi.sources.xnat.select`: picked and rejected, and why); its timepoint
+comes from ``timepoint_pattern`` on the session label, else the session date.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vhi.cohort.ids import ID_PATTERN, ROLE_NAMES, Session
+from vhi.sources.xnat.client import XnatClient, XnatError
+from vhi.sources.xnat.select import RoleRule, ScanRow, Selection, format_report, select_scans
+from vhi.sources.xnat.uris import parse_scan_uri, scan_uri
+
+log = logging.getLogger(__name__)
+
+SESSION_XSI = "xnat:mrSessionData"
+_ID_RE = re.compile(f"^{ID_PATTERN}$")
+
+
+@dataclass(frozen=True)
+class ListedSession:
+    """What the listing knows of one session (kept for find_cleaned in the same process)."""
+
+    session: Session
+    experiment: str
+    subject: str
+    date: str
+    selection: Selection
+    stir_uid: str = ""
+
+    def report(self) -> dict[str, Any]:
+        return {"session": self.session.key, "experiment": self.experiment,
+                "date": self.date, "listed": bool(self.session.scans.get("t1w")),
+                **self.selection.as_dict()}
+
+
+def timepoint(pattern: re.Pattern[str] | None, label: str, date: str) -> str:
+    """Group 1 (else the whole match) of ``pattern`` on the session label; else the date."""
+    if pattern is not None:
+        match = pattern.search(label)
+        if match:
+            return match.group(1) if match.groups() else match.group(0)
+    return date or "unknown"
+
+
+def plan_sessions(client: XnatClient, *, site: str, project: str,
+                  rules: Mapping[str, RoleRule], timepoint_re: re.Pattern[str] | None) -> list[ListedSession]:
+    """Every MR session of the project with its scan selection (picked and rejected, why)."""
+    where = f"site {site} (XNAT project {project})"
+    rows = client.get_rows(where, "listing the MR sessions", f"/data/projects/{project}/experiments",
+                           {"xsiType": SESSION_XSI, "columns": "ID,label,subject_label,date,xsiType"})
+    listed = []
+    for row in sorted(rows, key=lambda r: (str(r.get("subject_label", "")), str(r.get("label", "")))):
+        exp, label = str(row.get("ID", "")), str(row.get("label", ""))
+        subject = str(row.get("subject_label", ""))
+        if row.get("xsiType") not in (None, "", SESSION_XSI):
+            continue
+        if not (_ID_RE.match(label) and _ID_RE.match(subject)):
+            log.warning("%s: skipping session %s/%s: labels must match %s", where, subject,
+                        label, ID_PATTERN)
+            continue
+        key = f"{site}/{subject}/{label}"
+        scans = [ScanRow.from_listing(r) for r in client.get_rows(
+            f"session {key}", "listing its scans", f"/data/experiments/{exp}/scans")]
+        selection = select_scans(scans, rules)
+        picked = selection.picked
+        uris = {role: scan_uri(client.server, exp, scan.id) for role, scan in picked.items()}
+        date = str(row.get("date") or "")
+        session = Session(site, subject, label, timepoint(timepoint_re, label, date), uris)
+        item = ListedSession(session, exp, subject, date, selection,
+                             stir_uid=picked["stir"].uid if "stir" in picked else "")
+        listed.append(item)
+        log.info("%s", format_report(key, selection))
+    return listed
+
+
+def sessions_of(plan: Iterable[ListedSession]) -> list[Session]:
+    """Every MR session of the plan. One without a T1W stays and fails at its pull, so
+    status.csv lists it with the reason; one without a STIR gets the disease region only."""
+    sessions = []
+    for item in plan:
+        for role, consequence in (("t1w", "it will fail at the pull"),
+                                  ("stir", "disease region only, no proposal")):
+            if role not in item.selection.picked:
+                log.warning("session %s: no %s (%s): %s", item.session.key, ROLE_NAMES[role],
+                            item.selection.problems.get(role, "no candidate"), consequence)
+        sessions.append(item.session)
+    return sessions
+
+
+def stir_uid(client: XnatClient, session: Session, listed: ListedSession | None) -> tuple[str, str]:
+    """(experiment, Series Instance UID) of the session's STIR, from ``listed`` when it is current."""
+    exp, scan_id = parse_scan_uri(client.server, session, "stir")
+    if listed is not None and listed.experiment == exp and listed.stir_uid:
+        return exp, listed.stir_uid
+    rows = client.get_rows(f"session {session.key}", "listing its scans", f"/data/experiments/{exp}/scans")
+    row = next((r for r in rows if str(r.get("ID")) == scan_id), None)
+    if row is None:
+        raise XnatError(f"session {session.key}", f"STIR scan {scan_id} is no longer in "
+                                                  f"experiment {exp}")
+    return exp, str(row.get("UID") or "")
