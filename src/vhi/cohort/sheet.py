@@ -25,7 +25,7 @@ def _resolve(root: Path, value: str) -> str:
 def read_sheet(path: str | os.PathLike[str], site: str, root: str | os.PathLike[str]) -> list[Session]:
     """Read and validate a session sheet (CSV); paths relative to ``root``.
 
-    Every row is validated against ``workflow/schemas/sheet.schema.yaml``; an unknown
+    Every row is validated against the sheet schema shipped in the package; an unknown
     column, a bad id or a duplicate session is a ConfigError naming it.
     """
     path, root = Path(path), Path(root)
