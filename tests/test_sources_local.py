@@ -149,3 +149,15 @@ def test_unknown_source_type_and_bad_pattern() -> None:
         make_source({"type": "ftp"}, site="a")
     with pytest.raises(ConfigError, match="may use only"):
         make_source({"type": "local", "root": "/", "cleaned": "{patient}.nii.gz"}, site="a")
+
+
+def test_make_source_fills_the_schema_defaults_and_refuses_unknown_keys() -> None:
+    """The schema is the one place a source's defaults are defined."""
+    source = make_source({"type": "local", "root": "/r"}, site="a")
+    assert isinstance(source, LocalSource)
+    assert source.sheet == "demo"
+    assert source.outbox == Path("outbox").absolute()
+    assert source.cleaned == "cleaned/{site}/{subject}/{session}.nii.gz"
+    assert source.readers == {}
+    with pytest.raises(ConfigError, match="outbx"):
+        make_source({"type": "local", "root": "/r", "outbx": "o"}, site="a")

@@ -52,7 +52,7 @@ def segment(t1w: PathLike, out: PathLike, *, ensemble: DiseaseRegionEnsemble | N
         raise InputError(image.path, str(exc)) from None
     voxels = int(mask.sum())
     save_nifti(mask, image.img, out, dtype=np.uint8)
-    return save_sidecar(build_provenance(
+    return _save_sidecar(build_provenance(
         step="segment_disease_region", inputs={"t1w": image.path},
         model=ensemble.bundle.metadata(), device=str(ensemble.device), started=started,
         extra={"output": str(out), "voxels": voxels, "ml": voxels * image.voxel_volume_ml}), out)
@@ -97,7 +97,7 @@ def propose(stir: PathLike, disease_region: PathLike, reference: PathLike, out: 
     counts = proposal.counts
     t = proposal.thresholds
     save_nifti(proposal.labels, image.img, out, dtype=np.uint8)
-    return save_sidecar({
+    return _save_sidecar({
         "scan": scan,
         "lower": t.lower,
         "upper": t.upper,
@@ -131,7 +131,7 @@ def measure(mask: PathLike, out: PathLike | None = None) -> dict[str, Any]:
     return result
 
 
-def save_sidecar(sidecar: dict[str, Any], output: PathLike) -> dict[str, Any]:
+def _save_sidecar(sidecar: dict[str, Any], output: PathLike) -> dict[str, Any]:
     """Write ``sidecar`` as the JSON sidecar of ``output`` and return it."""
     save_json(sidecar, sidecar_path(output))
     return sidecar
