@@ -1,0 +1,39 @@
+"""Debian's Chromium driven by Playwright, for the report and viewer tests.
+
+The pip wheel brings Playwright's driver only; the browser is the system's
+`chromium` (installed by scripts/install-system-packages.sh), never `playwright install`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+LAUNCH_ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+
+needs_browser = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no system Chromium (scripts/install-system-packages.sh installs Debian's `chromium`)",
+)
+
+
+@contextlib.contextmanager
+def browser_context(**context_options) -> Iterator:
+    """A fresh headless Chromium context; closed (with the browser) on exit."""
+    from playwright.sync_api import sync_playwright
+
+    if CHROMIUM is None:
+        pytest.skip("no system Chromium")
+    options = {"viewport": {"width": 1400, "height": 900}, **context_options}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        try:
+            context = browser.new_context(**options)
+            yield context
+            context.close()
+        finally:
+            browser.close()
