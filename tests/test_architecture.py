@@ -18,7 +18,8 @@ SRC = PROJECT_ROOT / "src"
 
 #: Bottom to top. Each entry is one component (a module or a package prefix).
 LAYERS: list[tuple[str, ...]] = [
-    ("vhi", "vhi.errors", "vhi.settings", "vhi.fileio"),
+    ("vhi", "vhi.errors"),
+    ("vhi.settings", "vhi.fileio"),
     ("vhi.provenance", "vhi.config"),
     ("vhi.cohort",),  # ids and roles, sheets, the file layout (the plan is higher up)
     ("vhi.imaging", "vhi.model", "vhi.method"),

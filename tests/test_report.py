@@ -206,7 +206,10 @@ def test_write_results_writes_the_report_from_the_same_tables(synthetic_cohort: 
     # measured, awaiting cleaning, and failed on a STIR whose (missing) file's name holds "<x>"
     plan = c.plan_of("s1", "s2", "s4")
     write_results(plan, layout, ["pre", "post"], "m")
+    assert not Path(layout.results, "report.html").exists()  # s4 failed: partial results only
+    layout = layout.partial()
     page = (Path(layout.results) / "report.html").read_text()
+    assert "Partial results: 1 of 3 sessions failed or not finished yet" in page
     for session in ("s1", "s2", "s4"):  # every session is named (in the list of every session)
         assert f'<td class="">{session}</td>' in page
     cohort = pd.read_csv(Path(layout.results) / "cohort_vhi.csv")

@@ -7,6 +7,9 @@ cause, so a log line alone tells a data manager what to fix.
 #: Exit status of a ``vhi`` command that stopped on a :class:`VhiError` (bad input,
 #: config or method failure); 0 is success, anything else is a crash.
 EXIT_INPUT = 2
+#: Exit status of a ``vhi`` command stopped by its environment, not its input: disk full,
+#: no permission, out of memory. The message names the file; fix the machine and rerun.
+EXIT_ENVIRONMENT = 3
 
 
 class VhiError(Exception):

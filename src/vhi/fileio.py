@@ -8,6 +8,8 @@ crash, a kill or a full disk leaves the previous file (or none), never half of o
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import hashlib
 import json
 import os
@@ -15,6 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from vhi.errors import InputError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -29,8 +33,13 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     existing ``dest`` is left untouched.
     """
     dest = Path(dest)
+    if dest.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file to write", str(dest))
     dest.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(dest.suffixes)
+    # a writer killed outright (SIGKILL, OOM, node loss) left its temporary file behind
+    for stale in dest.parent.glob(f".{glob.escape(dest.name)}.*.part{glob.escape(suffix)}"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".part{suffix}", dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -38,8 +47,34 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp_path
         tmp_path.replace(dest)
+    except OSError as exc:
+        if exc.filename is None:  # a write's "No space left on device" names no file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(dest)) from exc
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def read_json(path: str | os.PathLike[str], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object written by the platform, with ``required`` keys present and not null.
+
+    Raises :class:`InputError` naming the file when it cannot be read, is not a JSON object
+    or lacks a key: an unreadable sidecar is a failure, never an empty record.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(path, "missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot be read ({exc.__class__.__name__}: {exc})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON ({exc}); remove it and run again") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "not a JSON object; remove it and run again")
+    missing = [k for k in required if data.get(k) is None]
+    if missing:
+        raise InputError(path, f"lacks {', '.join(missing)}; remove it and run again")
+    return data
 
 
 def save_json(obj: Any, dest: str | os.PathLike[str]) -> Path:

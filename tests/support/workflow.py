@@ -28,12 +28,16 @@ def workflow_env() -> dict[str, str]:
     return env
 
 
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """The documented command (``snakemake --profile profiles/local``) run in ``workdir``."""
+    return [*SNAKEMAKE, "--snakefile", str(PROJECT_ROOT / "Snakefile"), "--profile", str(PROFILE),
+            "--directory", str(workdir), *args]
+
+
 def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     """Run the project's workflow in ``workdir`` (nothing is written into the repository)."""
-    return subprocess.run(
-        [*SNAKEMAKE, "--snakefile", str(PROJECT_ROOT / "Snakefile"), "--profile", str(PROFILE),
-         "--directory", str(workdir), *args],
-        capture_output=True, text=True, timeout=timeout, env=workflow_env(), check=False)
+    return subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True,
+                          timeout=timeout, env=workflow_env(), check=False)
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -48,9 +52,12 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-def status_of(run: Path, *, by: tuple[str, ...] = ("session",)) -> dict[str, dict[str, str]]:
-    """The rows of a run's results/status.csv, keyed by the ``by`` columns joined with '/'."""
-    with (run / "results" / "status.csv").open() as fh:
+def status_of(run: Path, *, by: tuple[str, ...] = ("session",),
+              partial: bool = False) -> dict[str, dict[str, str]]:
+    """The rows of a run's results/status.csv (``partial``: results/partial/status.csv,
+    written by a run that failed), keyed by the ``by`` columns joined with '/'."""
+    results = run / "results" / "partial" if partial else run / "results"
+    with (results / "status.csv").open() as fh:
         return {"/".join(row[c] for c in by): row for row in csv.DictReader(fh)}
 
 

@@ -17,7 +17,7 @@ rule collect_cleaned:
         LAYOUT.log_pattern("collect_cleaned"),
     shell:
         "vhi --no-progress collect --source {params.source:q} --session {params.session:q}"
-        " --like {input.proposal} --out {output.cleaned} > {log} 2>&1"
+        " --like {input.proposal:q} --out {output.cleaned:q} > {log:q} 2>&1"
 
 
 rule measure_vhi:
@@ -28,4 +28,4 @@ rule measure_vhi:
     log:
         LAYOUT.log_pattern("measure_vhi"),
     shell:
-        "vhi --no-progress measure --mask {input.cleaned} --out {output.vhi} > {log} 2>&1"
+        "vhi --no-progress measure --mask {input.cleaned:q} --out {output.vhi:q} > {log:q} 2>&1"

@@ -2,9 +2,13 @@
 # the small input/params functions the rules share. Logic lives in vhi.cohort and vhi.sources.
 import json
 import os
+import shlex
+
+from snakemake.exceptions import WorkflowError
 
 from vhi.cohort.layout import RESULT_FILES, Layout
-from vhi.cohort.plan import load_plan, plan_cohort, plan_digest, save_plan, wildcard_constraints
+from vhi.cohort.plan import (PLAN_ENV, load_plan, plan_cohort, plan_digest, run_plan_path,
+                             save_run_plan, wildcard_constraints)
 from vhi.config.load import resolve_config
 from vhi.provenance import mark_run
 from vhi.sources import source_class
@@ -16,13 +20,29 @@ SETTINGS = resolve_config(config)
 LAYOUT = Layout.from_settings(SETTINGS)
 # Every vhi command of this run records the run and the config it came from.
 mark_run(SETTINGS.digest)
-# The main process asks every source for its sessions once and saves the plan; job
-# processes (a cluster job re-reads this Snakefile) reuse it instead of asking again.
-PLAN_FILE = f"{LAYOUT.work}/.vhi_plan.json"
+# One plan per run. The main process asks every source for its sessions once; the plan is
+# kept (named by its digest) only when the run starts (onstart: never by a dry run or
+# lint), and job processes (a cluster job re-reads this Snakefile) read that file, so no
+# other invocation, whatever sheet it plans, can change what a running run's jobs see.
 if workflow.is_main_process:
-    save_plan(plan_cohort(SETTINGS), PLAN_FILE)
-PLAN = {p.key: p for p in load_plan(PLAN_FILE)}
+    PLAN = {p.key: p for p in plan_cohort(SETTINGS)}
+    os.environ[PLAN_ENV] = str(run_plan_path(os.path.abspath(LAYOUT.work), list(PLAN.values())))
+elif os.environ.get(PLAN_ENV):
+    PLAN = {p.key: p for p in load_plan(os.environ[PLAN_ENV])}
+else:
+    raise WorkflowError(f"{PLAN_ENV} is not set: a job process cannot know its run's plan "
+                        "(the executor did not pass the environment)")
 PLAN_DIGEST = plan_digest(list(PLAN.values()))
+
+
+envvars:
+    PLAN_ENV,
+
+
+onstart:
+    save_run_plan(list(PLAN.values()), LAYOUT.work)
+
+
 RESULTS = {key: str(LAYOUT.result(key)) for key in RESULT_FILES}
 SESSION_LABEL = "{site}/{subject}/{session}"
 
@@ -58,7 +78,7 @@ def pull_scan_inputs(wildcards):
 
 
 def same_grid_flag(wildcards, input):
-    return f"--same-grid-as {input.grid}" if "grid" in input.keys() else ""
+    return f"--same-grid-as {shlex.quote(input.grid)}" if "grid" in input.keys() else ""
 
 
 def propose_inputs(wildcards):
@@ -79,7 +99,7 @@ def reader_masks(wildcards):
 
 
 def reader_args(wildcards):
-    return " ".join(f"--reader {name}={path}"
+    return " ".join(f"--reader {shlex.quote(f'{name}={path}')}"
                     for name, path in planned(wildcards).readers.items())
 
 

@@ -17,10 +17,10 @@ rule propose_lesions:
     benchmark:
         LAYOUT.benchmark_pattern("propose_lesions")
     shell:
-        "vhi --no-progress propose --stir {input.stir} --disease-region {input.disease_region}"
-        " --reference {params.reference} --reference-out {output.reference}"
-        " --out {output.proposal} --scan {params.scan}"
-        " > {log} 2>&1"
+        "vhi --no-progress propose --stir {input.stir:q} --disease-region {input.disease_region:q}"
+        " --reference {params.reference:q} --reference-out {output.reference:q}"
+        " --out {output.proposal:q} --scan {params.scan:q}"
+        " > {log:q} 2>&1"
 
 
 rule measure_agreement:
@@ -35,5 +35,5 @@ rule measure_agreement:
     log:
         LAYOUT.log_pattern("measure_agreement"),
     shell:
-        "vhi --no-progress agreement --proposal {input.proposal} {params.readers}"
-        " --scan {params.scan} --out {output.agreement} > {log} 2>&1"
+        "vhi --no-progress agreement --proposal {input.proposal:q} {params.readers}"
+        " --scan {params.scan:q} --out {output.agreement:q} > {log:q} 2>&1"

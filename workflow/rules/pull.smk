@@ -18,4 +18,4 @@ rule pull_scan:
         role="stir|t1w|reference",
     shell:
         "vhi --no-progress pull --source {params.source:q} --session {params.session:q}"
-        " --role {wildcards.role} --out {output.image} {params.grid} > {log} 2>&1"
+        " --role {wildcards.role:q} --out {output.image:q} {params.grid} > {log:q} 2>&1"

@@ -14,5 +14,5 @@ rule push_proposal:
         LAYOUT.log_pattern("push_proposal"),
     shell:
         "vhi --no-progress push --source {params.source:q} --session {params.session:q}"
-        " --proposal {input.proposal} --sidecar {input.sidecar} --out {output.receipt}"
-        " > {log} 2>&1"
+        " --proposal {input.proposal:q} --sidecar {input.sidecar:q} --out {output.receipt:q}"
+        " > {log:q} 2>&1"

@@ -15,5 +15,5 @@ rule segment_disease_region:
     benchmark:
         LAYOUT.benchmark_pattern("segment_disease_region")
     shell:
-        "vhi --no-progress segment --t1w {input.t1w} --out {output.mask}"
-        " --bundle {params.bundle} --device {params.device} > {log} 2>&1"
+        "vhi --no-progress segment --t1w {input.t1w:q} --out {output.mask:q}"
+        " --bundle {params.bundle:q} --device {params.device:q} > {log:q} 2>&1"

@@ -1,6 +1,7 @@
-# Cohort tables, status and report.html: a pure gather of the sessions' files. After a
-# failed run (--keep-going) the same results are written from what finished, with the
-# failed sessions and their reasons in status.csv and the report.
+# Cohort tables, status and report.html: a pure gather of the sessions' files, written
+# only when every session's files exist. After a failed or interrupted run the error
+# handler writes what finished to results/partial/ (never the targets of `rule all`), so
+# the same command run again still retries the failed sessions and then writes results/.
 from vhi.results.tables import write_results_logged
 
 

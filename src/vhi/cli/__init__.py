@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import vhi
 from vhi.cli import cohort, scan, session
-from vhi.errors import EXIT_INPUT, VhiError
+from vhi.errors import EXIT_ENVIRONMENT, EXIT_INPUT, VhiError
 
 log = logging.getLogger("vhi")
 
@@ -60,3 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VhiError as exc:
         log.error("%s", exc)
         return EXIT_INPUT
+    except MemoryError:
+        log.error("out of memory in vhi %s (exit %d): give the job more memory",
+                  args.command, EXIT_ENVIRONMENT)
+        return EXIT_ENVIRONMENT
+    except OSError as exc:  # disk full, permissions, a folder where a file should be, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        log.error("%s%s (vhi %s stopped by its environment, exit %d)",
+                  where, exc.strerror or exc, args.command, EXIT_ENVIRONMENT)
+        return EXIT_ENVIRONMENT

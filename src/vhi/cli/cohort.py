@@ -38,11 +38,16 @@ def cmd_sheet(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- tables
 def cmd_tables(args: argparse.Namespace) -> int:
     from vhi.cohort.layout import Layout
-    from vhi.cohort.plan import plan_cohort
+    from vhi.cohort.plan import load_latest_plan, plan_cohort
     from vhi.results.tables import write_results
 
     settings = load_config_file(args.config)
-    plan = plan_cohort(settings)
+    plan = None if args.refresh else load_latest_plan(settings.work_dir)
+    if plan is None:
+        plan = plan_cohort(settings)
+    else:
+        log.info("using the plan of the last run in %s (--refresh asks the sources again)",
+                 settings.work_dir)
     status = write_results(plan, Layout.from_settings(settings), settings.timepoints, settings.bundle)
     counts = status["state"].value_counts().to_dict()
     log.info("status: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
@@ -97,4 +102,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("tables", help="rebuild results/ (tables, status) from a config and work/")
     p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--refresh", action="store_true",
+                   help="ask every source for its sessions again instead of reusing the plan "
+                        "of the last run")
     p.set_defaults(func=cmd_tables)

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from vhi.cohort.ids import ROLE_NAMES, Session
+from vhi.cohort.layout import STEPS
 from vhi.errors import ConfigError, InputError
-from vhi.fileio import atomic_path, save_json, sha256_file, sidecar_path
-from vhi.imaging.nifti import grid_mismatch, load_image, load_mask
+from vhi.fileio import atomic_path, read_json, save_json, sha256_file, sidecar_path
+from vhi.imaging.nifti import grid_mismatch, load_header, load_image, load_mask
 from vhi.method.measure import agreement
 from vhi.provenance import build_provenance
 from vhi.sources import Source, make_source
@@ -53,8 +54,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         except InputError as exc:
             raise InputError(f"session {session.key}", f"{name} {info['uri']}: {exc.cause}") from None
         if args.same_grid_as:
-            other = load_mask(args.same_grid_as)  # header only matters
-            why = grid_mismatch(other.img, volume.img)
+            why = grid_mismatch(load_header(args.same_grid_as), volume.img)
             if why:
                 raise InputError(f"session {session.key}",
                                  f"{name} {info['uri']} is not on the T1W's voxel grid: {why}")
@@ -74,9 +74,13 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     source, session = _source_and_session(args)
     files = {"proposal": Path(args.proposal), "sidecar": Path(args.sidecar)}
-    for path in files.values():
-        if not path.is_file():
-            raise InputError(path, "file not found")
+    # nothing broken reaches the radiologist: the proposal must read as labels 0/1/2 and
+    # its sidecar must be the propose step's record
+    read_json(files["sidecar"], STEPS["propose_lesions"].required)
+    labels = set(np.unique(load_mask(files["proposal"]).data).astype(int).tolist())
+    if not labels <= {0, 1, 2}:
+        raise InputError(files["proposal"], f"session {session.key}: labels {sorted(labels)} are "
+                                            "not a lesion proposal's (0, 1, 2)")
     receipt = source.push_proposal(session, files)
     save_json(receipt, args.out)
     log.info("%s: proposal pushed (%s)", session.key,

@@ -8,12 +8,16 @@ URI the session's source understands (for the local source: an absolute path).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from vhi.errors import ConfigError
 
+#: Site, subject, session and timepoint ids: a letter or digit, then letters, digits, _
+#: and -, at most ID_MAX_LENGTH characters in all (they become file names and shell words).
+ID_MAX_LENGTH = 128
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 ROLES = ("stir", "t1w", "reference")
 #: scan role -> how messages name it
@@ -29,6 +33,10 @@ class Session:
     session: str
     timepoint: str
     scans: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("site", "subject", "session", "timepoint"):
+            check_id(getattr(self, name), name)
 
     @property
     def key(self) -> str:
@@ -57,6 +65,15 @@ class Session:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as exc:
             raise ConfigError("session record", f"not JSON ({exc})") from None
+
+
+def check_id(value: str, what: str) -> str:
+    """``value`` if it is a valid id (the whole string), else a ConfigError naming it."""
+    if not (isinstance(value, str) and len(value) <= ID_MAX_LENGTH
+            and re.fullmatch(ID_PATTERN, value)):
+        raise ConfigError(f"{what} {value!r:.80}", f"not a valid id: 1 to {ID_MAX_LENGTH} letters, "
+                                                   "digits, _ or -, starting with a letter or digit")
+    return value
 
 
 def check_unique(sessions: Iterable[Session], where: object) -> None:

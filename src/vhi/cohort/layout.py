@@ -21,6 +21,7 @@ class Step:
     log: str
     marker: str
     state: str
+    required: tuple[str, ...] = ()  # keys the marker's JSON must have (read by the tables)
 
 
 STEPS: dict[str, Step] = {s.log: s for s in (
@@ -28,11 +29,14 @@ STEPS: dict[str, Step] = {s.log: s for s in (
     Step("pull_scan", "pull_scan_stir", "stir.json", "pulled"),
     Step("pull_scan", "pull_scan_reference", "reference.json", "pulled"),
     Step("segment_disease_region", "segment_disease_region", "disease_region.json", "segmented"),
-    Step("propose_lesions", "propose_lesions", "proposal.json", "proposed"),
-    Step("push_proposal", "push_proposal", "pushed.json", "pushed"),
-    Step("measure_agreement", "measure_agreement", "agreement.json", "pushed"),
-    Step("collect_cleaned", "collect_cleaned", "cleaned.json", "cleaned"),
-    Step("measure_vhi", "measure_vhi", "vhi.json", "measured"),
+    Step("propose_lesions", "propose_lesions", "proposal.json", "proposed",
+         ("lower", "upper", "thresholds", "voxels", "proposal_ml")),
+    Step("push_proposal", "push_proposal", "pushed.json", "pushed", ("files",)),
+    Step("measure_agreement", "measure_agreement", "agreement.json", "pushed", ("readers",)),
+    Step("collect_cleaned", "collect_cleaned", "cleaned.json", "cleaned",
+         ("source", "voxels", "vs_proposal")),
+    Step("measure_vhi", "measure_vhi", "vhi.json", "measured",
+         ("vhi_ml", "voxels", "voxel_volume_ml")),
 )}
 
 RESULT_FILES = {
@@ -80,3 +84,8 @@ class Layout:
 
     def result(self, key: str) -> Path:
         return Path(self.results, RESULT_FILES[key])
+
+    def partial(self) -> Layout:
+        """Where a failed or interrupted run writes what it finished: ``results/partial/``,
+        never the targets of ``rule all``, so the next run still has the work to do."""
+        return Layout(self.work, self.logs, str(Path(self.results, "partial")))

@@ -20,7 +20,7 @@ from vhi.cohort.ids import ID_PATTERN, Session, check_unique
 from vhi.cohort.layout import STEPS, Step
 from vhi.config.load import Settings
 from vhi.errors import ConfigError
-from vhi.fileio import save_json
+from vhi.fileio import atomic_path, save_json
 from vhi.sources import make_source
 
 log = logging.getLogger(__name__)
@@ -99,20 +99,55 @@ def plan_cohort(settings: Settings) -> list[PlannedSession]:
     return plan
 
 
+#: Where a run's plans are kept, under the work folder: ``plan-<digest>.json`` files,
+#: never changed once written, and ``latest`` naming the plan of the last run started.
+PLAN_DIR = ".vhi"
+#: The environment variable that tells a job process which plan its run was built from.
+PLAN_ENV = "VHI_PLAN"
+
+
 def save_plan(plan: Sequence[PlannedSession], path: str | os.PathLike[str]) -> None:
-    """Write the plan for the workflow's job processes (atomically)."""
+    """Write the plan (atomically)."""
     save_json([p.to_dict() for p in plan], path)
 
 
 def load_plan(path: str | os.PathLike[str]) -> list[PlannedSession]:
-    """The plan the main Snakemake process made: jobs on a cluster re-read the Snakefile,
-    and must neither ask every source again (an XNAT login and listing per job) nor see
-    a plan that changed since the DAG was built."""
+    """Read a saved plan."""
     try:
         records = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(str(path), f"cannot read the cohort plan of this run ({exc})") from None
-    return [PlannedSession.from_dict(r) for r in records]
+        return [PlannedSession.from_dict(r) for r in records]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(str(path), f"cannot read the cohort plan ({exc})") from None
+
+
+def run_plan_path(work: str | os.PathLike[str], plan: Sequence[PlannedSession]) -> Path:
+    """The file a run's plan is kept in: named by the plan's digest, so a run's jobs read
+    the plan their DAG was built from whatever another invocation plans meanwhile."""
+    return Path(work, PLAN_DIR, f"plan-{plan_digest(plan)}.json")
+
+
+def save_run_plan(plan: Sequence[PlannedSession], work: str | os.PathLike[str]) -> Path:
+    """Keep the plan of a run that starts (never called by a dry run or lint) and mark it
+    as the latest, which ``vhi tables`` reads instead of asking every source again."""
+    path = run_plan_path(work, plan)
+    if not path.is_file():
+        save_plan(plan, path)
+    latest = path.with_name("latest")
+    with atomic_path(latest) as tmp:
+        tmp.write_text(path.name + "\n")
+    return path
+
+
+def load_latest_plan(work: str | os.PathLike[str]) -> list[PlannedSession] | None:
+    """The plan of the last run started in ``work``; None when no run has started there."""
+    latest = Path(work, PLAN_DIR, "latest")
+    try:
+        name = latest.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(str(latest), f"cannot read the latest plan's name ({exc})") from None
+    return load_plan(latest.with_name(name))
 
 
 def plan_digest(plan: Sequence[PlannedSession]) -> str:

@@ -31,10 +31,14 @@ def read_sheet(path: str | os.PathLike[str], site: str, root: str | os.PathLike[
     path, root = Path(path), Path(root)
     try:
         with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-            header = rows[0].keys() if rows else []
-    except OSError as exc:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            header = [str(h).strip() for h in reader.fieldnames or []]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ConfigError(path, f"cannot read the session sheet ({exc})") from exc
+    duplicates = sorted({h for h in header if header.count(h) > 1})
+    if duplicates:
+        raise ConfigError(path, f"column {duplicates[0]!r} appears more than once")
     if not rows:
         raise ConfigError(path, "the session sheet has no sessions")
     if "t1w" not in header:

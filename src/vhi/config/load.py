@@ -105,12 +105,23 @@ def resolve_config(config: Mapping[str, Any]) -> Settings:
     )
 
 
-def _plain(value: Any) -> Any:
-    """A deep, plain-dict copy (Snakemake's config is a dict subclass)."""
+#: A config holds a few hundred values; YAML aliases can make a 1 kB file expand to
+#: billions (an "alias bomb"), so the copy stops at this many.
+MAX_CONFIG_VALUES = 100_000
+
+
+def _plain(value: Any, budget: list[int] | None = None) -> Any:
+    """A deep, plain-dict copy (Snakemake's config is a dict subclass), refused beyond
+    :data:`MAX_CONFIG_VALUES` values."""
+    budget = [MAX_CONFIG_VALUES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError("config", f"more than {MAX_CONFIG_VALUES:,} values (YAML aliases "
+                                    "expanding without end?)")
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v, budget) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [_plain(v, budget) for v in value]
     return value
 
 

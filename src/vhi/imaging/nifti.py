@@ -24,6 +24,15 @@ log = logging.getLogger(__name__)
 #: of the smallest voxel size (1012's 0.5953 vs 0.5952 mm pixels move the far corner by
 #: 0.034 mm, 0.06 of a voxel; a one-voxel shift or another field of view is far above it).
 GRID_TOLERANCE_VOXELS = 0.1
+#: The header's voxel sizes (``pixdim``, which the volume is computed from, as the paper's
+#: code does) must agree with the affine (which places the voxels) to this relative
+#: tolerance; the public data agree to 2e-6. A header where they disagree is refused.
+PIXDIM_TOLERANCE = 1e-4
+#: A voxel edge outside this range (mm) is a broken header, not an MR scan.
+VOXEL_SIZE_RANGE_MM = (1e-3, 100.0)
+#: The most voxels an input may hold, checked from the header before any data is read
+#: (a 1 kB file can claim gigabytes). Override with VHI_MAX_VOXELS.
+MAX_VOXELS = 200_000_000
 
 @dataclass(frozen=True)
 class Volume:
@@ -44,14 +53,45 @@ class Volume:
 
 
 def voxel_volume_ml(img: nib.spatialimages.SpatialImage) -> float:
+    """Volume of one voxel in ml from the header's voxel sizes (checked against the
+    affine by :func:`geometry_problem` for every image read)."""
     zooms = img.header.get_zooms()[:3]
     return float(np.prod(np.asarray(zooms, dtype=np.float64))) / 1000.0
+
+
+def geometry_problem(img: nib.spatialimages.SpatialImage) -> str | None:
+    """Why an image's geometry cannot be trusted for a volume, or None when it can."""
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    low, high = VOXEL_SIZE_RANGE_MM
+    if not np.all(np.isfinite(zooms)) or np.any(zooms < low) or np.any(zooms > high):
+        return f"voxel sizes (pixdim) {zooms.tolist()} mm are not between {low} and {high} mm"
+    if not np.all(np.isfinite(affine)):
+        return "the affine (sform/qform) holds NaN or infinite values"
+    axes = affine[:3, :3]
+    norms = np.linalg.norm(axes, axis=0)
+    volume = abs(float(np.linalg.det(axes)))
+    if (np.max(np.abs(norms - zooms) / zooms) > PIXDIM_TOLERANCE
+            or abs(volume - float(np.prod(zooms))) / float(np.prod(zooms)) > PIXDIM_TOLERANCE):
+        return (f"voxel sizes in the header (pixdim {np.round(zooms, 6).tolist()} mm) disagree "
+                f"with its affine ({np.round(norms, 6).tolist()} mm, "
+                f"{volume:.6g} mm3 per voxel): fix the header")
+    return None
+
+
+def max_voxels() -> int:
+    try:
+        return int(os.environ.get("VHI_MAX_VOXELS", MAX_VOXELS))
+    except ValueError:
+        return MAX_VOXELS
 
 
 def _read(path: str | os.PathLike[str]) -> tuple[Path, nib.Nifti1Image]:
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, "is a folder, not a NIfTI file")
     try:
         img = nib.load(path)
     except Exception as exc:  # nibabel raises many types for corrupt files
@@ -60,7 +100,36 @@ def _read(path: str | os.PathLike[str]) -> tuple[Path, nib.Nifti1Image]:
         img = img.slicer[..., 0]
     if len(img.shape) != 3:
         raise InputError(path, f"expected a 3-D volume, got shape {tuple(img.shape)}")
+    voxels = int(np.prod(img.shape, dtype=np.int64))
+    if voxels > max_voxels():
+        raise InputError(path, f"the header claims {tuple(img.shape)} = {voxels:,} voxels, more "
+                               f"than the {max_voxels():,} allowed (VHI_MAX_VOXELS)")
+    dtype = img.get_data_dtype()
+    if dtype.kind not in "biuf" or dtype.fields is not None:
+        raise InputError(path, f"voxel type {dtype} is not a real scalar (complex or RGB images "
+                               f"are not MR magnitude images)")
+    why = geometry_problem(img)
+    if why:
+        raise InputError(path, why)
     return path, img
+
+
+def load_header(path: str | os.PathLike[str]) -> nib.Nifti1Image:
+    """An image's header and geometry (checked as for every read), without its voxels."""
+    return _read(path)[1]
+
+
+def _data(path: Path, img: nib.Nifti1Image, what: str) -> np.ndarray:
+    try:
+        data = img.get_fdata(dtype=np.float64)
+    except MemoryError:
+        raise InputError(path, f"not enough memory to read the {what} "
+                               f"({tuple(img.shape)} voxels)") from None
+    except Exception as exc:  # truncated gzip, short data block, ...
+        raise InputError(path, f"cannot read the {what} data ({exc})") from exc
+    if not np.all(np.isfinite(data)):
+        raise InputError(path, f"{int(np.sum(~np.isfinite(data)))} voxels are NaN or infinite")
+    return data
 
 
 def load_image(path: str | os.PathLike[str]) -> Volume:
@@ -69,26 +138,27 @@ def load_image(path: str | os.PathLike[str]) -> Volume:
     Refuses non-3-D images, non-finite values and images without signal.
     """
     path, img = _read(path)
-    try:
-        data = img.get_fdata(dtype=np.float64)
-    except Exception as exc:  # truncated gzip, short data block, ...
-        raise InputError(path, f"cannot read the image data ({exc})") from exc
-    if not np.all(np.isfinite(data)):
-        raise InputError(path, f"{int(np.sum(~np.isfinite(data)))} voxels are NaN or infinite")
+    data = _data(path, img, "image")
     if not np.any(data):
         raise InputError(path, "image is all zero (no signal)")
     return Volume(data, img, path)
 
 
 def load_mask(path: str | os.PathLike[str]) -> Volume:
-    """Read a mask or label image; ``data`` holds the labels (0 = background) as float64."""
+    """Read a mask or label image; ``data`` holds the labels (0 = background) as float64.
+
+    Labels must be non-negative integers: a probability map or a signed image is refused
+    (counting every non-zero voxel of one would give a silently wrong volume).
+    """
     path, img = _read(path)
-    try:
-        data = img.get_fdata(dtype=np.float64)
-    except Exception as exc:
-        raise InputError(path, f"cannot read the mask data ({exc})") from exc
-    if not np.all(np.isfinite(data)):
-        raise InputError(path, "mask holds NaN or infinite values")
+    data = _data(path, img, "mask")
+    if np.any(data < 0):
+        raise InputError(path, f"mask holds negative values (min {data.min():g}); labels are "
+                               f"0 (background) and positive integers")
+    fractional = data[data != np.round(data)]
+    if fractional.size:
+        raise InputError(path, f"mask holds non-integer values (e.g. {fractional[0]:g}; "
+                               f"{fractional.size} voxels): a probability map? threshold it first")
     return Volume(data, img, path)
 
 
@@ -101,7 +171,7 @@ def grid_mismatch(a: nib.spatialimages.SpatialImage, b: nib.spatialimages.Spatia
         dtype=np.float64,
     ).T
     shift = np.linalg.norm((a.affine @ corners - b.affine @ corners)[:3], axis=0).max()
-    limit = GRID_TOLERANCE_VOXELS * float(min(a.header.get_zooms()[:3]))
+    limit = GRID_TOLERANCE_VOXELS * float(np.linalg.norm(a.affine[:3, :3], axis=0).min())
     if shift > limit:
         return f"voxel positions differ by up to {shift:.3f} mm (tolerance {limit:.3f} mm)"
     return None

@@ -18,6 +18,8 @@ import pandas as pd
 
 from vhi.cohort.layout import Layout
 from vhi.cohort.plan import PlannedSession
+from vhi.errors import InputError
+from vhi.fileio import read_json
 
 STATES = ("pending", "pulled", "segmented", "proposed", "pushed", "awaiting_cleaning",
           "cleaned", "measured", "failed")
@@ -49,7 +51,14 @@ def session_status(p: PlannedSession, layout: Layout) -> dict[str, str]:
            "state": "pending", "reason": "", "step": "", "log": ""}
     not_run = None
     for step in p.steps():
-        if layout.work_file(s, step.marker).is_file():
+        marker = layout.work_file(s, step.marker)
+        if marker.is_file():
+            try:
+                read_json(marker, step.required)
+            except InputError as exc:
+                row.update(state="failed", step=step.log, reason=str(exc),
+                           log=str(layout.log_file(s, step.log)))
+                return row
             if step.log != "measure_agreement" and not_run is None:
                 row["state"] = step.state
             continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import shutil
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,12 +25,13 @@ from typing import Any
 import pandas as pd
 
 import vhi
-from vhi.cohort.layout import Layout
+from vhi.cohort.layout import STEPS, Layout
 from vhi.cohort.plan import PlannedSession
-from vhi.fileio import atomic_path, save_json
+from vhi.errors import InputError
+from vhi.fileio import atomic_path, read_json, save_json
 from vhi.provenance import git_commit
 from vhi.results.report import write_report
-from vhi.results.status import status_table
+from vhi.results.status import STATES, status_table
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +54,6 @@ AGREEMENT_COLUMNS = [
 ]
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def _get(data: Mapping[str, Any], *keys: str) -> Any:
     for key in keys:
         if not isinstance(data, Mapping) or key not in data:
@@ -72,12 +67,15 @@ def _ids(p: PlannedSession) -> dict[str, str]:
     return {"site": s.site, "subject": s.subject, "session": s.session, "timepoint": s.timepoint}
 
 
-def vhi_row(p: PlannedSession, layout: Layout) -> dict[str, Any] | None:
-    """The cohort_vhi row of one session, or None when it has not been measured."""
-    f = lambda name: _read(layout.work_file(p.session, name))  # noqa: E731
+def _sidecar(p: PlannedSession, layout: Layout, name: str) -> dict[str, Any]:
+    step = next((s for s in STEPS.values() if s.marker == name), None)
+    return read_json(layout.work_file(p.session, name), step.required if step else ())
+
+
+def vhi_row(p: PlannedSession, layout: Layout) -> dict[str, Any]:
+    """The cohort_vhi row of a measured session (its sidecars checked by the status)."""
+    f = lambda name: _sidecar(p, layout, name)  # noqa: E731
     measured = f("vhi.json")
-    if not measured:
-        return None
     proposal, cleaned, region = f("proposal.json"), f("cleaned.json"), f("disease_region.json")
     stir, t1w = f("stir.json"), f("t1w.json")
     thresholds = proposal.get("thresholds", {})
@@ -119,8 +117,17 @@ def vhi_row(p: PlannedSession, layout: Layout) -> dict[str, Any] | None:
     }
 
 
-def cohort_vhi_table(plan: Sequence[PlannedSession], layout: Layout) -> pd.DataFrame:
-    rows = [row for p in plan if p.cleaned is not None and (row := vhi_row(p, layout))]
+def _in_state(plan: Sequence[PlannedSession], status: pd.DataFrame,
+              states: set[str]) -> list[PlannedSession]:
+    keep = {f"{r.site}/{r.subject}/{r.session}" for r in status.itertuples() if r.state in states}
+    return [p for p in plan if p.key in keep]
+
+
+def cohort_vhi_table(plan: Sequence[PlannedSession], layout: Layout,
+                     status: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per session the status says is measured (so the two never disagree)."""
+    status = status_table(plan, layout) if status is None else status
+    rows = [vhi_row(p, layout) for p in _in_state(plan, status, {"measured"})]
     return pd.DataFrame(rows, columns=VHI_COLUMNS)
 
 
@@ -148,12 +155,14 @@ def change_table(cohort: pd.DataFrame, timepoints: Sequence[str]) -> pd.DataFram
     return pd.DataFrame(rows, columns=CHANGE_COLUMNS)
 
 
-def agreement_table(plan: Sequence[PlannedSession], layout: Layout) -> pd.DataFrame:
+def agreement_table(plan: Sequence[PlannedSession], layout: Layout,
+                    status: pd.DataFrame | None = None) -> pd.DataFrame:
+    status = status_table(plan, layout) if status is None else status
     rows = []
-    for p in plan:
-        if not p.readers:
+    for p in _in_state(plan, status, set(STATES) - {"failed"}):
+        if not p.readers or not layout.work_file(p.session, "agreement.json").is_file():
             continue
-        data = _read(layout.work_file(p.session, "agreement.json"))
+        data = _sidecar(p, layout, "agreement.json")
         for reader, r in sorted(data.get("readers", {}).items()):
             rows.append({**_ids(p), "reader": reader, "dice": r.get("dice"),
                          "volume_similarity": r.get("volume_similarity"),
@@ -195,23 +204,44 @@ def _write_parquet(df: pd.DataFrame, dest: Path) -> None:
 
 
 def write_results(plan: Sequence[PlannedSession], layout: Layout, timepoints: Sequence[str],
-                  bundle: str | None = None) -> pd.DataFrame:
-    """Write every file of the results folder (atomically) and return the status table."""
-    cohort = cohort_vhi_table(plan, layout)
+                  bundle: str | None = None, *, partial: str | None = None,
+                  require_complete: bool = False) -> pd.DataFrame:
+    """Write every file of the results folder (atomically) and return the status table.
+
+    ``results/`` holds the results of a finished cohort only: every session measured, or
+    as far as it can go (awaiting cleaning, T1W only). While a session has failed or not
+    run yet, or when ``partial`` says why the run stopped, the files go to
+    ``results/partial/`` and the report says so; ``require_complete`` (the workflow's
+    final rule) raises instead. A complete write removes a stale ``results/partial/``.
+    """
     status = status_table(plan, layout)
+    unfinished = status[status["step"] != ""]
+    if not unfinished.empty and partial is None:
+        shown = "; ".join(f"{r.site}/{r.subject}/{r.session}: {r.reason}"
+                          for r in unfinished.head(5).itertuples())
+        if require_complete:
+            raise InputError(f"{len(unfinished)} session(s)", f"not finished: {shown}")
+        partial = f"{len(unfinished)} of {len(status)} sessions failed or not finished yet"
+    dest = layout.partial() if partial is not None else layout
+    if partial is None:
+        shutil.rmtree(layout.partial().results, ignore_errors=True)
+    cohort = cohort_vhi_table(plan, layout, status)
     change = change_table(cohort, timepoints)
-    agreement = agreement_table(plan, layout)
+    agreement = agreement_table(plan, layout, status)
     description = dataset_description(plan, bundle)
-    _write_csv(cohort, layout.result("cohort_vhi"))
-    _write_parquet(cohort, layout.result("cohort_vhi_parquet"))
-    _write_csv(change, layout.result("cohort_change"))
-    _write_csv(agreement, layout.result("agreement"))
-    _write_csv(status, layout.result("status"))
-    save_json(description, layout.result("description"))
+    if partial is not None:
+        description["Partial"] = partial
+    _write_csv(cohort, dest.result("cohort_vhi"))
+    _write_parquet(cohort, dest.result("cohort_vhi_parquet"))
+    _write_csv(change, dest.result("cohort_change"))
+    _write_csv(agreement, dest.result("agreement"))
+    _write_csv(status, dest.result("status"))
+    save_json(description, dest.result("description"))
     # last: the report is drawn from the same frames, after every table is safely written
-    write_report(layout.result("report"), cohort=cohort, change=change, agreement=agreement,
+    write_report(dest.result("report"), cohort=cohort, change=change, agreement=agreement,
                  status=status, description=description, timepoints=timepoints)
-    log.info("results: %d measured of %d sessions -> %s", len(cohort), len(plan), layout.results)
+    log.info("results: %d measured of %d sessions -> %s%s", len(cohort), len(plan), dest.results,
+             " (partial)" if partial is not None else "")
     return status
 
 
@@ -234,14 +264,21 @@ def write_results_logged(plan: Sequence[PlannedSession], layout: Layout, setting
     previous = root.level
     root.setLevel(logging.INFO)
     try:
-        status = write_results(plan, layout, settings.timepoints, settings.bundle)
+        partial = None
+        if after_failure:
+            partial = ("the run stopped before every session was finished: these results "
+                       "hold the sessions that were; run the same command again to finish")
+        status = write_results(plan, layout, settings.timepoints, settings.bundle,
+                               partial=partial, require_complete=not after_failure)
         if after_failure:
             failed = status[status["state"] == "failed"]
             for row in failed.itertuples():
                 sys.stderr.write(f"VHI session {row.site}/{row.subject}/{row.session} failed in "
                                  f"{row.step}: {row.reason} (log: {row.log})\n")
-            sys.stderr.write(f"VHI results written for the sessions that finished; "
-                             f"{len(failed)} failed: see {layout.result('status')}\n")
+            sys.stderr.write(f"VHI partial results (the sessions that finished) in "
+                             f"{layout.partial().results}; {len(failed)} failed: see "
+                             f"{layout.partial().result('status')}; fix them and run the same "
+                             f"command again\n")
     except (OSError, ValueError, KeyError) as exc:
         if not after_failure:
             raise

@@ -15,6 +15,7 @@ that is a listed scan, a reader mask or a cleaned mask.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -24,8 +25,30 @@ from typing import Any, ClassVar
 from vhi.cohort.ids import ROLE_NAMES, Session
 from vhi.cohort.sheet import demo_sessions, read_sheet
 from vhi.errors import ConfigError, InputError
-from vhi.fileio import copy_hashed
+from vhi.fileio import copy_hashed, save_json, sha256_file
 from vhi.sources import Source
+
+
+class _OutboxRecord:
+    """The sha256 of every file version this source wrote into one outbox folder
+    (``.vhi-pushed.json``), so a push replaces its own files and never someone else's."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / ".vhi-pushed.json"
+        try:
+            self.hashes: dict[str, list[str]] = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            self.hashes = {}
+        except (OSError, ValueError) as exc:
+            raise InputError(self.path, f"cannot read the outbox record ({exc})") from None
+
+    def wrote(self, target: Path, sha256: str) -> bool:
+        return sha256 in self.hashes.get(target.name, [])
+
+    def add(self, target: Path, sha256: str) -> None:
+        if not self.wrote(target, sha256):
+            self.hashes.setdefault(target.name, []).append(sha256)
+            save_json(self.hashes, self.path)
 
 
 class LocalSource(Source):
@@ -98,10 +121,18 @@ class LocalSource(Source):
 
     def push_proposal(self, session: Session, files: Mapping[str, Path]) -> dict[str, Any]:
         outdir = self.outbox_dir(session)
+        written = _OutboxRecord(outdir)
         pushed = {}
         for role, path in files.items():
             target = outdir / Path(path).name
             self._guard(target, session)
+            new = sha256_file(path)
+            if target.is_file() and (old := sha256_file(target)) != new and not written.wrote(target, old):
+                raise InputError(target, f"session {session.key}: changed since the platform wrote "
+                                         f"it (a radiologist's save?): kept, not replaced by the new "
+                                         f"proposal. Save cleaned masks to {self.cleaned_path(session)}; "
+                                         f"move or delete this file, then run again")
+            written.add(target, new)  # recorded before the copy: a crash in between is safe
             pushed[role] = {"uri": str(target), **copy_hashed(Path(path), target)}
         return {"source": "local", "site": session.site, "session": session.key,
                 "files": pushed, "cleaned_expected_at": str(self.cleaned_path(session)),

@@ -75,8 +75,10 @@ def header(description: Mapping[str, Any], cohort: pd.DataFrame) -> str:
         ("generated", when),
     ]
     meta = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items)
+    partial = description.get("Partial")
+    warning = f'<p class="partial">Partial results: {esc(partial)}.</p>' if partial else ""
     return (f"<header><h1>VHI cohort report</h1>"
-            f'<p class="ruo">{esc(RESEARCH_USE)}</p><dl class="meta">{meta}</dl></header>')
+            f'<p class="ruo">{esc(RESEARCH_USE)}</p>{warning}<dl class="meta">{meta}</dl></header>')
 
 
 def status_section(status: pd.DataFrame, cohort: pd.DataFrame) -> str:
