@@ -260,6 +260,11 @@ def _answer(conn: socket.socket, ensemble: Any, state: dict[str, Any]) -> None:
         except VhiError as exc:
             log.error("%s", exc)
             answer = {"ok": False, "what": str(t1w), "cause": str(exc)}
+        except Exception as exc:  # one scan's failure must not end the worker
+            log.exception("%s: unexpected error", t1w)
+            answer = {"ok": False, "what": str(t1w),
+                      "cause": f"unexpected error {type(exc).__name__}: {exc} (traceback in the "
+                               "segmentation worker's log)"}
         else:
             state["scans"] += 1
             answer = {"ok": True, "sidecar": sidecar, **state}
