@@ -293,7 +293,9 @@ def test_cancelled_segmentation_leaves_nothing_half_written_and_the_rerun_comple
             running = slurm_cluster.run(["squeue", "--noheader", "-p", "gpu", "-t", "R", "-o", "%i"])
             (job,) = running.stdout.split()
             slurm_cluster.run(["scancel", job])
-            assert first.wait(timeout=240) != 0
+            # The plugin notices at its next status check: its interval grows by 10 s per
+            # check while nothing ends, up to 180 s.
+            assert first.wait(timeout=420) != 0
         finally:
             if first.poll() is None:
                 first.kill()
