@@ -1,15 +1,20 @@
-"""The SLURM profile on a real single-node SLURM cluster (started by tests/slurm_cluster.py).
+"""The SLURM profile on a real single-node SLURM cluster (started by tests/support/slurm_cluster.py).
 
-(a) the cluster runs batch jobs; (b) a two-rule workflow runs through `snakemake --executor slurm`
-with profiles/slurm; (c) the project's workflow runs one demo session through the same profile.
-The test profile is profiles/slurm with what a GPU-less 2-CPU test node cannot give taken out
-(gres, more threads than the node has) and the executor settings of SNAKEMAKE_SLURM_SETTINGS.
+The cluster has accounting (slurmdbd + MariaDB) and one GPU declared as a gres (no real GPU).
+(a) the cluster runs batch jobs, schedules and accounts the GPU; (b) a two-rule workflow runs
+through `snakemake --executor slurm` with the executor's default status check (sacct);
+(c) the demo's STIR sessions through the project's workflow with profiles/slurm: every job
+through sbatch, the segmentations as GPU batches, results equal to the local executor's;
+(d) a segmentation job cancelled mid-run leaves no half-written output and the rerun completes.
+The test profile is profiles/slurm with what a 2-CPU test node cannot give fitted to it (threads,
+memory, cores) and the executor settings of SNAKEMAKE_SLURM_SETTINGS; its `gres` is kept.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import subprocess
 import sys
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -28,12 +34,17 @@ from support.slurm_cluster import (
     SlurmCluster,
     slurm_cluster_fixture,  # noqa: F401 - the session fixture `slurm_cluster`
 )
-from support.workflow import workflow_env
+from support.workflow import PROFILE as LOCAL_PROFILE
+from support.workflow import half_written, workflow_env
 
 pytestmark = pytest.mark.slurm
 
 PROFILE = PROJECT_ROOT / "profiles" / "slurm" / "config.yaml"
-SNAKEMAKE_TIMEOUT_S = 120  # the two-rule workflow; the project's one session gets 200 s
+SNAKEMAKE_TIMEOUT_S = 120  # the two-rule workflow; the project's runs get longer
+needs_weights = pytest.mark.skipif(not (MODELS / "sij_disease_region_unet" / "model_1.pt").is_file(),
+                                   reason=f"published U-Net weights not found under {MODELS}")
+#: Demo STIR sessions (session: subject) the cluster runs: four, the first with a manual reference.
+SESSIONS = {"1003": "09", "1007": "11", "1012": "13", "1013": "14"}
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +53,8 @@ def test_profile(tmp_path_factory, slurm_cluster: SlurmCluster) -> Path:
     if slurm_cluster.nested_srun_reason:
         pytest.skip(f"workflow jobs cannot run on the test cluster: {slurm_cluster.nested_srun_reason}")
     profile = yaml.safe_load(PROFILE.read_text())
+    assert profile["set-resources"]["segment_disease_region"]["gres"] == "gpu:1"  # kept as it is
     for resources in profile.get("set-resources", {}).values():
-        resources.pop("gres", None)  # no GPUs on the test node: sbatch refuses a gres it has not
         if isinstance(resources.get("cpus_per_task"), int):
             resources["cpus_per_task"] = min(resources["cpus_per_task"], NODE_CPUS)
         if isinstance(resources.get("mem_mb"), int):
@@ -97,11 +108,23 @@ def test_batch_jobs_run_on_both_partitions(slurm_cluster: SlurmCluster, tmp_path
     # What the node can never give is refused at submission, not left pending.
     too_big = slurm_cluster.run(["sbatch", "-c", str(NODE_CPUS + 1), "--wrap", "true"], check=False)
     assert too_big.returncode != 0 and "More processors requested" in too_big.stderr
-    gres = slurm_cluster.run(["sbatch", "-p", "gpu", "--gres=gpu:1", "--wrap", "true"], check=False)
-    assert gres.returncode != 0 and "gres" in gres.stderr
-    # No accounting storage: sacct has nothing, which is why the profile's tests use squeue.
-    sacct = slurm_cluster.run(["sacct", "-j", jobs["cpu"]], check=False)
-    assert sacct.returncode != 0 and "accounting storage is disabled" in sacct.stderr
+    # The GPU (a gres without a device) is scheduled: the job gets it, SLURM tells CUDA so.
+    gpu = slurm_cluster.sbatch("-p", "gpu", "--gres=gpu:1", "-o", str(tmp_path / "gres.out"),
+                               "--wrap", "echo $CUDA_VISIBLE_DEVICES")
+    assert slurm_cluster.wait_job(gpu) == "COMPLETED"
+    assert (tmp_path / "gres.out").read_text().split() == ["0"]
+    shown = slurm_cluster.run(["scontrol", "show", "job", gpu]).stdout
+    assert "TresPerNode=gres:gpu:1" in shown and "gres/gpu=1" in shown
+    two = slurm_cluster.run(["sbatch", "-p", "gpu", "--gres=gpu:2", "--wrap", "true"], check=False)
+    assert two.returncode != 0  # the node has one
+    # Accounting: every job is in the database, the GPU in its allocated TRES.
+    accounted = {row["JobIDRaw"]: row for row in slurm_cluster.accounting(
+        "-j", ",".join([*jobs.values(), failing, gpu]))}
+    assert {j: accounted[j]["State"] for j in (*jobs.values(), failing, gpu)} == {
+        jobs["cpu"]: "COMPLETED", jobs["gpu"]: "COMPLETED", failing: "FAILED", gpu: "COMPLETED"}
+    assert accounted[failing]["ExitCode"] == "3:0"
+    assert "gres/gpu=1" in accounted[gpu]["AllocTRES"]
+    assert "gres/gpu" not in accounted[jobs["gpu"]]["AllocTRES"]
 
 
 # ---------------------------------------------------------------------------------------- (b)
@@ -141,62 +164,163 @@ def test_two_rule_workflow_runs_as_slurm_jobs(slurm_cluster: SlurmCluster, test_
     run_id = re.search(r"SLURM run ID: (\S+)", proc.stderr).group(1)
     named = slurm_cluster.run(["squeue", "--noheader", "--states=all", "--name", run_id, "-o", "%i|%T"])
     assert set(named.stdout.split()) == {f"{job_a}|COMPLETED", f"{job_b}|COMPLETED"}
+    # The plugin's default status check, sacct, is what told snakemake the jobs ended.
+    assert "slurm-status-command" not in yaml.safe_load((test_profile / "config.yaml").read_text())
+    assert {(r["JobIDRaw"], r["State"]) for r in slurm_cluster.accounting("--name", run_id)} == {
+        (job_a, "COMPLETED"), (job_b, "COMPLETED")}
     assert elapsed < SNAKEMAKE_TIMEOUT_S
 
 
 # ---------------------------------------------------------------------------------------- (c)
-def published_1003() -> dict[str, str]:
+def published(session: str) -> dict[str, str]:
     with (SHARED / "data" / "bone_mri" / "reference_values.csv").open() as fh:
-        return next(row for row in csv.DictReader(fh) if row["scan_id"] == "1003")
+        return next(row for row in csv.DictReader(fh) if row["scan_id"] == session)
 
 
-@pytest.mark.skipif(not (MODELS / "sij_disease_region_unet" / "model_1.pt").is_file(),
-                    reason=f"published U-Net weights not found under {MODELS}")
-def test_project_workflow_on_one_demo_session(slurm_cluster: SlurmCluster, test_profile: Path,
-                                              data_dir: Path, tmp_path: Path):
-    """Session 1003 (manual normal-marrow reference, R11's mask as the cleaned stand-in) through
-    every stage on the cluster: pulls (one grouped job), the U-Net on the `gpu` partition, the
-    per-session group after it, and the cohort tables on the submitting host."""
-    sheet = tmp_path / "sessions.csv"
-    sheet.write_text("subject,session,timepoint,stir,t1w,normal_marrow\n"
-                     "09,1003,pre,stir/1003_STIR.nii.gz,t1w/1003_T1W.nii.gz,"
-                     "normal_marrow/1003_normal_marrow.nii.gz\n")
+def demo_config(folder: Path, data_dir: Path, sessions: dict[str, str]) -> Path:
+    """The demo site with only ``sessions`` (STIR + T1W + manual reference) and reader R11."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sheet = folder / "sessions.csv"
+    rows = [f"{subject},{session},pre,stir/{session}_STIR.nii.gz,t1w/{session}_T1W.nii.gz,"
+            + (f"normal_marrow/{session}_normal_marrow.nii.gz"
+               if (data_dir / "normal_marrow" / f"{session}_normal_marrow.nii.gz").is_file() else "")
+            for session, subject in sessions.items()]
+    sheet.write_text("subject,session,timepoint,stir,t1w,normal_marrow\n" + "\n".join(rows) + "\n")
     site = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())["sites"][0]
     site["source"].update(root=str(data_dir), sheet=str(sheet),
                           readers={"R11": site["source"]["readers"]["R11"]})
-    config = tmp_path / "config.yaml"
+    config = folder / "config.yaml"
     config.write_text(yaml.safe_dump({"sites": [site]}))
-    run = tmp_path / "run"
+    return config
+
+
+def session_results(run: Path, sessions: dict[str, str]) -> dict[str, tuple]:
+    """What must not depend on the executor: disease-region and proposal voxels, thresholds, VHI."""
+    out = {}
+    for session, subject in sessions.items():
+        folder = run / "work" / "demo" / subject / session
+        region = np.asanyarray(nib.load(folder / "disease_region.nii.gz").dataobj)
+        proposal = json.loads((folder / "proposal.json").read_text())
+        vhi = json.loads((folder / "vhi.json").read_text())
+        out[session] = (int(region.sum()), proposal["voxels"]["label_ge1"], proposal["lower"],
+                        proposal["upper"], vhi["voxels"], vhi["vhi_ml"])
+    return out
+
+
+def segmentation_jobs(logs: Path) -> list[str]:
+    return sorted(p.stem for p in logs.glob("group_segment_*/**/*.log"))
+
+
+@needs_weights
+def test_demo_sessions_on_the_cluster_equal_the_local_run(
+        slurm_cluster: SlurmCluster, test_profile: Path, data_dir: Path, tmp_path: Path):
+    """Four demo STIR sessions through every stage on the cluster: pulls (grouped jobs), the
+    U-Net as GPU batches on the `gpu` partition with one worker per batch, the per-session
+    group after it, the cohort tables on the submitting host; then the same with the local
+    executor: the same numbers."""
+    config = demo_config(tmp_path, data_dir, SESSIONS)
+    run = tmp_path / "cluster"
+    started = time.monotonic()
     proc = run_snakemake(["--profile", str(test_profile), "--snakefile", str(PROJECT_ROOT / "Snakefile"),
-                          "--configfile", str(config)], run, timeout=200)
+                          "--configfile", str(config)], run, timeout=600)
+    cluster_s = time.monotonic() - started
     output = proc.stdout + proc.stderr
 
-    # Jobs ran on SLURM: the groups and the U-Net as their own SLURM jobs, in their partitions.
-    logs = run / ".snakemake" / "slurm_logs"
+    # Every job went through sbatch and is in the accounting database, none failed.
+    run_id = re.search(r"SLURM run ID: (\S+)", proc.stderr).group(1)
+    accounted = {r["JobIDRaw"]: r for r in slurm_cluster.accounting("--name", run_id)}
     submitted = submitted_jobs(output)
-    assert len(submitted) == 3, output[-3000:]  # group pull, segment_disease_region, group after
-    # group folders are named group_{group}_{rules}: group_pull_pull_scan, group_after_collect_...
-    assert sorted(p.name.split("_")[1] if p.name.startswith("group_") else p.name
-                  for p in logs.iterdir()) == ["after", "pull", "rule_segment_disease_region"]
-    assert sorted(p.stem for p in logs.rglob("*.log")) == sorted(submitted.values())
-    segment_job = next(p.stem for p in (logs / "rule_segment_disease_region").rglob("*.log"))
-    partition = slurm_cluster.run(["squeue", "--noheader", "--states=all", "-j", segment_job, "-o", "%P|%T"])
-    assert partition.stdout.split() == ["gpu|COMPLETED"]
+    assert sorted(accounted) == sorted(submitted.values()), output[-3000:]
+    assert {r["State"] for r in accounted.values()} == {"COMPLETED"}
 
-    # The proposal: thresholds from the manual reference are the published ones; its voxels
-    # are those of the U-Net's own disease region (the published 6031 is on the published
-    # region, which the ensemble reproduces to Dice ~0.98), so within 1 % of it.
-    session = run / "work" / "demo" / "09" / "1003"
-    proposal = json.loads((session / "proposal.json").read_text())
-    published = published_1003()
+    # The segmentations ran as batches: fewer GPU jobs than sessions, each with the GPU.
+    logs = run / ".snakemake" / "slurm_logs"
+    batch = yaml.safe_load(PROFILE.read_text())["group-components"]["segment"]
+    segment_jobs = segmentation_jobs(logs)
+    assert len(segment_jobs) == math.ceil(len(SESSIONS) / batch) < len(SESSIONS)
+    for job in segment_jobs:
+        assert accounted[job]["Partition"] == "gpu"
+        assert "gres/gpu=1" in accounted[job]["AllocTRES"]
+    assert all("gres/gpu" not in r["AllocTRES"] for j, r in accounted.items() if j not in segment_jobs)
+    # One ensemble load per batch, every session its own log; no GPU: the CPU, said so.
+    workers = set()
+    for session, subject in SESSIONS.items():
+        text = (run / "logs" / "demo" / subject / session / "segment_disease_region.log").read_text()
+        workers.add(re.search(r"served by segmentation worker pid (\d+) on cpu", text).group(1))
+        assert "device auto: no usable CUDA device, fell back to the CPU although a GPU was " \
+               "reserved" in text, text
+    assert len(workers) == len(segment_jobs)
+
+    # The same sessions with the local executor give the same numbers.
+    local = tmp_path / "local"
+    started = time.monotonic()
+    run_snakemake(["--profile", str(LOCAL_PROFILE), "--snakefile", str(PROJECT_ROOT / "Snakefile"),
+                   "--configfile", str(config)], local, timeout=600)
+    local_s = time.monotonic() - started
+    assert session_results(run, SESSIONS) == session_results(local, SESSIONS)
+    read = {name: pd.read_csv(folder / "results" / "cohort_vhi.csv", dtype={"session": str})
+            .set_index("session")[["vhi_voxels", "vhi_ml", "proposal_voxels"]].sort_index()
+            for name, folder in (("cluster", run), ("local", local))}
+    pd.testing.assert_frame_equal(read["cluster"], read["local"])
+    # Published thresholds where the reference is the manual one (session 1003).
+    proposal = json.loads((run / "work/demo/09/1003/proposal.json").read_text())
     assert proposal["reference"]["mode"] == "manual"
-    assert proposal["lower"] == pytest.approx(float(published["lower"]), abs=1e-6)
-    assert proposal["upper"] == pytest.approx(float(published["upper"]), abs=1e-6)
-    labels = np.asanyarray(nib.load(session / "proposal.nii.gz").dataobj)
-    assert int(np.count_nonzero(labels >= 1)) == proposal["voxels"]["label_ge1"]
-    assert proposal["voxels"]["label_ge1"] == pytest.approx(int(published["proposal_voxels_label_ge1"]),
-                                                            rel=0.01)
+    assert proposal["lower"] == pytest.approx(float(published("1003")["lower"]), abs=1e-6)
+    assert proposal["upper"] == pytest.approx(float(published("1003")["upper"]), abs=1e-6)
+    print(f"demo ({len(SESSIONS)} sessions): cluster {cluster_s:.1f} s, local {local_s:.1f} s")
+
+
+# ---------------------------------------------------------------------------------------- (d)
+@needs_weights
+def test_cancelled_segmentation_leaves_nothing_half_written_and_the_rerun_completes(
+        slurm_cluster: SlurmCluster, test_profile: Path, data_dir: Path, tmp_path: Path):
+    sessions = {"1003": "09"}
+    config = demo_config(tmp_path, data_dir, sessions)
+    run = tmp_path / "run"
+    # snakemake-executor-plugin-slurm 2.8.0 reads sacct's state of a cancelled job, "CANCELLED by
+    # <uid>", as still running, and waits forever; squeue says "CANCELLED" (docs/usage.md).
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    settings = yaml.safe_load((test_profile / "config.yaml").read_text())
+    (profile / "config.yaml").write_text(yaml.safe_dump({**settings, "slurm-status-command": "squeue"}))
+    args = ["--profile", str(profile), "--snakefile", str(PROJECT_ROOT / "Snakefile"),
+            "--configfile", str(config)]
+    segment_log = run / "logs" / "demo" / "09" / "1003" / "segment_disease_region.log"
+    with (tmp_path / "first.log").open("w") as out:
+        first = subprocess.Popen([sys.executable, "-m", "snakemake", "--directory", str(run), *args],
+                                 env=workflow_env(), stdout=out, stderr=subprocess.STDOUT)
+        try:
+            # Mid-run: the segmentation job has asked its worker for the scan.
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and "segmentation worker" not in (
+                    segment_log.read_text() if segment_log.is_file() else ""):
+                assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+                time.sleep(0.2)
+            running = slurm_cluster.run(["squeue", "--noheader", "-p", "gpu", "-t", "R", "-o", "%i"])
+            (job,) = running.stdout.split()
+            slurm_cluster.run(["scancel", job])
+            # The plugin notices at its next status check: its interval grows by 10 s per
+            # check while nothing ends, up to 180 s.
+            assert first.wait(timeout=300) != 0
+        finally:
+            if first.poll() is None:
+                first.kill()
+    assert slurm_cluster.wait_job(job) == "CANCELLED" or \
+        slurm_cluster.accounting("-j", job)[0]["State"].startswith("CANCELLED")
+    session = run / "work" / "demo" / "09" / "1003"
+    assert not half_written(run / "work")
+    assert not (session / "proposal.nii.gz").exists()
+
+    # The same command run again completes the session: the failed run wrote only
+    # results/partial/, never the targets of `rule all`.
+    assert not (run / "results" / "cohort_vhi.csv").exists()
+    proc = run_snakemake(args, run, timeout=400)
+    assert "segment_disease_region" in proc.stdout + proc.stderr
+    proposal = json.loads((session / "proposal.json").read_text())
+    assert proposal["lower"] == pytest.approx(float(published("1003")["lower"]), abs=1e-6)
+    assert proposal["voxels"]["label_ge1"] == pytest.approx(
+        int(published("1003")["proposal_voxels_label_ge1"]), rel=0.01)
     vhi = json.loads((session / "vhi.json").read_text())
     r11 = np.asanyarray(nib.load(data_dir / "inflammation" / "R11" / "1003_inflammation_R11.nii.gz").dataobj)
     assert vhi["voxels"] == int(np.count_nonzero(r11))
-    assert (run / "results" / "cohort_vhi.csv").is_file()
+    assert not half_written(run / "work", run / "results")

@@ -4,14 +4,16 @@ Everything the cluster owns lives under one folder: its own munge key and ``mung
 log and seed files), ``slurm.conf``, the controller's state, the node's spool, logs and pid files.
 Ports are picked free on loopback, so it never collides with a site cluster or a second test run.
 The node is this host (``hostname -s``) with 2 CPUs, in two partitions on the same node: ``cpu``
-(default) and ``gpu`` (no real GPU and no gres: sbatch refuses a job that asks for ``--gres``).
+(default) and ``gpu``. The node declares one GPU as a generic resource (``GresTypes=gpu``, node
+``Gres=gpu:1``, ``gres.conf`` with ``AutoDetect=off`` and ``File=/dev/null``): there is no real GPU,
+but a job's ``--gres=gpu:1`` is scheduled, accounted (``gres/gpu`` in its TRES) and visible in
+``scontrol show job``, as on a GPU cluster; jobs that ask for it run one at a time.
 
-There is no accounting database: ``AccountingStorageType=accounting_storage/none``, so ``sacct``
-has nothing to report. snakemake-executor-plugin-slurm 2.8.0 supports ``status_command: squeue``
-(``squeue --states=all --name <run id>``); it keeps squeue only while ``MinJobAge`` is at least three
-times ``init_seconds_before_status_checks`` and otherwise falls back to ``sacct``. The cluster keeps
-finished jobs in the controller for ``MinJobAge=300`` s, so squeue sees them end. See
-``SNAKEMAKE_SLURM_SETTINGS``.
+Accounting as real clusters have it: ``slurmdbd`` with a MariaDB server of the cluster's own
+(``mariadb-install-db`` into the folder, ``mariadbd`` on a free loopback port, a random password
+for slurmdbd's database user), so ``sacct`` reports every job, and the executor plugin's default
+status check (``sacct``) is the one tested. ``squeue`` stays usable (``MinJobAge=300`` s keeps
+finished jobs in the controller), the documented fallback for clusters without accounting.
 
 Inside a job, snakemake-executor-plugin-slurm-jobstep (0.6.1) runs the rule through ``srun`` with
 every ``SLURM_*`` variable but the job's ids removed, SLURM_CONF included (upstream issue
@@ -46,8 +48,10 @@ import pytest
 
 log = logging.getLogger(__name__)
 
-DAEMONS = ("munged", "slurmctld", "slurmd")
-CLIENTS = ("sbatch", "squeue", "sinfo", "scancel", "scontrol", "sacct")
+DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd")
+CLIENTS = ("sbatch", "squeue", "sinfo", "scancel", "scontrol", "sacct", "sacctmgr",
+           "mariadb-install-db", "mariadb")
+NODE_GPUS = 1
 NODE_CPUS = 2
 MIN_JOB_AGE_S = 300  # SLURM's default; the plugin's squeue status check needs >= 3 × its poll interval
 START_TIMEOUT_S = 60.0
@@ -56,11 +60,10 @@ CONFIGLESS_LINK = Path("/run/slurm/conf")  # where clients look after SLURM_CONF
 STOP_TIMEOUT_S = 20.0
 
 # Executor settings for `snakemake --executor slurm` against this cluster (profile keys; the CLI
-# options are the same with a leading --): status through squeue, as there is no accounting
-# database; no account (sacctmgr has nothing either); a short first poll, 3 × 2 s < MinJobAge so the
-# plugin keeps squeue instead of falling back to sacct; SLURM logs kept for the tests to read.
+# options are the same with a leading --): the plugin's default status check (sacct, against the
+# accounting database); no account (the test cluster has no associations); a short first poll;
+# SLURM logs kept for the tests to read.
 SNAKEMAKE_SLURM_SETTINGS = {
-    "slurm-status-command": "squeue",
     "slurm-no-account": True,
     "slurm-init-seconds-before-status-checks": 2,
     "slurm-keep-successful-logs": True,
@@ -79,8 +82,8 @@ def unavailable_reason() -> str | None:
     """Why a test cluster cannot be started here, or None if it can."""
     missing = [b for b in (*DAEMONS, "munge", *CLIENTS) if shutil.which(b) is None and not _sbin(b)]
     if missing:
-        return (f"SLURM/munge binaries not found: {', '.join(missing)} "
-                "(install slurm-wlm and munge: scripts/install-system-packages.sh)")
+        return (f"SLURM/munge/MariaDB binaries not found: {', '.join(missing)} (install slurm-wlm, "
+                "munge, slurmdbd and mariadb-server: scripts/install-system-packages.sh)")
     if os.geteuid() != 0:
         return "a test SLURM cluster needs root (slurmd runs jobs as their owner)"
     return None
@@ -159,7 +162,8 @@ class SlurmCluster:
         self.munge_socket = self.root / "munge" / "munge.socket"
         self.munge_key = self.root / "munge" / "munge.key"
         self.logs = self.root / "log"
-        self.ctld_port, self.slurmd_port = _free_ports(2)
+        self.ctld_port, self.slurmd_port, self.dbd_port, self.db_port = _free_ports(4)
+        self.db_socket = self.root / "db" / "mariadb.sock"
         self.real_memory_mb = max(512, int(_memory_mb() * 0.9))
         self._procs: dict[str, subprocess.Popen] = {}
         self._linked = self._made_run_dir = False
@@ -193,7 +197,7 @@ class SlurmCluster:
         reason = unavailable_reason()
         if reason:
             raise SlurmUnavailableError(reason)
-        for sub in ("etc", "munge", "state", "spool", "log", "run"):
+        for sub in ("etc", "munge", "state", "spool", "log", "run", "db"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         # munged insists that every folder above its socket is searchable by all, and that
         # the key is private to its owner.
@@ -201,6 +205,7 @@ class SlurmCluster:
             folder.chmod(0o755)
         self._start_munged()
         self._write_conf()
+        self._start_accounting()
         self._start_daemon("slurmctld")
         self._wait_for(self._controller_up, "slurmctld to answer `scontrol ping`")
         self._start_daemon("slurmd", "-N", self.node)
@@ -234,6 +239,61 @@ class SlurmCluster:
                               capture_output=True, timeout=10, check=False)
         return back.returncode == 0
 
+    def _start_accounting(self) -> None:
+        """MariaDB and slurmdbd of the cluster's own, and the cluster registered in them."""
+        data = self.root / "db" / "data"
+        install = subprocess.run(
+            [_exe("mariadb-install-db"), "--no-defaults", f"--datadir={data}", "--user=root",
+             "--auth-root-authentication-method=socket", "--skip-test-db", "--skip-name-resolve"],
+            capture_output=True, text=True, timeout=120, check=False)
+        if install.returncode != 0:
+            raise SlurmStartError(f"mariadb-install-db failed:\n{install.stdout}{install.stderr}")
+        self._procs["mariadbd"] = subprocess.Popen(
+            [_exe("mariadbd"), "--no-defaults", f"--datadir={data}", "--user=root",
+             f"--socket={self.db_socket}", f"--port={self.db_port}", "--bind-address=127.0.0.1",
+             f"--pid-file={self.root / 'run' / 'mariadbd.pid'}",
+             f"--log-error={self.logs / 'mariadbd.log'}", "--skip-name-resolve", "--skip-log-bin",
+             "--innodb-buffer-pool-size=32M"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        self._wait_for(self._db_up, "mariadbd to answer on its socket")
+        password = secrets.token_hex(16)
+        self._sql(f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{password}'; "
+                  "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';")
+        dbd_conf = self.conf.parent / "slurmdbd.conf"
+        dbd_conf.touch(mode=0o600)  # slurmdbd refuses a config others can read (the password)
+        dbd_conf.write_text("\n".join([
+            "AuthType=auth/munge", f"AuthInfo=socket={self.munge_socket}",
+            "DbdHost=localhost", f"DbdPort={self.dbd_port}", "SlurmUser=root",
+            f"PidFile={self.root / 'run' / 'slurmdbd.pid'}", f"LogFile={self.logs / 'slurmdbd.log'}",
+            "DebugLevel=info", "StorageType=accounting_storage/mysql",
+            "StorageHost=127.0.0.1", f"StoragePort={self.db_port}", "StorageUser=slurm",
+            f"StoragePass={password}", "StorageLoc=slurm_acct_db"]) + "\n")
+        self._procs["slurmdbd"] = subprocess.Popen(
+            [_exe("slurmdbd"), "-D"], env=self.env, stdin=subprocess.DEVNULL,
+            stdout=(self.logs / "slurmdbd.stdout").open("w"), stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=self.root)
+        self._wait_for(self._dbd_up, "slurmdbd to answer sacctmgr")
+        self.run(["sacctmgr", "-i", "add", "cluster", self.cluster_name], timeout=30)
+
+    def _sql(self, statements: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([_exe("mariadb"), "--no-defaults", "-S", str(self.db_socket), "-u", "root",
+                               "-e", statements], capture_output=True, text=True, timeout=30, check=True)
+
+    def _db_up(self) -> bool:
+        self._check_alive("mariadbd")
+        if not self.db_socket.exists():
+            return False
+        try:
+            self._sql("SELECT 1")
+        except subprocess.CalledProcessError:
+            return False
+        return True
+
+    def _dbd_up(self) -> bool:
+        self._check_alive("slurmdbd")
+        return self.run(["sacctmgr", "-n", "show", "cluster"], check=False, timeout=10).returncode == 0
+
     def _write_conf(self) -> None:
         r = self.root
         plugstack = self.conf.parent / "plugstack.conf"
@@ -263,8 +323,14 @@ class SlurmCluster:
             "SelectTypeParameters=CR_Core_Memory",
             "SchedulerType=sched/backfill",
             "MpiDefault=none",
-            "AccountingStorageType=accounting_storage/none",
+            "AccountingStorageType=accounting_storage/slurmdbd",
+            "AccountingStorageHost=localhost",
+            f"AccountingStoragePort={self.dbd_port}",
+            # With MUNGE, the "password" to slurmdbd is the munged socket to use (ours).
+            f"AccountingStoragePass={self.munge_socket}",
+            "AccountingStorageTRES=gres/gpu",
             "JobAcctGatherType=jobacct_gather/none",
+            "GresTypes=gpu",
             "JobCompType=jobcomp/none",
             # Finished jobs stay visible to squeue this long: the plugin's status check.
             f"MinJobAge={MIN_JOB_AGE_S}",
@@ -277,12 +343,15 @@ class SlurmCluster:
             # The node reports what is configured here, not the hardware (a smaller test node).
             "SlurmdParameters=config_overrides",
             f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={NODE_CPUS} "
-            f"RealMemory={self.real_memory_mb} State=UNKNOWN",
+            f"RealMemory={self.real_memory_mb} Gres=gpu:{NODE_GPUS} State=UNKNOWN",
             f"PartitionName=cpu Nodes={self.node} Default=YES MaxTime=INFINITE State=UP",
-            # Same node, no gres: the GPU partition exists so `slurm_partition: gpu` is honoured.
+            # Same node: the GPU partition exists so `slurm_partition: gpu` is honoured.
             f"PartitionName=gpu Nodes={self.node} MaxTime=INFINITE State=UP",
         ]
         self.conf.write_text("\n".join(lines) + "\n")
+        # One GPU that is not there: scheduled and accounted, never opened by a job.
+        (self.conf.parent / "gres.conf").write_text(
+            f"AutoDetect=off\nNodeName={self.node} Name=gpu File=/dev/null\n")
 
     def _link_configless_cache(self) -> str | None:
         """Make /run/slurm/conf point at our config folder; None, or why jobs' srun cannot find it."""
@@ -345,8 +414,8 @@ class SlurmCluster:
     def diagnostics(self) -> str:
         """Log tails of every daemon and the current node state, for error messages."""
         parts = [_tail(self.logs / f) for f in
-                 ("munged.log", "munged.stderr", "slurmctld.log", "slurmctld.stdout",
-                  "slurmd.log", "slurmd.stdout")]
+                 ("munged.log", "munged.stderr", "mariadbd.log", "slurmdbd.log", "slurmdbd.stdout",
+                  "slurmctld.log", "slurmctld.stdout", "slurmd.log", "slurmd.stdout")]
         parts = [p for p in parts if p]
         if self.conf.exists():
             with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -366,7 +435,7 @@ class SlurmCluster:
                     if out.returncode != 0 or not out.stdout.strip():
                         break
                     time.sleep(0.5)
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
             proc = self._procs.pop(name, None)
             if proc is None:
                 continue
@@ -392,6 +461,13 @@ class SlurmCluster:
         """Submit a batch job (`sbatch --parsable ARGS`) and return its job id."""
         out = self.run(["sbatch", "--parsable", *args], cwd=cwd)
         return out.stdout.strip().split(";")[0]
+
+    def accounting(self, *args: str) -> list[dict[str, str]]:
+        """Jobs as the accounting database has them (``sacct -X``; one row per job, no steps)."""
+        fields = ("JobIDRaw", "JobName", "Partition", "State", "AllocTRES", "ExitCode")
+        out = self.run(["sacct", "-X", "--parsable2", "--noheader", "--allusers",
+                        "--starttime=now-6hours", f"--format={','.join(fields)}", *args])
+        return [dict(zip(fields, line.split("|"), strict=True)) for line in out.stdout.splitlines()]
 
     def job_state(self, job_id: str) -> str | None:
         """The job's state as squeue reports it (kept for MinJobAge after it ends), or None."""

@@ -1,4 +1,7 @@
 # Disease region (iliac + sacral bone) from the T1W by the published U-Net ensemble.
+# One job per session (its own outputs, log and failure); --worker loads the ensemble
+# once per job or run and serves every session's job from it (vhi.cli.worker). On SLURM
+# the profile groups N sessions into one GPU job (groups/group-components: segment).
 
 
 rule segment_disease_region:
@@ -16,4 +19,4 @@ rule segment_disease_region:
         LAYOUT.benchmark_pattern("segment_disease_region")
     shell:
         "vhi --no-progress segment --t1w {input.t1w:q} --out {output.mask:q}"
-        " --bundle {params.bundle:q} --device {params.device:q} > {log:q} 2>&1"
+        " --bundle {params.bundle:q} --device {params.device:q} --worker > {log:q} 2>&1"

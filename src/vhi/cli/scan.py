@@ -11,28 +11,63 @@ from typing import Any
 
 from vhi import api
 from vhi.errors import EXIT_INPUT, InputError, VhiError
+from vhi.fileio import sidecar_path
 from vhi.model.bundles import DEFAULT_BUNDLE
 
 log = logging.getLogger("vhi")
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    """Every scan with one model load; a scan that fails is logged and the others go on."""
+    """Every scan with one model load; a scan that fails is logged and the others go on.
+
+    With ``--worker`` the model is not loaded here: the job's segmentation worker
+    (:mod:`vhi.cli.worker`) holds it for every ``vhi segment`` process of the job or run.
+    """
     if len(args.t1w) != len(args.out):
         raise InputError("--out", f"{len(args.t1w)} --t1w given but {len(args.out)} --out")
     started = datetime.now(UTC)
-    ensemble = api.load_ensemble(args.bundle, device=args.device, batch_size=args.batch_size,
-                                 progress=args.progress)
+    scans = [(t1w, out) for t1w, out in zip(args.t1w, args.out, strict=True)
+             if not (args.skip_existing and out.is_file() and sidecar_path(out).is_file())]
+    if len(scans) < len(args.t1w):
+        log.info("%d of %d scans already segmented: skipped", len(args.t1w) - len(scans),
+                 len(args.t1w))
+    if args.worker:
+        from vhi.cli.worker import WorkerSpec, segment_with_worker
+
+        spec = WorkerSpec(args.bundle, args.device, args.batch_size)
+
+        def run(t1w: Path, out: Path) -> dict[str, Any]:
+            answer = segment_with_worker(spec, t1w, out, started=started)
+            log.info("served by segmentation worker pid %d on %s (scan %d of that worker; "
+                     "ensemble loaded once in %.1f s)", answer["pid"], answer["device"],
+                     answer["scans"], answer["load_s"])
+            if note := answer.get("device_note"):
+                log.log(logging.WARNING if "reserved" in note else logging.INFO, "%s", note)
+            return answer["sidecar"]
+    elif scans:
+        ensemble = api.load_ensemble(args.bundle, device=args.device, batch_size=args.batch_size,
+                                     progress=args.progress)
+
+        def run(t1w: Path, out: Path) -> dict[str, Any]:
+            return api.segment(t1w, out, ensemble=ensemble, started=started)
     failures = 0
-    for t1w, out in zip(args.t1w, args.out, strict=True):
+    for t1w, out in scans:
         try:
-            sidecar = api.segment(t1w, out, ensemble=ensemble, started=started)
+            sidecar = run(t1w, out)
         except VhiError as exc:
             failures += 1
             log.error("%s", exc)
             continue
-        log.info("%s: disease region %d voxels -> %s", Path(t1w).name, sidecar["voxels"], out)
+        log.info("%s: disease region %d voxels on %s -> %s", Path(t1w).name, sidecar["voxels"],
+                 sidecar.get("device", "?"), out)
     return EXIT_INPUT if failures else 0
+
+
+def cmd_segment_worker(args: argparse.Namespace) -> int:
+    from vhi.cli.worker import WorkerSpec, serve
+
+    return serve(args.socket, WorkerSpec(args.bundle, args.device, args.batch_size),
+                 idle_s=args.idle_timeout)
 
 
 def cmd_propose(args: argparse.Namespace) -> int:
@@ -75,7 +110,24 @@ def register(sub: Any) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--bundle", default=DEFAULT_BUNDLE, help="model bundle name")
     p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="leave scans whose mask and sidecar exist as they are")
+    p.add_argument("--worker", action="store_true",
+                   help="segment through this job's segmentation worker, which loads the "
+                        "ensemble once for every vhi segment process of the job (started if "
+                        "none runs; it exits when idle)")
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("segment-worker",
+                       help="serve segmentation requests with the ensemble loaded once "
+                            "(started by vhi segment --worker)")
+    p.add_argument("--socket", required=True, type=Path, help="Unix socket to listen on")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--bundle", default=DEFAULT_BUNDLE, help="model bundle name")
+    p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass")
+    p.add_argument("--idle-timeout", type=float, default=30.0,
+                   help="seconds without a request after which the worker exits")
+    p.set_defaults(func=cmd_segment_worker)
 
     p = sub.add_parser("propose", help="lesion proposal (labels 0/1/2) from STIR thresholds")
     p.add_argument("--stir", required=True, type=Path, help="STIR NIfTI")

@@ -35,6 +35,16 @@ DEFAULT_BATCH_CUDA = 32
 IN_PLANE_MULTIPLE = 8
 
 
+def fallback_note(requested: str, device: torch.device) -> str | None:
+    """Why ``auto`` ended on the CPU, louder where a GPU was reserved for the job."""
+    if requested != "auto" or device.type != "cpu":
+        return None
+    reserved = [f"{name}={os.environ[name]}" for name in
+                ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES") if os.environ.get(name)]
+    return ("device auto: no usable CUDA device, fell back to the CPU"
+            + (f" although a GPU was reserved ({', '.join(reserved)})" if reserved else ""))
+
+
 def choose_device(requested: str = "auto") -> torch.device:
     """``auto`` takes CUDA when available, else the CPU; ``cuda`` without a GPU is an error."""
     if requested == "auto":
@@ -85,6 +95,10 @@ class DiseaseRegionEnsemble:
                  batch_size: int | None = None, progress: bool = False) -> None:
         self.bundle = get_bundle(bundle) if isinstance(bundle, str) else bundle
         self.device = choose_device(device)
+        self.device_note = fallback_note(device, self.device)
+        if self.device_note:  # a warning where a GPU was reserved and is not usable
+            log.log(logging.WARNING if "reserved" in self.device_note else logging.INFO,
+                    "%s", self.device_note)
         self.batch_size = batch_size or (DEFAULT_BATCH_CUDA if self.device.type == "cuda"
                                          else DEFAULT_BATCH_CPU)
         self.progress = progress
