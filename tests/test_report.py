@@ -58,16 +58,17 @@ STATUS = [status_row("a", "01", "s1", "measured"),
 
 
 def render(cohort: list[dict[str, Any]] = COHORT, status: list[dict[str, Any]] = STATUS,
-           agreement: list[dict[str, Any]] = (), timepoints: list[str] = ("pre", "post")) -> str:
+           agreement: list[dict[str, Any]] = (), timepoints: list[str] = ("pre", "post"),
+           images: dict[str, dict[str, str]] | None = None) -> str:
     vhi = frame(cohort, VHI_COLUMNS)
     return render_report(cohort=vhi, change=change_table(vhi, timepoints),
                          agreement=frame(list(agreement), AGREEMENT_COLUMNS),
                          status=frame(status, STATUS_COLUMNS), description=DESCRIPTION,
-                         timepoints=timepoints)
+                         timepoints=timepoints, images=images)
 
 
 def row_html(page: str, attr: str, value: str) -> str:
-    match = re.search(rf'<tr {attr}="{re.escape(value)}"[^>]*>(.*?)</tr>', page)
+    match = re.search(rf'<tr [^>]*?\b{attr}="{re.escape(value)}"[^>]*>(.*?)</tr>', page)
     assert match, f"no row {attr}={value}"
     return match.group(1)
 
@@ -111,29 +112,40 @@ def test_state_counts_keeps_every_state_in_pipeline_order() -> None:
     assert counts["total"].sum() == len(STATUS)
 
 
-def test_one_bar_per_measured_session_with_the_tables_rounding() -> None:
+def svg_of(page: str, label: str) -> str:
+    match = re.search(rf'<svg [^>]*aria-label="{re.escape(label)}">.*?</svg>', page)
+    assert match, f"no plot {label!r}"
+    return match.group(0)
+
+
+def test_vhi_per_site_as_boxes_and_every_session_in_the_table() -> None:
     page = render()
-    assert page.count('class="bar"') == len(COHORT)
+    boxes = svg_of(page, "VHI per site")
+    assert boxes.count('class="box"') == 2  # one per site, not one bar per session
+    assert "a: n=2, median 0.62" in boxes and "b: n=1, median 12.00" in boxes
+    assert boxes.index(">a (n=2)</text>") < boxes.index(">b (n=1)</text>")
     for r in COHORT:
         shown = fmt_ml(r["vhi_ml"])
         assert shown == f"{r['vhi_ml']:.2f}"
         session = f"{r['site']}/{r['subject']}/{r['session']}"
-        assert f"<title>{session}: {shown} ml</title></rect>" in page  # the bar
-        assert re.search(rf'<text class="value" [^>]*>{re.escape(shown)}</text>', page)  # its label
-        assert f'<td class="num">{shown}</td>' in row_html(page, "data-session", session)
+        assert f"<title>{session}: {shown} ml</title>" in boxes  # its point on the site's box
+        assert f'<td class="num vhi">{shown}</td>' in row_html(page, "data-key", session)
+    hist = svg_of(page, "VHI histogram per site")
+    assert hist.count('class="hbar"') == 3  # three sessions in three distinct bins
     assert "1.23</td>" in page and "0.00</td>" in page and "12.00</td>" in page
-    # grouped by site: site a's bars come before site b's
-    assert page.index("<title>a/01/s2:") < page.index("site b</text>") < page.index("<title>b/07/s7:")
 
 
 def test_proposal_scatter_and_change_plot() -> None:
     page = render()
-    assert page.count('class="point"') == len(COHORT)
-    assert "proposal 2.50 ml, cleaned 1.23 ml" in page
-    assert page.count('class="subject"') == 1  # only subject a/01 has two timepoints
+    scatter = svg_of(page, "proposal vs cleaned VHI")
+    assert scatter.count('class="point"') == len(COHORT)
+    assert "proposal 2.50 ml, cleaned 1.23 ml" in scatter
+    change = svg_of(page, "VHI change per subject")
+    assert change.count('class="subject"') == 1  # only subject a/01 has two timepoints
+    assert "<title>a/01: pre to post: -1.23 ml</title>" in change
     assert "Change per subject (1 pairs)" in page
     assert '<td class="num">-1.23</td>' in page  # 0.00 - 1.23
-    assert "a/01/s1 (pre): 1.23 ml" in page and "a/01/s2 (post): 0.00 ml" in page
+    assert "a/01/s1 (pre): 1.23 ml" in change and "a/01/s2 (post): 0.00 ml" in change
 
 
 def test_change_plot_follows_each_subject_across_its_timepoints() -> None:
@@ -156,11 +168,12 @@ def test_strings_from_data_are_escaped() -> None:
     agreement = [{"site": "a", "subject": "01", "session": EVIL, "timepoint": "pre",
                   "reader": "<R1>", "dice": 0.5, "volume_similarity": 0.9}]
     page = render(cohort, status, agreement)
-    assert "<script" not in page and "<b>" not in page and "<i>" not in page and "<R1>" not in page
+    assert EVIL not in page and "<b>" not in page and "<i>" not in page and "<R1>" not in page
+    assert page.count("<script") == 1  # the page's own
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
     assert "cannot read &lt;script&gt;" in page and "&amp; more" in page
     assert "&lt;R1&gt;" in page and '"&quot;&gt;&lt;b&gt;"' not in page
-    assert page.count('class="bar"') == 1
+    assert svg_of(page, "VHI per site").count('class="box"') == 1
 
 
 def test_empty_cohort() -> None:
@@ -168,7 +181,7 @@ def test_empty_cohort() -> None:
     assert RESEARCH_USE in page
     assert "No sessions in the sheet." in page
     assert "No session is measured yet" in page and "no change to show" in page
-    assert 'class="bar"' not in page
+    assert 'class="box"' not in page
 
 
 def test_cohort_with_failures_only() -> None:
@@ -181,7 +194,7 @@ def test_cohort_with_failures_only() -> None:
     assert (counts["failed"], counts["pending"], counts["measured"], counts["total"]) == (1, 1, 0, 2)
     assert "Failed sessions (1)" in page and "Awaiting cleaning (0)" in page
     assert "session a/01/s1: T1W /t: file not found" in page
-    assert 'class="bar"' not in page and 'class="total"' not in page  # one site: no total row
+    assert 'class="box"' not in page and 'class="total"' not in page  # one site: no total row
 
 
 def test_agreement_summary_per_reader() -> None:
@@ -193,10 +206,14 @@ def test_agreement_summary_per_reader() -> None:
 
 
 def test_page_is_self_contained() -> None:
-    page = render()
+    page = render(images={"a/01/s1": {"image": "qc/a/01/s1/qc.png"}})
     without_namespace = page.replace('xmlns="http://www.w3.org/2000/svg"', "")
-    for needle in ("http://", "https://", "<script", "<link", " src=", "@import", "url("):
-        assert needle not in without_namespace, needle
+    for needle in ("http://", "https://", "<link", "@import", "url(", "//"):
+        assert needle not in without_namespace.replace("// ", ""), needle
+    # one inline script (allowed by its hash), images only from the page's own folder
+    assert page.count("<script") == 1 and "<script src" not in page
+    assert "script-src 'sha256-" in page and "img-src 'self' data:" in page
+    assert re.findall(r' src="([^"]*)"', page) == ["qc/a/01/s1/qc.png"]
 
 
 def test_write_results_writes_the_report_from_the_same_tables(synthetic_cohort: SyntheticCohort,
@@ -210,8 +227,8 @@ def test_write_results_writes_the_report_from_the_same_tables(synthetic_cohort: 
     for session in ("s1", "s2", "s4"):  # every session is named (in the list of every session)
         assert f'<td class="">{session}</td>' in page
     cohort = pd.read_csv(Path(layout.results) / "cohort_vhi.csv")
-    assert page.count('class="bar"') == len(cohort) == 1
-    assert f'<td class="num">{fmt_ml(cohort["vhi_ml"].iloc[0])}</td>' in page
+    assert len(cohort) == 1
+    assert f'<td class="num vhi">{fmt_ml(cohort["vhi_ml"].iloc[0])}</td>' in page
     stir = c.planned("s4").session.scans["stir"]
     assert "<x>" in stir and "<x>" not in page
     assert f"session a/03/s4: STIR {html.escape(stir)}: file not found" in page

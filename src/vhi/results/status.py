@@ -73,3 +73,16 @@ def session_status(p: PlannedSession, layout: Layout) -> dict[str, str]:
 def status_table(plan: Sequence[PlannedSession], layout: Layout) -> pd.DataFrame:
     """One row per planned session (every session of the sheet, none dropped)."""
     return pd.DataFrame([session_status(p, layout) for p in plan], columns=COLUMNS, dtype=object)
+
+
+def state_counts(status: pd.DataFrame) -> pd.DataFrame:
+    """Sessions per state (columns, pipeline order; ``total`` last) and site (rows)."""
+    extra = sorted(set(status["state"].astype(str)) - set(STATES)) if len(status) else []
+    columns = [*STATES, *extra]
+    if status.empty:
+        return pd.DataFrame(columns=[*columns, "total"], dtype=int)
+    counts = (pd.crosstab(status["site"].astype(str), status["state"].astype(str))
+              .reindex(columns=columns, fill_value=0))
+    counts["total"] = counts.sum(axis=1)
+    counts.index.name = "site"
+    return counts.astype(int)

@@ -28,7 +28,7 @@ from vhi.cohort.layout import Layout
 from vhi.cohort.plan import PlannedSession
 from vhi.fileio import atomic_path, save_json
 from vhi.provenance import git_commit
-from vhi.results.report import write_report
+from vhi.results.report import publish_qc_images, write_report
 from vhi.results.status import status_table
 
 log = logging.getLogger(__name__)
@@ -209,8 +209,9 @@ def write_results(plan: Sequence[PlannedSession], layout: Layout, timepoints: Se
     _write_csv(status, layout.result("status"))
     save_json(description, layout.result("description"))
     # last: the report is drawn from the same frames, after every table is safely written
+    images = publish_qc_images(plan, layout)
     write_report(layout.result("report"), cohort=cohort, change=change, agreement=agreement,
-                 status=status, description=description, timepoints=timepoints)
+                 status=status, description=description, timepoints=timepoints, images=images)
     log.info("results: %d measured of %d sessions -> %s", len(cohort), len(plan), layout.results)
     return status
 

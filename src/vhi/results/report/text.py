@@ -37,6 +37,12 @@ def fmt_ml(value: Any) -> str:
     return fmt(value, ML_DECIMALS)
 
 
+def signed_ml(value: Any) -> str:
+    """A change in ml with its sign (``+0.50``, ``-1.23``), as the report prints it."""
+    result = number(value)
+    return "–" if result is None else f"{result:+.{ML_DECIMALS}f}"
+
+
 def fmt(value: Any, decimals: int) -> str:
     """A number to ``decimals`` places; "–" when missing."""
     result = number(value)
