@@ -233,3 +233,26 @@ def test_write_results_writes_the_report_from_the_same_tables(synthetic_cohort: 
     assert "<x>" in stir and "<x>" not in page
     assert f"session a/03/s4: STIR {html.escape(stir)}: file not found" in page
     assert not list(Path(layout.results).glob(".*part*"))
+
+
+def test_qc_images_are_copied_next_to_the_report_and_linked_relatively(
+        synthetic_cohort: SyntheticCohort, tmp_path: Path) -> None:
+    c = synthetic_cohort
+    results = tmp_path / "results"
+    layout = c.layout_with_results(results)
+    write_results(c.plan, layout, ["pre", "post"], "m")
+    page = (results / "report.html").read_text()
+    links = set(re.findall(r' (?:src|href)="([^"]*)"', page))
+    expected = {"qc/a/01/s1/qc_cleaned.png", "qc/a/01/s1/qc.png", "qc/a/01/s2/qc.png",
+                "qc/a/02/s3/qc.png"}  # s4 failed before any image, s5 never ran
+    assert links == expected
+    for rel in expected:
+        session = c.planned(rel.split("/")[3]).session
+        copy, original = results / rel, c.layout.work_file(session, Path(rel).name)
+        assert copy.read_bytes() == original.read_bytes()
+    assert 'alt="QC image of a/01/s1"' in page and "before cleaning</a>" in page
+    assert "no image" in row_html(page, "data-key", "a/03/s4")  # the failed session
+    # a second write copies nothing that did not change
+    stamp = (results / "qc/a/01/s2/qc.png").stat().st_mtime_ns
+    write_results(c.plan, layout, ["pre", "post"], "m")
+    assert (results / "qc/a/01/s2/qc.png").stat().st_mtime_ns == stamp
