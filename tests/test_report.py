@@ -4,6 +4,7 @@ cohort (no workflow)."""
 from __future__ import annotations
 
 import html
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,19 @@ def row_html(page: str, attr: str, value: str) -> str:
     return match.group(1)
 
 
+def session_data(page: str) -> dict[str, dict[str, str]]:
+    """The session table's rows (its JSON data block), by ``site/subject/session``."""
+    block = re.search(r'<script type="application/json" id="session-data">(.*?)</script>', page)
+    assert block, "no session data"
+    data = json.loads(block.group(1))
+    rows = [dict(zip(data["fields"], row, strict=True)) for row in data["rows"]]
+    return {f"{r['site']}/{r['subject']}/{r['session']}": r for r in rows}
+
+
+def without_script(page: str) -> str:
+    return re.sub(r"<script>.*?</script>", "", page, flags=re.S)
+
+
 def count_cells(row: str) -> dict[str, int]:
     """The per-state counts of one row of the status table (state order, then total)."""
     cells = re.findall(r'<td class="num[^"]*">(\d+)</td>', row)
@@ -129,10 +143,20 @@ def test_vhi_per_site_as_boxes_and_every_session_in_the_table() -> None:
         assert shown == f"{r['vhi_ml']:.2f}"
         session = f"{r['site']}/{r['subject']}/{r['session']}"
         assert f"<title>{session}: {shown} ml</title>" in boxes  # its point on the site's box
-        assert f'<td class="num vhi">{shown}</td>' in row_html(page, "data-key", session)
+        assert session_data(page)[session]["vhi_ml"] == shown
     hist = svg_of(page, "VHI histogram per site")
     assert hist.count('class="hbar"') == 3  # three sessions in three distinct bins
-    assert "1.23</td>" in page and "0.00</td>" in page and "12.00</td>" in page
+    rows = session_data(page)
+    assert list(rows) == [f"{r['site']}/{r['subject']}/{r['session']}" for r in STATUS]
+    assert rows["a/02/s3"]["vhi_ml"] == "" and rows["a/02/s3"]["state"] == "failed"
+    assert rows["a/01/s1"]["proposal_ml"] == "2.50" and rows["a/01/s1"]["reference_mode"] == "manual"
+
+
+def test_session_data_cannot_close_its_element() -> None:
+    page = render(status=[status_row("a", "01", "s1", "failed", reason="</script><b>x</b>")],
+                  cohort=[])
+    assert "</script><b>" not in page
+    assert session_data(page)["a/01/s1"]["reason"] == "</script><b>x</b>"
 
 
 def test_proposal_scatter_and_change_plot() -> None:
@@ -169,7 +193,7 @@ def test_strings_from_data_are_escaped() -> None:
                   "reader": "<R1>", "dice": 0.5, "volume_similarity": 0.9}]
     page = render(cohort, status, agreement)
     assert EVIL not in page and "<b>" not in page and "<i>" not in page and "<R1>" not in page
-    assert page.count("<script") == 1  # the page's own
+    assert page.count("<script>") == 1  # the page's own (and its data block)
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
     assert "cannot read &lt;script&gt;" in page and "&amp; more" in page
     assert "&lt;R1&gt;" in page and '"&quot;&gt;&lt;b&gt;"' not in page
@@ -210,10 +234,11 @@ def test_page_is_self_contained() -> None:
     without_namespace = page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     for needle in ("http://", "https://", "<link", "@import", "url(", "//"):
         assert needle not in without_namespace.replace("// ", ""), needle
-    # one inline script (allowed by its hash), images only from the page's own folder
-    assert page.count("<script") == 1 and "<script src" not in page
+    # one inline script (allowed by its hash) and its data; images only from the page's folder
+    assert page.count("<script>") == 1 and page.count('<script type="application/json"') == 1
+    assert "<script src" not in page
     assert "script-src 'sha256-" in page and "img-src 'self' data:" in page
-    assert re.findall(r' src="([^"]*)"', page) == ["qc/a/01/s1/qc.png"]
+    assert session_data(page)["a/01/s1"]["qc_image"] == "qc/a/01/s1/qc.png"
 
 
 def test_write_results_writes_the_report_from_the_same_tables(synthetic_cohort: SyntheticCohort,
@@ -224,11 +249,11 @@ def test_write_results_writes_the_report_from_the_same_tables(synthetic_cohort: 
     plan = c.plan_of("s1", "s2", "s4")
     write_results(plan, layout, ["pre", "post"], "m")
     page = (Path(layout.results) / "report.html").read_text()
-    for session in ("s1", "s2", "s4"):  # every session is named (in the list of every session)
-        assert f'<td class="">{session}</td>' in page
+    rows = session_data(page)
+    assert list(rows) == ["a/01/s1", "a/01/s2", "a/03/s4"]  # every session, in the table
     cohort = pd.read_csv(Path(layout.results) / "cohort_vhi.csv")
     assert len(cohort) == 1
-    assert f'<td class="num vhi">{fmt_ml(cohort["vhi_ml"].iloc[0])}</td>' in page
+    assert rows["a/01/s1"]["vhi_ml"] == fmt_ml(cohort["vhi_ml"].iloc[0])
     stir = c.planned("s4").session.scans["stir"]
     assert "<x>" in stir and "<x>" not in page
     assert f"session a/03/s4: STIR {html.escape(stir)}: file not found" in page
@@ -242,7 +267,9 @@ def test_qc_images_are_copied_next_to_the_report_and_linked_relatively(
     layout = c.layout_with_results(results)
     write_results(c.plan, layout, ["pre", "post"], "m")
     page = (results / "report.html").read_text()
-    links = set(re.findall(r' (?:src|href)="([^"]*)"', page))
+    rows = session_data(page)
+    links = ({r["qc_image"] for r in rows.values()} | {r["qc_before_cleaning"] for r in rows.values()}
+             | set(re.findall(r' (?:src|href)="([^"]*)"', without_script(page)))) - {""}
     expected = {"qc/a/01/s1/qc_cleaned.png", "qc/a/01/s1/qc.png", "qc/a/01/s2/qc.png",
                 "qc/a/02/s3/qc.png"}  # s4 failed before any image, s5 never ran
     assert links == expected
@@ -250,8 +277,10 @@ def test_qc_images_are_copied_next_to_the_report_and_linked_relatively(
         session = c.planned(rel.split("/")[3]).session
         copy, original = results / rel, c.layout.work_file(session, Path(rel).name)
         assert copy.read_bytes() == original.read_bytes()
-    assert 'alt="QC image of a/01/s1"' in page and "before cleaning</a>" in page
-    assert "no image" in row_html(page, "data-key", "a/03/s4")  # the failed session
+    assert rows["a/01/s1"]["qc_image"] == "qc/a/01/s1/qc_cleaned.png"
+    assert rows["a/01/s1"]["qc_before_cleaning"] == "qc/a/01/s1/qc.png"
+    assert rows["a/03/s4"]["qc_image"] == ""  # failed before any image
+    assert "no image" in row_html(page, "data-key", "a/03/s4")  # in the failed sessions' table
     # a second write copies nothing that did not change
     stamp = (results / "qc/a/01/s2/qc.png").stat().st_mtime_ns
     write_results(c.plan, layout, ["pre", "post"], "m")
