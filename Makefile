@@ -39,3 +39,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_proposal.py
 	$(BIN)/python benchmarks/validate_reference.py
 	$(BIN)/python benchmarks/bench_dag.py
+	$(BIN)/python benchmarks/bench_report.py
