@@ -17,7 +17,7 @@ import pandas as pd
 
 from vhi.method.reliability import BlandAltman, bland_altman, icc_2_1
 from vhi.results.report.svg import dots, site_colours, svg_doc, xy_frame, ticks_between
-from vhi.results.report.text import esc, fmt, fmt_ml, order, session_id, signed_ml
+from vhi.results.report.text import esc, fmt, fmt_ml, html_table, order, session_id, signed_ml
 
 
 @dataclass(frozen=True)
@@ -95,14 +95,6 @@ def _stats_row(name: str, frame: pd.DataFrame) -> list[tuple[str, str]]:
             ("num", f"{signed_ml(ba.loa_low)} to {signed_ml(ba.loa_high)}"), ("num", fmt(icc, 3))]
 
 
-def _table(rows: Sequence[Sequence[tuple[str, str]]], headers: Sequence[tuple[str, str]],
-           css: str = "") -> str:
-    head = "".join(f'<th class="{c}">{t}</th>' for c, t in headers)
-    body = "".join("<tr>" + "".join(f'<td class="{c}">{t}</td>' for c, t in row) + "</tr>"
-                   for row in rows)
-    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
 STATS_HEADERS = [("", "site"), ("num", "sessions"), ("num", "bias (ml)"), ("num", "SD (ml)"),
                  ("num", "95 % limits of agreement (ml)"), ("num", "ICC(2,1)")]
 
@@ -114,7 +106,7 @@ def comparison_html(c: Comparison, colours: dict[str, str]) -> str:
     if len(sites) > 1:
         rows.append(_stats_row("all sites", c.frame))
     return (f'<h3>{esc(c.title)}</h3><div class="panels">{panels}</div>'
-            + _table(rows, STATS_HEADERS, "stats"))
+            + html_table(STATS_HEADERS, rows, css="stats"))
 
 
 def dice_table(agreement: pd.DataFrame) -> str:
@@ -128,9 +120,9 @@ def dice_table(agreement: pd.DataFrame) -> str:
     return ("<h3>Machine proposal vs reader masks (overlap)</h3>"
             '<p class="note">Per reader, over the sessions with their mask (per session: '
             "agreement.csv).</p>"
-            + _table(rows, [("", "reader"), ("num", "sessions"), ("num", "mean Dice"),
-                            ("num", "median Dice"), ("num", "min Dice"),
-                            ("num", "mean volume similarity")]))
+            + html_table([("", "reader"), ("num", "sessions"), ("num", "mean Dice"),
+                          ("num", "median Dice"), ("num", "min Dice"),
+                          ("num", "mean volume similarity")], rows))
 
 
 def agreement_section(cohort: pd.DataFrame, agreement: pd.DataFrame) -> str:

@@ -19,7 +19,17 @@ import pandas as pd
 from vhi.results.report.distributions import box_svg, histogram_svg
 from vhi.results.report.images import thumbnail
 from vhi.results.report.svg import change_svg, proposal_scatter_svg, site_colours, status_svg
-from vhi.results.report.text import ML_DECIMALS, esc, fmt, fmt_ml, number, order, records, session_id
+from vhi.results.report.text import (
+    ML_DECIMALS,
+    esc,
+    fmt,
+    fmt_ml,
+    html_table,
+    number,
+    order,
+    records,
+    session_id,
+)
 from vhi.results.status import state_counts
 
 #: Above this many subjects the change plot shows the distribution per site, not a line each.
@@ -29,17 +39,6 @@ RESEARCH_USE = "Research use only, not for clinical decisions"
 
 
 # ----------------------------------------------------------------------------- tables
-def _table(headers: Sequence[tuple[str, str]], rows: Iterable[Sequence[tuple[str, str]]],
-           row_attrs: Iterable[str] | None = None) -> str:
-    """An HTML table from (class, already-escaped text) cells."""
-    head = "".join(f'<th class="{c}">{t}</th>' for c, t in headers)
-    attrs = iter(row_attrs) if row_attrs is not None else None
-    body = "".join(
-        f"<tr{next(attrs) if attrs else ''}>"
-        + "".join(f'<td class="{c}">{t}</td>' for c, t in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _ids(row: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The id cells of a row, in :data:`ID_HEADERS` order."""
     return [("", esc(row.get(k))) for k in ("site", "subject", "session", "timepoint")]
@@ -94,13 +93,13 @@ def status_section(status: pd.DataFrame, images: Mapping[str, Mapping[str, str]]
     if len(counts) > 1:
         table_rows.append([("", "all sites"), *cells(totals)])
         attrs.append(' class="total" data-site=""')
-    out.append(_table([("", "site"), *[("num", esc(s)) for s in shown], ("num", "total")],
+    out.append(html_table([("", "site"), *[("num", esc(s)) for s in shown], ("num", "total")],
                       table_rows, attrs))
 
     failed = [r for r in records(status) if r["state"] == "failed"]
     out.append(f"<h3>Failed sessions ({len(failed)})</h3>")
     if failed:
-        out.append(_table([("", "QC"), *ID_HEADERS, ("", "step"), ("", "reason"), ("", "log")],
+        out.append(html_table([("", "QC"), *ID_HEADERS, ("", "step"), ("", "reason"), ("", "log")],
                           ([("qc", thumbnail(images.get(session_id(r)), session_id(r))), *_ids(r),
                             ("", esc(r["step"])), ("reason", esc(r["reason"])),
                             ("path", esc(r["log"]))] for r in failed),
@@ -168,7 +167,7 @@ def change_section(change: pd.DataFrame, timepoints: Sequence[str]) -> str:
         out.append(box_svg(_per_site(rows, "change_ml"), xlabel="VHI change between timepoints (ml)",
                            label="VHI change per site",
                            colours=site_colours(r["site"] for r in rows)))
-    out.append(_table(
+    out.append(html_table(
         [("", "site"), ("", "subject"), ("", "from"), ("", "to"), ("num", "VHI from (ml)"),
          ("num", "VHI to (ml)"), ("num", "change (ml)"), ("num", "change (%)")],
         ([("", esc(r["site"])), ("", esc(r["subject"])),

@@ -55,6 +55,18 @@ def fmt_int(value: Any) -> str:
     return "–" if result is None else str(round(result))
 
 
+def html_table(headers: Sequence[tuple[str, str]], rows: Iterable[Sequence[tuple[str, str]]],
+               row_attrs: Iterable[str] | None = None, css: str = "") -> str:
+    """An HTML table from (class, already-escaped text) cells; ``row_attrs`` per row."""
+    head = "".join(f'<th class="{c}">{t}</th>' for c, t in headers)
+    attrs = iter(row_attrs) if row_attrs is not None else None
+    body = "".join(
+        f"<tr{next(attrs) if attrs else ''}>"
+        + "".join(f'<td class="{c}">{t}</td>' for c, t in row) + "</tr>" for row in rows)
+    table = f'<table class="{css}">' if css else "<table>"
+    return f"{table}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
 def session_id(row: Mapping[str, Any]) -> str:
     """``site/subject/session`` of a table row."""
     return f"{row.get('site')}/{row.get('subject')}/{row.get('session')}"
