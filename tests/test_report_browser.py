@@ -124,7 +124,8 @@ def test_demo_report_in_chromium(demo_run: DemoRun, data_dir: Path, tmp_path: Pa
         u for u in requests if not u.startswith(folder)]
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
-    change = read(results, "cohort_change.csv")
+    change = pd.read_csv(results / "cohort_change.csv", dtype={"subject": str, "session_from": str,
+                                                                 "session_to": str})
     [row] = change[change["site"] == FOLLOWUP_SITE].to_dict("records")
     pre_ml, post_ml = (mask_ml(r11(data_dir, FOLLOWUP[s][1])) for s in ("f1003", "f1012"))
     assert (row["subject"], row["timepoint_from"], row["timepoint_to"]) == (FOLLOWUP_SUBJECT, "pre", "post")
