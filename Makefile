@@ -41,3 +41,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_dag.py
 	$(BIN)/python benchmarks/bench_batch_segment.py
 	$(BIN)/python benchmarks/bench_results.py
+	$(BIN)/python benchmarks/bench_report.py

@@ -24,6 +24,7 @@ include: "workflow/rules/segment.smk"
 include: "workflow/rules/propose.smk"
 include: "workflow/rules/push.smk"
 include: "workflow/rules/collect.smk"
+include: "workflow/rules/qc.smk"
 include: "workflow/rules/tables.smk"
 
 

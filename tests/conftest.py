@@ -12,6 +12,7 @@ import pytest
 from support.paths import DATA, SHARED
 
 if TYPE_CHECKING:
+    from support.demo import DemoRun
     from support.results import SyntheticCohort
 
 #: What the session fixture `shared_folder` sets for the whole session (restored at its end).
@@ -58,3 +59,16 @@ def synthetic_cohort(tmp_path_factory: pytest.TempPathFactory) -> SyntheticCohor
     from support.results import build_synthetic_cohort  # the package's steps: only when used
 
     return build_synthetic_cohort(tmp_path_factory.mktemp("synthetic_cohort"))
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> DemoRun:
+    """The workflow run end to end on the demo cohort and a two-timepoint follow-up site
+    (support/demo.py); once per test session, on the CPU (a few minutes)."""
+    from support.demo import WEIGHTS, run_demo
+
+    if not WEIGHTS.is_file():
+        pytest.skip(f"published U-Net weights not found at {WEIGHTS}")
+    run = run_demo(tmp_path_factory.mktemp("demo_run"), data_dir)
+    assert run.result.returncode == 0, run.result.stderr[-5000:]
+    return run

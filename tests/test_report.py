@@ -4,6 +4,7 @@ cohort (no workflow)."""
 from __future__ import annotations
 
 import html
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -58,18 +59,32 @@ STATUS = [status_row("a", "01", "s1", "measured"),
 
 
 def render(cohort: list[dict[str, Any]] = COHORT, status: list[dict[str, Any]] = STATUS,
-           agreement: list[dict[str, Any]] = (), timepoints: list[str] = ("pre", "post")) -> str:
+           agreement: list[dict[str, Any]] = (), timepoints: list[str] = ("pre", "post"),
+           images: dict[str, dict[str, str]] | None = None) -> str:
     vhi = frame(cohort, VHI_COLUMNS)
     return render_report(cohort=vhi, change=change_table(vhi, timepoints),
                          agreement=frame(list(agreement), AGREEMENT_COLUMNS),
                          status=frame(status, STATUS_COLUMNS), description=DESCRIPTION,
-                         timepoints=timepoints)
+                         timepoints=timepoints, images=images)
 
 
 def row_html(page: str, attr: str, value: str) -> str:
-    match = re.search(rf'<tr {attr}="{re.escape(value)}"[^>]*>(.*?)</tr>', page)
+    match = re.search(rf'<tr [^>]*?\b{attr}="{re.escape(value)}"[^>]*>(.*?)</tr>', page)
     assert match, f"no row {attr}={value}"
     return match.group(1)
+
+
+def session_data(page: str) -> dict[str, dict[str, str]]:
+    """The session table's rows (its JSON data block), by ``site/subject/session``."""
+    block = re.search(r'<script type="application/json" id="session-data">(.*?)</script>', page)
+    assert block, "no session data"
+    data = json.loads(block.group(1))
+    rows = [dict(zip(data["fields"], row, strict=True)) for row in data["rows"]]
+    return {f"{r['site']}/{r['subject']}/{r['session']}": r for r in rows}
+
+
+def without_script(page: str) -> str:
+    return re.sub(r"<script>.*?</script>", "", page, flags=re.S)
 
 
 def count_cells(row: str) -> dict[str, int]:
@@ -111,29 +126,50 @@ def test_state_counts_keeps_every_state_in_pipeline_order() -> None:
     assert counts["total"].sum() == len(STATUS)
 
 
-def test_one_bar_per_measured_session_with_the_tables_rounding() -> None:
+def svg_of(page: str, label: str) -> str:
+    match = re.search(rf'<svg [^>]*aria-label="{re.escape(label)}">.*?</svg>', page)
+    assert match, f"no plot {label!r}"
+    return match.group(0)
+
+
+def test_vhi_per_site_as_boxes_and_every_session_in_the_table() -> None:
     page = render()
-    assert page.count('class="bar"') == len(COHORT)
+    boxes = svg_of(page, "VHI per site")
+    assert boxes.count('class="box"') == 2  # one per site, not one bar per session
+    assert "a: n=2, median 0.62" in boxes and "b: n=1, median 12.00" in boxes
+    assert boxes.index(">a (n=2)</text>") < boxes.index(">b (n=1)</text>")
     for r in COHORT:
         shown = fmt_ml(r["vhi_ml"])
         assert shown == f"{r['vhi_ml']:.2f}"
         session = f"{r['site']}/{r['subject']}/{r['session']}"
-        assert f"<title>{session}: {shown} ml</title></rect>" in page  # the bar
-        assert re.search(rf'<text class="value" [^>]*>{re.escape(shown)}</text>', page)  # its label
-        assert f'<td class="num">{shown}</td>' in row_html(page, "data-session", session)
-    assert "1.23</td>" in page and "0.00</td>" in page and "12.00</td>" in page
-    # grouped by site: site a's bars come before site b's
-    assert page.index("<title>a/01/s2:") < page.index("site b</text>") < page.index("<title>b/07/s7:")
+        assert f"<title>{session}: {shown} ml</title>" in boxes  # its point on the site's box
+        assert session_data(page)[session]["vhi_ml"] == shown
+    hist = svg_of(page, "VHI histogram per site")
+    assert hist.count('class="hbar"') == 3  # three sessions in three distinct bins
+    rows = session_data(page)
+    assert list(rows) == [f"{r['site']}/{r['subject']}/{r['session']}" for r in STATUS]
+    assert rows["a/02/s3"]["vhi_ml"] == "" and rows["a/02/s3"]["state"] == "failed"
+    assert rows["a/01/s1"]["proposal_ml"] == "2.50" and rows["a/01/s1"]["reference_mode"] == "manual"
+
+
+def test_session_data_cannot_close_its_element() -> None:
+    page = render(status=[status_row("a", "01", "s1", "failed", reason="</script><b>x</b>")],
+                  cohort=[])
+    assert "</script><b>" not in page
+    assert session_data(page)["a/01/s1"]["reason"] == "</script><b>x</b>"
 
 
 def test_proposal_scatter_and_change_plot() -> None:
     page = render()
-    assert page.count('class="point"') == len(COHORT)
-    assert "proposal 2.50 ml, cleaned 1.23 ml" in page
-    assert page.count('class="subject"') == 1  # only subject a/01 has two timepoints
+    scatter = svg_of(page, "proposal vs cleaned VHI")
+    assert scatter.count('class="point"') == len(COHORT)
+    assert "proposal 2.50 ml, cleaned 1.23 ml" in scatter
+    change = svg_of(page, "VHI change per subject")
+    assert change.count('class="subject"') == 1  # only subject a/01 has two timepoints
+    assert "<title>a/01: pre to post: -1.23 ml</title>" in change
     assert "Change per subject (1 pairs)" in page
     assert '<td class="num">-1.23</td>' in page  # 0.00 - 1.23
-    assert "a/01/s1 (pre): 1.23 ml" in page and "a/01/s2 (post): 0.00 ml" in page
+    assert "a/01/s1 (pre): 1.23 ml" in change and "a/01/s2 (post): 0.00 ml" in change
 
 
 def test_change_plot_follows_each_subject_across_its_timepoints() -> None:
@@ -156,11 +192,12 @@ def test_strings_from_data_are_escaped() -> None:
     agreement = [{"site": "a", "subject": "01", "session": EVIL, "timepoint": "pre",
                   "reader": "<R1>", "dice": 0.5, "volume_similarity": 0.9}]
     page = render(cohort, status, agreement)
-    assert "<script" not in page and "<b>" not in page and "<i>" not in page and "<R1>" not in page
+    assert EVIL not in page and "<b>" not in page and "<i>" not in page and "<R1>" not in page
+    assert page.count("<script>") == 1  # the page's own (and its data block)
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
     assert "cannot read &lt;script&gt;" in page and "&amp; more" in page
     assert "&lt;R1&gt;" in page and '"&quot;&gt;&lt;b&gt;"' not in page
-    assert page.count('class="bar"') == 1
+    assert svg_of(page, "VHI per site").count('class="box"') == 1
 
 
 def test_empty_cohort() -> None:
@@ -168,7 +205,7 @@ def test_empty_cohort() -> None:
     assert RESEARCH_USE in page
     assert "No sessions in the sheet." in page
     assert "No session is measured yet" in page and "no change to show" in page
-    assert 'class="bar"' not in page
+    assert 'class="box"' not in page
 
 
 def test_cohort_with_failures_only() -> None:
@@ -181,7 +218,7 @@ def test_cohort_with_failures_only() -> None:
     assert (counts["failed"], counts["pending"], counts["measured"], counts["total"]) == (1, 1, 0, 2)
     assert "Failed sessions (1)" in page and "Awaiting cleaning (0)" in page
     assert "session a/01/s1: T1W /t: file not found" in page
-    assert 'class="bar"' not in page and 'class="total"' not in page  # one site: no total row
+    assert 'class="box"' not in page and 'class="total"' not in page  # one site: no total row
 
 
 def test_agreement_summary_per_reader() -> None:
@@ -193,10 +230,15 @@ def test_agreement_summary_per_reader() -> None:
 
 
 def test_page_is_self_contained() -> None:
-    page = render()
+    page = render(images={"a/01/s1": {"image": "qc/a/01/s1/qc.png"}})
     without_namespace = page.replace('xmlns="http://www.w3.org/2000/svg"', "")
-    for needle in ("http://", "https://", "<script", "<link", " src=", "@import", "url("):
-        assert needle not in without_namespace, needle
+    for needle in ("http://", "https://", "<link", "@import", "url(", "//"):
+        assert needle not in without_namespace.replace("// ", ""), needle
+    # one inline script (allowed by its hash) and its data; images only from the page's folder
+    assert page.count("<script>") == 1 and page.count('<script type="application/json"') == 1
+    assert "<script src" not in page
+    assert "script-src 'sha256-" in page and "img-src 'self' data:" in page
+    assert session_data(page)["a/01/s1"]["qc_image"] == "qc/a/01/s1/qc.png"
 
 
 def test_write_results_writes_the_report_from_the_same_tables(synthetic_cohort: SyntheticCohort,
@@ -210,12 +252,39 @@ def test_write_results_writes_the_report_from_the_same_tables(synthetic_cohort: 
     layout = layout.partial()
     page = (Path(layout.results) / "report.html").read_text()
     assert "Partial results: 1 of 3 sessions failed or not finished yet" in page
-    for session in ("s1", "s2", "s4"):  # every session is named (in the list of every session)
-        assert f'<td class="">{session}</td>' in page
+    rows = session_data(page)
+    assert list(rows) == ["a/01/s1", "a/01/s2", "a/03/s4"]  # every session, in the table
     cohort = pd.read_csv(Path(layout.results) / "cohort_vhi.csv")
-    assert page.count('class="bar"') == len(cohort) == 1
-    assert f'<td class="num">{fmt_ml(cohort["vhi_ml"].iloc[0])}</td>' in page
+    assert len(cohort) == 1
+    assert rows["a/01/s1"]["vhi_ml"] == fmt_ml(cohort["vhi_ml"].iloc[0])
     stir = c.planned("s4").session.scans["stir"]
     assert "<x>" in stir and "<x>" not in page
     assert f"session a/03/s4: STIR {html.escape(stir)}: file not found" in page
     assert not list(Path(layout.results).glob(".*part*"))
+
+
+def test_qc_images_are_copied_next_to_the_report_and_linked_relatively(
+        synthetic_cohort: SyntheticCohort, tmp_path: Path) -> None:
+    c = synthetic_cohort
+    layout = c.layout_with_results(tmp_path / "results")
+    results = tmp_path / "results" / "partial"  # s4 failed, s5 never ran: partial results
+    write_results(c.plan, layout, ["pre", "post"], "m")
+    page = (results / "report.html").read_text()
+    rows = session_data(page)
+    links = ({r["qc_image"] for r in rows.values()} | {r["qc_before_cleaning"] for r in rows.values()}
+             | set(re.findall(r' (?:src|href)="([^"]*)"', without_script(page)))) - {""}
+    expected = {"qc/a/01/s1/qc_cleaned.png", "qc/a/01/s1/qc.png", "qc/a/01/s2/qc.png",
+                "qc/a/02/s3/qc.png"}  # s4 failed before any image, s5 never ran
+    assert links == expected
+    for rel in expected:
+        session = c.planned(rel.split("/")[3]).session
+        copy, original = results / rel, c.layout.work_file(session, Path(rel).name)
+        assert copy.read_bytes() == original.read_bytes()
+    assert rows["a/01/s1"]["qc_image"] == "qc/a/01/s1/qc_cleaned.png"
+    assert rows["a/01/s1"]["qc_before_cleaning"] == "qc/a/01/s1/qc.png"
+    assert rows["a/03/s4"]["qc_image"] == ""  # failed before any image
+    assert "no image" in row_html(page, "data-key", "a/03/s4")  # in the failed sessions' table
+    # a second write copies nothing that did not change
+    stamp = (results / "qc/a/01/s2/qc.png").stat().st_mtime_ns
+    write_results(c.plan, layout, ["pre", "post"], "m")
+    assert (results / "qc/a/01/s2/qc.png").stat().st_mtime_ns == stamp

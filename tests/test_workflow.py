@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from support.demo import STIR_SESSIONS, T1W_ONLY, DemoRun, r11, source_state
 from support.paths import MODELS, PROJECT_ROOT
 from support.workflow import half_written, job_counts, snakemake, status_of, workflow_env
 
@@ -29,19 +30,6 @@ pytestmark = [
                        reason=f"published U-Net weights not found under {MODELS}"),
 ]
 
-STIR_SESSIONS = {"1234": "01", "4386": "03", "1003": "09", "1007": "11", "1012": "13",
-                 "1013": "14", "1016": "15", "3002": "17"}
-T1W_ONLY = {"1001": "08", "3009": "24", "2016": "30"}
-
-
-def source_state(data_dir: Path) -> dict[str, tuple[int, int]]:
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(data_dir.rglob("*")) if p.is_file()}
-
-
-def r11(data_dir: Path, session: str) -> Path:
-    return data_dir / "inflammation" / "R11" / f"{session}_inflammation_R11.nii.gz"
-
 
 def mask_ml(path: Path) -> tuple[int, float]:
     img = nib.load(path)
@@ -50,32 +38,16 @@ def mask_ml(path: Path) -> tuple[int, float]:
     return voxels, voxels * float(np.prod(zooms)) / 1000.0
 
 
-def demo_config(tmp_path: Path, cleaned: Path) -> Path:
-    """The embedded demo config with cleaned masks in the documented layout under ``cleaned``."""
-    config = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
-    config["sites"][0]["source"]["cleaned"] = f"{cleaned}/{{site}}/{{subject}}/{{session}}.nii.gz"
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({"sites": config["sites"]}))
-    return path
-
-
-def test_demo_cohort_end_to_end_and_resume(tmp_path: Path, data_dir: Path) -> None:
-    before = source_state(data_dir)
-    cleaned = tmp_path / "cleaned"
-    for session, subject in STIR_SESSIONS.items():
-        if session != "1003":  # 1003 is cleaned later
-            dest = cleaned / "demo" / subject / f"{session}.nii.gz"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(r11(data_dir, session), dest)
-    config = demo_config(tmp_path, cleaned)
-    run = tmp_path / "run"
-
-    result = snakemake(run, "--configfile", str(config))
-    assert result.returncode == 0, result.stderr[-5000:]
+def test_demo_cohort_end_to_end_and_resume(demo_run: DemoRun, tmp_path: Path,
+                                           data_dir: Path) -> None:
+    """The shared demo run (support/demo.py: the demo site, 1003 cleaned later, and a
+    follow-up site checked in test_report_browser.py); the only test that changes it."""
+    before, cleaned, config, run = (demo_run.source_before, demo_run.cleaned, demo_run.config,
+                                    demo_run.run)
     work, results = run / "work" / "demo", run / "results"
 
     # status: nothing dropped, 1003 waits for its cleaned mask
-    status = status_of(run)
+    status = {s: r for s, r in status_of(run).items() if r["site"] == "demo"}
     assert set(status) == set(STIR_SESSIONS) | set(T1W_ONLY)
     assert {s for s, r in status.items() if r["state"] == "measured"} == set(STIR_SESSIONS) - {"1003"}
     assert status["1003"]["state"] == "awaiting_cleaning"
@@ -99,6 +71,7 @@ def test_demo_cohort_end_to_end_and_resume(tmp_path: Path, data_dir: Path) -> No
 
     # VHI of each cleaned session = the stand-in mask's voxels x voxel volume
     cohort = pd.read_csv(results / "cohort_vhi.csv", dtype={"subject": str, "session": str})
+    cohort = cohort[cohort["site"] == "demo"]
     assert len(cohort) == 7
     for row in cohort.itertuples():
         voxels, ml = mask_ml(r11(data_dir, row.session))
@@ -107,11 +80,12 @@ def test_demo_cohort_end_to_end_and_resume(tmp_path: Path, data_dir: Path) -> No
         assert row.stir_uri.endswith(f"{row.session}_STIR.nii.gz")
         assert row.model_bundle == "sij_disease_region_unet" and row.model_device == "cpu"
         assert row.model_sha256.count(".pt:") == 3
-    assert len(pd.read_parquet(results / "cohort_vhi.parquet")) == 7
+    assert len(pd.read_parquet(results / "cohort_vhi.parquet")) == 7 + 2  # + the follow-up site
     agreement = pd.read_csv(results / "agreement.csv", dtype={"session": str})
     assert len(agreement) == 8 * 4 and set(agreement["reader"]) == {"R11", "R12", "R21", "R22"}
     assert json.loads((results / "dataset_description.json").read_text())["GeneratedBy"]
-    assert all(f'<td class="">{s}</td>' in (results / "report.html").read_text() for s in status)
+    report = (results / "report.html").read_text()  # every session in the session table's data
+    assert all(f'["demo","{r["subject"]}","{s}",' in report for s, r in status.items())
     assert len(list((run / "outbox" / "demo").glob("*/*/proposal.nii.gz"))) == 8
     assert not list(work.rglob("stir.nii.gz")) and not list(work.rglob("t1w.nii.gz"))  # temp
     assert not half_written(run / "work", results)
@@ -126,13 +100,15 @@ def test_demo_cohort_end_to_end_and_resume(tmp_path: Path, data_dir: Path) -> No
     shutil.copy(r11(data_dir, "1003"), dest)
     dry = snakemake(run, "-n", "--configfile", str(config))
     assert job_counts(dry.stdout + dry.stderr) == {
-        "collect_cleaned": 1, "measure_vhi": 1, "build_cohort_tables": 1, "all": 1, "total": 4}
+        "collect_cleaned": 1, "measure_vhi": 1, "draw_qc_cleaned": 1, "build_cohort_tables": 1,
+        "all": 1, "total": 5}
     assert snakemake(run, "--configfile", str(config)).returncode == 0
     cohort = pd.read_csv(results / "cohort_vhi.csv", dtype={"subject": str, "session": str})
-    row = cohort[cohort["session"] == "1003"].iloc[0]
+    row = cohort[(cohort["site"] == "demo") & (cohort["session"] == "1003")].iloc[0]
     voxels, ml = mask_ml(r11(data_dir, "1003"))
     assert row["vhi_voxels"] == voxels and row["vhi_ml"] == pytest.approx(ml, rel=1e-12)
     assert status_of(run)["1003"]["state"] == "measured"
+    assert (results / "qc" / "demo" / "09" / "1003" / "qc_cleaned.png").is_file()
 
     assert source_state(data_dir) == before  # the radiologists' and scanner's files untouched
 

@@ -241,6 +241,12 @@ def run_step(cohort: SyntheticCohort, p: PlannedSession, step: str) -> int:
         "collect_cleaned": ["collect", "--source", source("cleaned"), "--session", session,
                             "--like", work("proposal.nii.gz"), "--out", work("cleaned.nii.gz")],
         "measure_vhi": ["measure", "--mask", work("cleaned.nii.gz"), "--out", work("vhi.json")],
+        "draw_qc": ["qc", "--t1w", work("t1w.nii.gz"), "--disease-region", work("disease_region.nii.gz"),
+                    *(["--stir", work("stir.nii.gz"), "--proposal", work("proposal.nii.gz")]
+                      if p.has_stir else []),
+                    "--scan", p.key, "--out", work("qc.png"), "--slices-out", work("qc_slices.npz")],
+        "draw_qc_cleaned": ["qc-cleaned", "--slices", work("qc_slices.npz"), "--cleaned",
+                            work("cleaned.nii.gz"), "--out", work("qc_cleaned.png")],
     }
     cohort.layout.session_dir(p.session).mkdir(parents=True, exist_ok=True)
     with _logged_to(cohort.layout.log_file(p.session, step)):
@@ -251,11 +257,14 @@ def run_step(cohort: SyntheticCohort, p: PlannedSession, step: str) -> int:
 
 
 def run_session(cohort: SyntheticCohort, p: PlannedSession) -> str | None:
-    """The session's steps in pipeline order, up to the first failure; returns the step
-    that failed, or None."""
+    """The session's steps in pipeline order, up to the first failure, then its QC images
+    (workflow/rules/qc.smk); returns the step that failed, or None."""
     for step in p.steps():
         if run_step(cohort, p, step.log) != 0:
             return step.log
+    for step in ("draw_qc", "draw_qc_cleaned")[:1 + ("qc_cleaned.png" in p.qc_files())]:
+        if run_step(cohort, p, step) != 0:
+            return step
     return None
 
 

@@ -6,7 +6,7 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
-from vhi.cohort.layout import RESULT_FILES, Layout
+from vhi.cohort.layout import QC_FILES, RESULT_FILES, Layout
 from vhi.cohort.plan import (PLAN_ENV, load_plan, plan_cohort, plan_digest, run_plan_path,
                              save_run_plan, wildcard_constraints)
 from vhi.config.load import resolve_config
@@ -114,3 +114,20 @@ def session_final_files(p):
 
 def all_session_files(wildcards):
     return [f for p in PLAN.values() for f in session_final_files(p)]
+
+
+# QC images (qc.smk)
+def qc_inputs(wildcards):
+    names = ["t1w", "disease_region"]
+    if planned(wildcards).has_stir:
+        names += ["stir", "proposal"]
+    return {name: LAYOUT.work_pattern(f"{name}.nii.gz").format(**wildcards) for name in names}
+
+
+def qc_scan_args(wildcards, input):
+    return " ".join(f"--{name} {shlex.quote(input[name])}" for name in ("stir", "proposal")
+                    if name in input.keys())
+
+
+def all_qc_files(wildcards):
+    return [str(LAYOUT.work_file(p.session, name)) for p in PLAN.values() for name in p.qc_files()]

@@ -8,6 +8,7 @@ from vhi.results.tables import write_results_logged
 rule build_cohort_tables:
     input:
         sessions=all_session_files,
+        qc=all_qc_files,
     output:
         **RESULTS,
     params:

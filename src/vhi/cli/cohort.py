@@ -1,8 +1,9 @@
-"""``vhi sheet | tables | xnat-plan``: cohort-level commands.
+"""``vhi sheet | tables | status | xnat-plan``: cohort-level commands.
 
 ``vhi sheet`` writes or checks a session sheet; ``vhi tables`` rebuilds the cohort
-tables and status from a config and the work folder; ``vhi xnat-plan`` is the dry run
-of the XNAT sites' scan selection.
+tables and status from a config and the work folder; ``vhi status`` prints the sessions
+per state and site (the code of ``status.csv``); ``vhi xnat-plan`` is the dry run of the
+XNAT sites' scan selection.
 """
 
 from __future__ import annotations
@@ -51,6 +52,25 @@ def cmd_tables(args: argparse.Namespace) -> int:
     status = write_results(plan, Layout.from_settings(settings), settings.timepoints, settings.bundle)
     counts = status["state"].value_counts().to_dict()
     log.info("status: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return 0
+
+
+# --------------------------------------------------------------------------- status
+def cmd_status(args: argparse.Namespace) -> int:
+    """Sessions per state and site, from ``work/`` and ``logs/`` as ``status.csv`` has them."""
+    import json
+    import sys
+
+    from vhi.cohort.layout import Layout
+    from vhi.cohort.plan import plan_cohort
+    from vhi.results.status import counts_summary, format_counts, state_counts, status_table
+
+    settings = load_config_file(args.config)
+    counts = state_counts(status_table(plan_cohort(settings), Layout.from_settings(settings)))
+    if args.json:
+        sys.stdout.write(json.dumps(counts_summary(counts), indent=2) + "\n")
+    else:
+        sys.stdout.write(format_counts(counts))
     return 0
 
 
@@ -106,3 +126,8 @@ def register(sub: Any) -> None:
                    help="ask every source for its sessions again instead of reusing the plan "
                         "of the last run")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("status", help="sessions per state and site (what status.csv says, now)")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--json", action="store_true", help="JSON for scripts instead of a table")
+    p.set_defaults(func=cmd_status)

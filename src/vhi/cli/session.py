@@ -1,4 +1,5 @@
-"""``vhi pull | push | collect | agreement``: the steps on one session that the rules call.
+"""``vhi pull | push | collect | agreement | qc | qc-cleaned``: the steps on one session
+that the rules call.
 
 Each acts on one session: its record and its source's spec come as JSON from the
 workflow. Every output is written atomically; every error names the session.
@@ -155,6 +156,25 @@ def cmd_agreement(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- qc
+def cmd_qc(args: argparse.Namespace) -> int:
+    from vhi.results.qc import draw_session_qc
+
+    qc = draw_session_qc(args.scan, t1w=args.t1w, region=args.disease_region, stir=args.stir,
+                         proposal=args.proposal, out=args.out, slices_out=args.slices_out)
+    log.info("%s: QC image of %s slices %s -> %s", args.scan, qc.modality,
+             ", ".join(str(int(k)) for k in qc.slices), args.out)
+    return 0
+
+
+def cmd_qc_cleaned(args: argparse.Namespace) -> int:
+    from vhi.results.qc import draw_cleaned_qc
+
+    draw_cleaned_qc(args.slices, args.cleaned, args.out)
+    log.info("QC image with the cleaned mask %s -> %s", args.cleaned, args.out)
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def register(sub: Any) -> None:
     """Add the per-session sub-commands to the ``vhi`` parser's sub-parsers."""
@@ -192,3 +212,20 @@ def register(sub: Any) -> None:
     p.add_argument("--scan", default="scan", help="name used in messages")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_agreement)
+
+    p = sub.add_parser("qc", help="QC image of a session: the slices with the most proposal voxels")
+    p.add_argument("--t1w", required=True, type=Path)
+    p.add_argument("--disease-region", required=True, type=Path)
+    p.add_argument("--stir", type=Path, help="absent for a T1W-only session")
+    p.add_argument("--proposal", type=Path, help="the proposal's labels (with --stir)")
+    p.add_argument("--scan", default="scan", help="the session's name on the image")
+    p.add_argument("--out", required=True, type=Path, help="PNG to write")
+    p.add_argument("--slices-out", required=True, type=Path,
+                   help="the slices shown, for the QC image after collection (npz)")
+    p.set_defaults(func=cmd_qc)
+
+    p = sub.add_parser("qc-cleaned", help="the QC image again, with the cleaned mask")
+    p.add_argument("--slices", required=True, type=Path, help="qc_slices.npz of `vhi qc`")
+    p.add_argument("--cleaned", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="PNG to write")
+    p.set_defaults(func=cmd_qc_cleaned)

@@ -39,6 +39,12 @@ STEPS: dict[str, Step] = {s.log: s for s in (
          ("vhi_ml", "voxels", "voxel_volume_ml")),
 )}
 
+#: The QC images of a session (:mod:`vhi.results.qc`): after the proposal (or the disease
+#: region of a T1W-only session) with the slices it shows, and after collection.
+QC_FILES = {"image": "qc.png", "slices": "qc_slices.npz", "cleaned": "qc_cleaned.png"}
+#: Where the report's copies of the QC images go, under the results folder.
+QC_RESULTS_DIR = "qc"
+
 RESULT_FILES = {
     "cohort_vhi": "cohort_vhi.csv",
     "cohort_vhi_parquet": "cohort_vhi.parquet",

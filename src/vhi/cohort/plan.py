@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vhi.cohort.ids import ID_PATTERN, Session, check_unique
-from vhi.cohort.layout import STEPS, Step
+from vhi.cohort.layout import QC_FILES, STEPS, Step
 from vhi.config.load import Settings
 from vhi.errors import ConfigError
 from vhi.fileio import atomic_path, save_json
@@ -59,6 +59,13 @@ class PlannedSession:
     def final_files(self) -> list[str]:
         """Work files the cohort tables read for this session."""
         return [step.marker for step in self.steps() if step.log != "pull_scan_reference"]
+
+    def qc_files(self) -> list[str]:
+        """The QC images this session gets (:data:`vhi.cohort.layout.QC_FILES`)."""
+        names = [QC_FILES["image"], QC_FILES["slices"]]
+        if self.has_stir and self.cleaned is not None:
+            names.append(QC_FILES["cleaned"])
+        return names
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.session.to_dict(), "reference": self.reference,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -82,3 +83,41 @@ def session_status(p: PlannedSession, layout: Layout) -> dict[str, str]:
 def status_table(plan: Sequence[PlannedSession], layout: Layout) -> pd.DataFrame:
     """One row per planned session (every session of the sheet, none dropped)."""
     return pd.DataFrame([session_status(p, layout) for p in plan], columns=COLUMNS, dtype=object)
+
+
+def state_counts(status: pd.DataFrame) -> pd.DataFrame:
+    """Sessions per state (columns, pipeline order; ``total`` last) and site (rows)."""
+    extra = sorted(set(status["state"].astype(str)) - set(STATES)) if len(status) else []
+    columns = [*STATES, *extra]
+    if status.empty:
+        return pd.DataFrame(columns=[*columns, "total"], dtype=int)
+    counts = (pd.crosstab(status["site"].astype(str), status["state"].astype(str))
+              .reindex(columns=columns, fill_value=0))
+    counts["total"] = counts.sum(axis=1)
+    counts.index.name = "site"
+    return counts.astype(int)
+
+
+def counts_summary(counts: pd.DataFrame) -> dict[str, Any]:
+    """:func:`state_counts` for scripts: per site and over all sites, every state (zeros too)."""
+    columns = list(counts.columns)
+    per_site = {str(site): {c: int(row[c]) for c in columns} for site, row in counts.iterrows()}
+    total = {c: int(counts[c].sum()) for c in columns}
+    return {"states": [c for c in columns if c != "total"], "sites": per_site, "total": total}
+
+
+def format_counts(counts: pd.DataFrame) -> str:
+    """:func:`state_counts` as a plain-text table for the terminal: the states that occur,
+    one row per site, an "all sites" row when there are several."""
+    if counts.empty:
+        return "no sessions\n"
+    shown = [c for c in counts.columns if c == "total" or counts[c].sum() > 0]
+    table = counts[shown].copy()
+    if len(table) > 1:
+        table.loc["all sites"] = table.sum(axis=0)
+    header = ["site", *shown]
+    body = [[str(site), *(str(int(v)) for v in row)] for site, row in table.iterrows()]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    line = lambda cells: "  ".join(  # noqa: E731
+        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+    return "\n".join(line(r) for r in [header, *body]) + "\n"

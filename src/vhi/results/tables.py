@@ -30,7 +30,7 @@ from vhi.cohort.plan import PlannedSession
 from vhi.errors import InputError
 from vhi.fileio import atomic_path, read_json, save_json
 from vhi.provenance import git_commit
-from vhi.results.report import write_report
+from vhi.results.report import publish_qc_images, write_report
 from vhi.results.status import STATES, status_table
 
 log = logging.getLogger(__name__)
@@ -238,8 +238,9 @@ def write_results(plan: Sequence[PlannedSession], layout: Layout, timepoints: Se
     _write_csv(status, dest.result("status"))
     save_json(description, dest.result("description"))
     # last: the report is drawn from the same frames, after every table is safely written
+    images = publish_qc_images(plan, dest)
     write_report(dest.result("report"), cohort=cohort, change=change, agreement=agreement,
-                 status=status, description=description, timepoints=timepoints)
+                 status=status, description=description, timepoints=timepoints, images=images)
     log.info("results: %d measured of %d sessions -> %s%s", len(cohort), len(plan), dest.results,
              " (partial)" if partial is not None else "")
     return status

@@ -1,11 +1,15 @@
-"""The report page: the sections of :mod:`.sections` in one self-contained HTML document.
+"""The report page: the sections in one self-contained HTML document.
 
-The stylesheet is the package data file ``report.css``, inlined into ``<style>``; the
-Content-Security-Policy allows nothing else to load (no script, font or network request).
+The stylesheet and the table's script are package data (``report.css``, ``report.js``),
+inlined. The Content-Security-Policy allows that one script (by its sha256), inline
+styles and images from the page's own folder (the QC thumbnails under ``qc/``) and
+nothing else: no font, no other script, no network request.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -16,15 +20,9 @@ from typing import Any
 import pandas as pd
 
 from vhi.fileio import atomic_path
-from vhi.results.report.sections import (
-    agreement_section,
-    change_section,
-    footer,
-    header,
-    sessions_section,
-    status_section,
-    vhi_section,
-)
+from vhi.results.report.agreement import agreement_section
+from vhi.results.report.sections import change_section, footer, header, status_section, vhi_section
+from vhi.results.report.table import sessions_section
 
 
 @cache
@@ -33,30 +31,45 @@ def stylesheet() -> str:
     return (files(__package__) / "report.css").read_text(encoding="utf-8")
 
 
+@cache
+def script() -> str:
+    """The session table's sorting and filters (``report.js``, shipped with the package)."""
+    return (files(__package__) / "report.js").read_text(encoding="utf-8")
+
+
+def content_security_policy() -> str:
+    digest = base64.b64encode(hashlib.sha256(script().encode("utf-8")).digest()).decode()
+    return (f"default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+            f"script-src 'sha256-{digest}'")
+
+
 def render_report(*, cohort: pd.DataFrame, change: pd.DataFrame, agreement: pd.DataFrame,
                   status: pd.DataFrame, description: Mapping[str, Any],
-                  timepoints: Sequence[str] = ()) -> str:
+                  timepoints: Sequence[str] = (),
+                  images: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """The whole report as one HTML document (pure: the tables in, a string out).
 
     ``cohort``, ``change``, ``agreement`` and ``status`` are the frames of
     :mod:`vhi.results.tables` / :mod:`vhi.results.status`; ``description`` the ``dataset_description.json``
-    dict; ``timepoints`` the config's order of timepoints (for the change plot's axis).
+    dict; ``timepoints`` the config's order of timepoints (for the change plot's axis);
+    ``images`` per session key, the QC images relative to the page
+    (:func:`.images.publish_qc_images`).
     """
+    images = images or {}
     body = "".join([
         header(description, cohort),
-        status_section(status, cohort),
-        vhi_section(cohort, timepoints),
+        status_section(status, images),
+        vhi_section(cohort),
         change_section(change, timepoints),
-        agreement_section(agreement),
-        sessions_section(status, cohort),
+        agreement_section(cohort, agreement),
+        sessions_section(status, cohort, images),
         footer(),
     ])
     return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
             '<meta name=viewport content="width=device-width,initial-scale=1">'
-            "<meta http-equiv=Content-Security-Policy "
-            "content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">"
+            f'<meta http-equiv=Content-Security-Policy content="{content_security_policy()}">'
             f"<title>VHI cohort report</title><style>\n{stylesheet()}</style></head>"
-            f"<body>{body}</body></html>\n")
+            f"<body>{body}<script>{script()}</script></body></html>\n")
 
 
 def write_report(dest: str | os.PathLike[str], **tables: Any) -> Path:

@@ -1,5 +1,6 @@
 """The sections of the report as HTML: the header, the status of every session, VHI per
-measured session, the change per subject, reader agreement, the list of every session.
+site, the change per subject. Agreement is :mod:`.agreement`, the table of every session
+:mod:`.table`.
 
 Each takes the frames of :mod:`vhi.results.tables` / :mod:`vhi.results.status` (and the
 ``dataset_description.json`` dict) and returns its ``<section>``; every string from data
@@ -15,25 +16,29 @@ from typing import Any
 
 import pandas as pd
 
-from vhi.results.report.svg import change_svg, proposal_scatter_svg, status_svg, vhi_bars_svg
-from vhi.results.report.text import ML_DECIMALS, esc, fmt, fmt_int, fmt_ml, records, session_id
-from vhi.results.status import STATES
+from vhi.results.report.distributions import box_svg, histogram_svg
+from vhi.results.report.images import thumbnail
+from vhi.results.report.svg import change_svg, proposal_scatter_svg, site_colours, status_svg
+from vhi.results.report.text import (
+    ML_DECIMALS,
+    esc,
+    fmt,
+    fmt_ml,
+    html_table,
+    number,
+    order,
+    records,
+    session_id,
+)
+from vhi.results.status import state_counts
+
+#: Above this many subjects the change plot shows the distribution per site, not a line each.
+MAX_SUBJECT_LINES = 60
 
 RESEARCH_USE = "Research use only, not for clinical decisions"
 
 
 # ----------------------------------------------------------------------------- tables
-def _table(headers: Sequence[tuple[str, str]], rows: Iterable[Sequence[tuple[str, str]]],
-           row_attrs: Iterable[str] | None = None) -> str:
-    """An HTML table from (class, already-escaped text) cells."""
-    head = "".join(f'<th class="{c}">{t}</th>' for c, t in headers)
-    attrs = iter(row_attrs) if row_attrs is not None else None
-    body = "".join(
-        f"<tr{next(attrs) if attrs else ''}>"
-        + "".join(f'<td class="{c}">{t}</td>' for c, t in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _ids(row: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The id cells of a row, in :data:`ID_HEADERS` order."""
     return [("", esc(row.get(k))) for k in ("site", "subject", "session", "timepoint")]
@@ -43,19 +48,6 @@ ID_HEADERS = [("", "site"), ("", "subject"), ("", "session"), ("", "timepoint")]
 
 
 # ----------------------------------------------------------------------------- sections
-def state_counts(status: pd.DataFrame) -> pd.DataFrame:
-    """Sessions per state (columns, pipeline order; ``total`` last) and site (rows)."""
-    extra = sorted(set(status["state"].astype(str)) - set(STATES)) if len(status) else []
-    columns = [*STATES, *extra]
-    if status.empty:
-        return pd.DataFrame(columns=[*columns, "total"], dtype=int)
-    counts = (pd.crosstab(status["site"].astype(str), status["state"].astype(str))
-              .reindex(columns=columns, fill_value=0))
-    counts["total"] = counts.sum(axis=1)
-    counts.index.name = "site"
-    return counts.astype(int)
-
-
 def header(description: Mapping[str, Any], cohort: pd.DataFrame) -> str:
     """Title, "Research use only", software, git commit, model bundle, sites, date."""
     generated = (description.get("GeneratedBy") or [{}])[0]
@@ -81,8 +73,9 @@ def header(description: Mapping[str, Any], cohort: pd.DataFrame) -> str:
             f'<p class="ruo">{esc(RESEARCH_USE)}</p>{warning}<dl class="meta">{meta}</dl></header>')
 
 
-def status_section(status: pd.DataFrame, cohort: pd.DataFrame) -> str:
-    """Counts per state and site (plot and table), failed sessions, sessions awaiting cleaning."""
+def status_section(status: pd.DataFrame, images: Mapping[str, Mapping[str, str]]) -> str:
+    """Counts per state and site (plot and table), failed sessions (with whatever QC image
+    exists), sessions awaiting cleaning (a count: they are rows of the session table)."""
     out = ["<section id=status><h2>Status of every session</h2>"]
     if status.empty:
         return out[0] + '<p class="empty">No sessions in the sheet.</p></section>'
@@ -102,52 +95,62 @@ def status_section(status: pd.DataFrame, cohort: pd.DataFrame) -> str:
     if len(counts) > 1:
         table_rows.append([("", "all sites"), *cells(totals)])
         attrs.append(' class="total" data-site=""')
-    out.append(_table([("", "site"), *[("num", esc(s)) for s in shown], ("num", "total")],
+    out.append(html_table([("", "site"), *[("num", esc(s)) for s in shown], ("num", "total")],
                       table_rows, attrs))
 
     failed = [r for r in records(status) if r["state"] == "failed"]
     out.append(f"<h3>Failed sessions ({len(failed)})</h3>")
     if failed:
-        out.append(_table([*ID_HEADERS, ("", "step"), ("", "reason"), ("", "log")],
-                          ([*_ids(r), ("", esc(r["step"])), ("reason", esc(r["reason"])),
-                            ("path", esc(r["log"]))] for r in failed)))
+        out.append(html_table([("", "QC"), *ID_HEADERS, ("", "step"), ("", "reason"), ("", "log")],
+                          ([("qc", thumbnail(images.get(session_id(r)), session_id(r))), *_ids(r),
+                            ("", esc(r["step"])), ("reason", esc(r["reason"])),
+                            ("path", esc(r["log"]))] for r in failed),
+                          (f' data-key="{esc(session_id(r))}"' for r in failed)))
     else:
         out.append('<p class="empty">None.</p>')
     waiting = [r for r in records(status) if r["state"] == "awaiting_cleaning"]
     out.append(f"<h3>Awaiting cleaning ({len(waiting)})</h3>")
     if waiting:
-        out.append('<p class="note">The proposal is on the source; a radiologist has not '
-                   "saved a cleaned segmentation yet. The next run collects it.</p>")
-        out.append(_table(ID_HEADERS, (_ids(r) for r in waiting)))
+        per_site = ", ".join(f"{esc(site)}: {n}" for site, n in sorted(
+            pd.Series([r["site"] for r in waiting]).astype(str).value_counts().items()))
+        out.append(f'<p class="note">The proposal is on the source; a radiologist has not '
+                   f"saved a cleaned segmentation yet ({per_site}). The next run collects it. "
+                   "They are the rows in state awaiting_cleaning of the session table.</p>")
     else:
         out.append('<p class="empty">None.</p>')
     out.append("</section>")
     return "".join(out)
 
 
-def vhi_section(cohort: pd.DataFrame, timepoints: Sequence[str]) -> str:
-    """VHI per measured session (bars, proposal scatter, table)."""
-    out = [f"<section id=vhi><h2>VHI per measured session ({len(cohort)})</h2>"]
+def _per_site(rows: list[dict[str, Any]], column: str, decimals: int = ML_DECIMALS,
+              ) -> list[tuple[str, list[float], list[str]]]:
+    groups = []
+    for site in order(r["site"] for r in rows):
+        mine = [r for r in rows if str(r["site"]) == site]
+        values = [float("nan") if (v := number(r[column])) is None else v for r in mine]
+        groups.append((site, values, [f"{session_id(r)}: {fmt(r[column], decimals)} ml"
+                                      for r in mine]))
+    return groups
+
+
+def vhi_section(cohort: pd.DataFrame) -> str:
+    """VHI per site (box plot and histogram) and the proposal against the cleaned VHI."""
+    out = [f"<section id=vhi><h2>VHI per site ({len(cohort)} measured sessions)</h2>"]
     if cohort.empty:
         return out[0] + '<p class="empty">No session is measured yet: no VHI to show.</p></section>'
-    out.append(f'<p class="note">VHI = voxels of the cleaned mask × voxel volume, in ml '
-               f"(printed to {ML_DECIMALS} decimals; full precision in cohort_vhi.csv).</p>")
-    out.append(vhi_bars_svg(cohort, timepoints))
+    rows = records(cohort)
+    groups = _per_site(rows, "vhi_ml")
+    colours = site_colours(r["site"] for r in rows)
+    out.append(f'<p class="note">VHI = voxels of the cleaned mask × voxel volume, in ml. '
+               f"Box: quartiles and median; whiskers: the last session within 1.5 × IQR. Every "
+               f"session's VHI (to {ML_DECIMALS} decimals) is in the session table below.</p>")
+    out.append(box_svg(groups, xlabel="VHI (ml)", label="VHI per site", colours=colours))
+    out.append(histogram_svg(groups, xlabel="VHI (ml)", label="VHI histogram per site",
+                             colours=colours))
     out.append("<h3>Machine proposal vs cleaned VHI</h3>"
                '<p class="note">Points below the dashed line: the radiologist removed more than '
                "they added.</p>")
     out.append(proposal_scatter_svg(cohort))
-    headers = [*ID_HEADERS, ("num", "VHI (ml)"), ("num", "proposal (ml)"), ("num", "VHI voxels"),
-               ("num", "Dice cleaned vs proposal"), ("num", "removed voxels"),
-               ("num", "added voxels"), ("", "reference")]
-    rows = ([*_ids(r), ("num", fmt_ml(r["vhi_ml"])), ("num", fmt_ml(r.get("proposal_ml"))),
-             ("num", fmt_int(r.get("vhi_voxels"))),
-             ("num", fmt(r.get("dice_cleaned_vs_proposal"), 3)),
-             ("num", fmt_int(r.get("removed_voxels"))), ("num", fmt_int(r.get("added_voxels"))),
-             ("", esc(r.get("reference_mode")))]
-            for r in records(cohort))
-    attrs = (f' data-session="{esc(session_id(r))}"' for r in records(cohort))
-    out.append(_table(headers, rows, attrs))
     out.append("</section>")
     return "".join(out)
 
@@ -158,8 +161,15 @@ def change_section(change: pd.DataFrame, timepoints: Sequence[str]) -> str:
     if change.empty:
         return out[0] + ('<p class="empty">No subject has two measured timepoints yet: '
                          "no change to show.</p></section>")
-    out.append(change_svg(change, timepoints))
-    out.append(_table(
+    subjects = {(str(r["site"]), str(r["subject"])) for r in records(change)}
+    if len(subjects) <= MAX_SUBJECT_LINES:
+        out.append(change_svg(change, timepoints))
+    else:
+        rows = records(change)
+        out.append(box_svg(_per_site(rows, "change_ml"), xlabel="VHI change between timepoints (ml)",
+                           label="VHI change per site",
+                           colours=site_colours(r["site"] for r in rows)))
+    out.append(html_table(
         [("", "site"), ("", "subject"), ("", "from"), ("", "to"), ("num", "VHI from (ml)"),
          ("num", "VHI to (ml)"), ("num", "change (ml)"), ("num", "change (%)")],
         ([("", esc(r["site"])), ("", esc(r["subject"])),
@@ -170,41 +180,6 @@ def change_section(change: pd.DataFrame, timepoints: Sequence[str]) -> str:
          for r in records(change))))
     out.append("</section>")
     return "".join(out)
-
-
-def agreement_section(agreement: pd.DataFrame) -> str:
-    """Machine proposal vs reader masks, per reader (nothing without reader masks)."""
-    if agreement is None or agreement.empty:
-        return ""
-    rows = []
-    for reader, group in agreement.groupby("reader", sort=True):
-        dice = pd.to_numeric(group["dice"], errors="coerce")
-        vs = pd.to_numeric(group["volume_similarity"], errors="coerce")
-        rows.append([("", esc(reader)), ("num", str(len(group))), ("num", fmt(dice.mean(), 3)),
-                     ("num", fmt(dice.median(), 3)), ("num", fmt(dice.min(), 3)),
-                     ("num", fmt(vs.mean(), 3))])
-    return ("<section id=agreement><h2>Machine proposal vs reader masks</h2>"
-            '<p class="note">Per reader, over the sessions with their mask (per session: '
-            "agreement.csv).</p>"
-            + _table([("", "reader"), ("num", "sessions"), ("num", "mean Dice"),
-                      ("num", "median Dice"), ("num", "min Dice"),
-                      ("num", "mean volume similarity")], rows)
-            + "</section>")
-
-
-def sessions_section(status: pd.DataFrame, cohort: pd.DataFrame) -> str:
-    """Every session with its state, VHI and reason, folded (nothing without sessions)."""
-    if status.empty:
-        return ""
-    vhi = {(str(r["site"]), str(r["subject"]), str(r["session"])): r["vhi_ml"]
-           for r in records(cohort)}
-    rows = ([*_ids(r), ("", f'<span class="state state-{esc(r["state"])}">{esc(r["state"])}</span>'),
-             ("num", fmt_ml(vhi[k]) if (k := (str(r["site"]), str(r["subject"]),
-                                             str(r["session"]))) in vhi else ""),
-             ("reason", esc(r["reason"]))] for r in records(status))
-    return (f"<section id=sessions><details><summary>Every session ({len(status)})</summary>"
-            + _table([*ID_HEADERS, ("", "state"), ("num", "VHI (ml)"), ("", "reason")], rows)
-            + "</details></section>")
 
 
 def footer() -> str:

@@ -1,5 +1,7 @@
-"""The report's plots as inline SVG (no script, no font, no network): VHI per session,
-proposal vs cleaned VHI, VHI change per subject, sessions by state per site.
+"""The report's plots as inline SVG (no font, no network) and the helpers every plot uses
+(ticks, frames, legends, points): proposal vs cleaned VHI, VHI change per subject, sessions
+by state per site. Distributions per site are :mod:`.distributions`, Bland–Altman plots
+:mod:`.agreement`.
 
 Each builder takes one of the frames of :mod:`vhi.results.tables` / :mod:`vhi.results.status`
 and returns one ``<svg>`` element; every string from data is escaped (:func:`.text.esc`)
@@ -14,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from vhi.results.report.text import esc, fmt_ml, number, order, records, session_id
+from vhi.results.report.text import esc, fmt_ml, number, order, records, session_id, signed_ml
 
 STATE_COLOURS = {
     "pending": "#bdbdbd", "pulled": "#c6dbef", "segmented": "#9ecae1", "proposed": "#6baed6",
@@ -26,7 +28,7 @@ SITE_COLOURS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00"
 
 
 # ----------------------------------------------------------------------------- scales and axes
-def _nice_ticks(top: float, n: int = 5) -> list[float]:
+def nice_ticks(top: float, n: int = 5) -> list[float]:
     """Round tick values from 0 to at least ``top`` (steps of 1, 2 or 5 × 10^k)."""
     if top <= 0:
         return [0.0, 1.0]
@@ -37,21 +39,52 @@ def _nice_ticks(top: float, n: int = 5) -> list[float]:
     return [round(i * step, 10) for i in range(count + 1)]
 
 
-def _tick_label(value: float) -> str:
+def ticks_between(lo: float, hi: float, n: int = 5) -> list[float]:
+    """Round tick values covering ``lo``..``hi`` (either sign; steps of 1, 2 or 5 × 10^k)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return [0.0, 1.0]
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    raw = (hi - lo) / n
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.floor(lo / step + 1e-9)
+    last = math.ceil(hi / step - 1e-9)
+    return [round(i * step, 10) for i in range(first, last + 1)]
+
+
+def tick_label(value: float) -> str:
     return f"{value:g}"
 
 
-def _svg(width: float, height: float, body: str, label: str) -> str:
+#: Above this many points a plot draws them as one path of dots, without a tooltip each.
+MAX_TITLED_POINTS = 400
+
+
+def dots(points: Sequence[tuple[float, float, str]], colour: str, radius: float = 4.0,
+         css: str = "point") -> str:
+    """Points (x, y, tooltip) as circles with a ``<title>`` each, or, when there are more than
+    :data:`MAX_TITLED_POINTS`, as one path of round dots (a few bytes a point)."""
+    if len(points) <= MAX_TITLED_POINTS:
+        return "".join(f'<circle class="{css}" cx="{x:.1f}" cy="{y:.1f}" r="{radius:g}" '
+                       f'fill="{colour}" fill-opacity="0.8"><title>{esc(t)}</title></circle>'
+                       for x, y, t in points)
+    d = "".join(f"M{x:.0f} {y:.0f}h0" for x, y, _ in points)
+    return (f'<path class="{css}s" d="{d}" stroke="{colour}" stroke-opacity="0.6" '
+            f'stroke-width="{2 * radius:g}" stroke-linecap="round" fill="none"/>')
+
+
+def svg_doc(width: float, height: float, body: str, label: str) -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
             f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{esc(label)}">'
             f"{body}</svg>")
 
 
-def _site_colours(sites: Iterable[Any]) -> dict[str, str]:
+def site_colours(sites: Iterable[Any]) -> dict[str, str]:
     return {s: SITE_COLOURS[i % len(SITE_COLOURS)] for i, s in enumerate(order(sites))}
 
 
-def _legend(items: Sequence[tuple[str, str]], x: float, y: float) -> str:
+def legend(items: Sequence[tuple[str, str]], x: float, y: float) -> str:
     out, cx = [], x
     for label, colour in items:
         out.append(f'<rect x="{cx:.1f}" y="{y - 9:.1f}" width="10" height="10" fill="{colour}"/>'
@@ -60,7 +93,7 @@ def _legend(items: Sequence[tuple[str, str]], x: float, y: float) -> str:
     return "".join(out)
 
 
-def _xy_frame(size: tuple[float, float], margin: tuple[float, float, float, float], *,
+def xy_frame(size: tuple[float, float], margin: tuple[float, float, float, float], *,
               xticks: Sequence[float], yticks: Sequence[float], xlabel: str, ylabel: str,
               xtick_labels: Sequence[str] | None = None,
               ) -> tuple[str, Callable[[float], float], Callable[[float], float]]:
@@ -73,16 +106,18 @@ def _xy_frame(size: tuple[float, float], margin: tuple[float, float, float, floa
     def sx(v: float) -> float:
         return m_left + (v - x0) / span * pw
 
+    y0 = yticks[0]
+
     def sy(v: float) -> float:
-        return m_top + ph - v / y1 * ph
+        return m_top + ph - (v - y0) / ((y1 - y0) or 1.0) * ph
 
     parts = []
     for t in yticks:
         parts.append(f'<line class="grid" x1="{m_left:.1f}" y1="{sy(t):.1f}" x2="{m_left + pw:.1f}" '
                      f'y2="{sy(t):.1f}"/><text x="{m_left - 6:.1f}" y="{sy(t) + 4:.1f}" '
-                     f'text-anchor="end">{_tick_label(t)}</text>')
+                     f'text-anchor="end">{tick_label(t)}</text>')
     for i, t in enumerate(xticks):
-        text = esc(xtick_labels[i]) if xtick_labels else _tick_label(t)
+        text = esc(xtick_labels[i]) if xtick_labels else tick_label(t)
         parts.append(f'<line class="grid" x1="{sx(t):.1f}" y1="{m_top:.1f}" x2="{sx(t):.1f}" '
                      f'y2="{m_top + ph:.1f}"/><text x="{sx(t):.1f}" y="{m_top + ph + 16:.1f}" '
                      f'text-anchor="middle">{text}</text>')
@@ -96,65 +131,28 @@ def _xy_frame(size: tuple[float, float], margin: tuple[float, float, float, floa
 
 
 # ----------------------------------------------------------------------------- plots
-def vhi_bars_svg(cohort: pd.DataFrame, timepoints: Sequence[str] = ()) -> str:
-    """Horizontal bars: VHI of every measured session, grouped by site; one ``class="bar"``
-    rect per session, labelled with its VHI as the tables print it."""
-    rows = records(cohort)
-    rank = {t: i for i, t in enumerate(timepoints)}
-    rows.sort(key=lambda r: (str(r["site"]), str(r["subject"]),
-                             rank.get(str(r["timepoint"]), len(rank)), str(r["timepoint"]),
-                             str(r["session"])))
-    width, left, right, top, row_h, site_h = 760.0, 230.0, 70.0, 8.0, 18.0, 22.0
-    plot_w = width - left - right
-    ticks = _nice_ticks(max((number(r["vhi_ml"]) or 0.0 for r in rows), default=0.0))
-    scale = plot_w / ticks[-1]
-    sites = order(r["site"] for r in rows)
-    body, y = [], top
-    for site in sites:
-        body.append(f'<text class="site" x="4" y="{y + 15:.1f}">site {esc(site)}</text>')
-        y += site_h
-        for r in (r for r in rows if str(r["site"]) == site):
-            ml = number(r["vhi_ml"]) or 0.0
-            label = f"{r['subject']} / {r['session']} ({r['timepoint']})"
-            body.append(
-                f'<text x="{left - 6:.1f}" y="{y + 13:.1f}" text-anchor="end">{esc(label)}</text>'
-                f'<rect class="bar" x="{left:.1f}" y="{y + 3:.1f}" width="{ml * scale:.2f}" '
-                f'height="12"><title>{esc(session_id(r))}: {fmt_ml(r["vhi_ml"])} ml</title></rect>'
-                f'<text class="value" x="{left + ml * scale + 4:.1f}" y="{y + 13:.1f}">'
-                f'{fmt_ml(r["vhi_ml"])}</text>')
-            y += row_h
-    bottom = y + 4
-    grid = "".join(
-        f'<line class="grid" x1="{left + t * scale:.1f}" y1="{top:.1f}" x2="{left + t * scale:.1f}" '
-        f'y2="{bottom:.1f}"/><text x="{left + t * scale:.1f}" y="{bottom + 14:.1f}" '
-        f'text-anchor="middle">{_tick_label(t)}</text>' for t in ticks)
-    axis = (f'<line class="axis" x1="{left:.1f}" y1="{top:.1f}" x2="{left:.1f}" y2="{bottom:.1f}"/>'
-            f'<text x="{left + plot_w / 2:.1f}" y="{bottom + 30:.1f}" text-anchor="middle">'
-            f"VHI (ml)</text>")
-    return _svg(width, bottom + 38, grid + axis + "".join(body), "VHI per measured session")
-
-
 def proposal_scatter_svg(cohort: pd.DataFrame) -> str:
-    """Proposal volume (x) against the cleaned VHI (y), one point per measured session;
-    the dashed line is y = x (nothing removed or added)."""
+    """Proposal volume (x) against the cleaned VHI (y), one point per measured session
+    (coloured by site); the dashed line is y = x (nothing removed or added)."""
     rows = [r for r in records(cohort)
             if number(r.get("proposal_ml")) is not None and number(r["vhi_ml"]) is not None]
     top = max((max(number(r["proposal_ml"]) or 0.0, number(r["vhi_ml"]) or 0.0) for r in rows),
               default=0.0)
-    ticks = _nice_ticks(top)
-    colours = _site_colours(r["site"] for r in rows)
+    ticks = nice_ticks(top)
+    colours = site_colours(r["site"] for r in rows)
     width = height = 420.0
-    frame, sx, sy = _xy_frame((width, height), (12, 16, 44, 56), xticks=ticks, yticks=ticks,
-                              xlabel="proposal (ml)", ylabel="cleaned VHI (ml)")
+    frame, sx, sy = xy_frame((width, height), (12, 16, 44, 56), xticks=ticks, yticks=ticks,
+                             xlabel="proposal (ml)", ylabel="cleaned VHI (ml)")
     ident = (f'<line class="ident" x1="{sx(0):.1f}" y1="{sy(0):.1f}" x2="{sx(ticks[-1]):.1f}" '
              f'y2="{sy(ticks[-1]):.1f}"/>')
     points = "".join(
-        f'<circle class="point" cx="{sx(number(r["proposal_ml"]) or 0):.1f}" '
-        f'cy="{sy(number(r["vhi_ml"]) or 0):.1f}" r="4" fill="{colours[str(r["site"])]}" '
-        f'fill-opacity="0.8"><title>{esc(session_id(r))}: proposal {fmt_ml(r["proposal_ml"])} ml, '
-        f'cleaned {fmt_ml(r["vhi_ml"])} ml</title></circle>' for r in rows)
-    legend = _legend(list(colours.items()), 64, 24) if len(colours) > 1 else ""
-    return _svg(width, height, frame + ident + points + legend, "proposal vs cleaned VHI")
+        dots([(sx(number(r["proposal_ml"]) or 0.0), sy(number(r["vhi_ml"]) or 0.0),
+               f"{session_id(r)}: proposal {fmt_ml(r['proposal_ml'])} ml, "
+               f"cleaned {fmt_ml(r['vhi_ml'])} ml")
+              for r in rows if str(r["site"]) == site], colour)
+        for site, colour in colours.items())
+    key = legend(list(colours.items()), 64, 24) if len(colours) > 1 else ""
+    return svg_doc(width, height, frame + ident + points + key, "proposal vs cleaned VHI")
 
 
 def change_svg(change: pd.DataFrame, timepoints: Sequence[str] = ()) -> str:
@@ -163,7 +161,10 @@ def change_svg(change: pd.DataFrame, timepoints: Sequence[str] = ()) -> str:
     timeline = order([r["timepoint_from"] for r in rows] + [r["timepoint_to"] for r in rows],
                      timepoints)
     subjects: dict[tuple[str, str], list[tuple[str, str, Any]]] = {}
+    changes: dict[tuple[str, str], list[str]] = {}
     for r in rows:
+        changes.setdefault((str(r["site"]), str(r["subject"])), []).append(
+            f"{r['timepoint_from']} to {r['timepoint_to']}: {signed_ml(r['change_ml'])} ml")
         chain = subjects.setdefault((str(r["site"]), str(r["subject"])), [])
         if not chain or chain[-1][1] != str(r["session_from"]):
             chain.append((str(r["timepoint_from"]), str(r["session_from"]), r["vhi_ml_from"]))
@@ -172,10 +173,10 @@ def change_svg(change: pd.DataFrame, timepoints: Sequence[str] = ()) -> str:
     xs = [float(i) for i in range(len(timeline))] if len(timeline) > 1 else [0.0, 1.0]
     labels = timeline if len(timeline) > 1 else [*timeline, ""]
     width, height = 620.0, 340.0
-    frame, sx, sy = _xy_frame((width, height), (12, 120, 44, 56), xticks=xs,
-                              yticks=_nice_ticks(top), xlabel="timepoint", ylabel="VHI (ml)",
+    frame, sx, sy = xy_frame((width, height), (12, 120, 44, 56), xticks=xs,
+                              yticks=nice_ticks(top), xlabel="timepoint", ylabel="VHI (ml)",
                               xtick_labels=labels)
-    colours = _site_colours(site for site, _ in subjects)
+    colours = site_colours(site for site, _ in subjects)
     index = {t: i for i, t in enumerate(timeline)}
     parts = []
     for (site, subject), chain in sorted(subjects.items()):
@@ -183,14 +184,15 @@ def change_svg(change: pd.DataFrame, timepoints: Sequence[str] = ()) -> str:
         colour = colours[site]
         parts.append(f'<polyline class="subject" fill="none" stroke="{colour}" stroke-width="1.5" '
                      f'points="{" ".join(f"{x:.1f},{y:.1f}" for x, y, *_ in pts)}">'
-                     f"<title>{esc(site)}/{esc(subject)}</title></polyline>")
+                     f"<title>{esc(site)}/{esc(subject)}: "
+                     f"{esc('; '.join(changes[(site, subject)]))}</title></polyline>")
         parts.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{colour}"><title>'
                      f"{esc(site)}/{esc(subject)}/{esc(s)} ({esc(t)}): {fmt_ml(v)} ml</title></circle>"
                      for x, y, t, s, v in pts)
         if len(subjects) <= 30:
             x, y = pts[-1][0], pts[-1][1]
             parts.append(f'<text x="{x + 7:.1f}" y="{y + 4:.1f}">{esc(subject)}</text>')
-    return _svg(width, height, frame + "".join(parts), "VHI change per subject")
+    return svg_doc(width, height, frame + "".join(parts), "VHI change per subject")
 
 
 def status_svg(counts: pd.DataFrame) -> str:
@@ -216,5 +218,5 @@ def status_svg(counts: pd.DataFrame) -> str:
                              f"{n}</text>")
             x += w
         y += row_h
-    legend = _legend([(s, STATE_COLOURS.get(s, "#888")) for s in states], left, y + 14)
-    return _svg(width, y + 24, "".join(parts) + legend, "sessions by state and site")
+    key = legend([(s, STATE_COLOURS.get(s, "#888")) for s in states], left, y + 14)
+    return svg_doc(width, y + 24, "".join(parts) + key, "sessions by state and site")

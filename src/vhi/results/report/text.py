@@ -37,6 +37,12 @@ def fmt_ml(value: Any) -> str:
     return fmt(value, ML_DECIMALS)
 
 
+def signed_ml(value: Any) -> str:
+    """A change in ml with its sign (``+0.50``, ``-1.23``), as the report prints it."""
+    result = number(value)
+    return "–" if result is None else f"{result:+.{ML_DECIMALS}f}"
+
+
 def fmt(value: Any, decimals: int) -> str:
     """A number to ``decimals`` places; "–" when missing."""
     result = number(value)
@@ -47,6 +53,18 @@ def fmt_int(value: Any) -> str:
     """A count, rounded to a whole number; "–" when missing."""
     result = number(value)
     return "–" if result is None else str(round(result))
+
+
+def html_table(headers: Sequence[tuple[str, str]], rows: Iterable[Sequence[tuple[str, str]]],
+               row_attrs: Iterable[str] | None = None, css: str = "") -> str:
+    """An HTML table from (class, already-escaped text) cells; ``row_attrs`` per row."""
+    head = "".join(f'<th class="{c}">{t}</th>' for c, t in headers)
+    attrs = iter(row_attrs) if row_attrs is not None else None
+    body = "".join(
+        f"<tr{next(attrs) if attrs else ''}>"
+        + "".join(f'<td class="{c}">{t}</td>' for c, t in row) + "</tr>" for row in rows)
+    table = f'<table class="{css}">' if css else "<table>"
+    return f"{table}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def session_id(row: Mapping[str, Any]) -> str:
