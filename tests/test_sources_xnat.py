@@ -27,7 +27,7 @@ from vhi.sources.xnat import XnatError, XnatSource
 from vhi.sources.xnat.select import ScanRow, compile_rules, format_report, select_scans
 
 from support.env import unset_env
-from xnat_emulator import XnatEmulator
+from xnat_emulator import Behaviour, XnatEmulator
 from xnat_emulator.demo import (
     EXPECTED_PICK,
     SITE_PROJECTS,
@@ -38,6 +38,7 @@ from xnat_emulator.demo import (
     save_cleaned,
     seed_demo,
 )
+from xnat_emulator.synthetic_demo import write_synthetic_demo
 
 pytest_plugins = ["xnat_emulator.fixtures"]  # self_signed_cert
 
@@ -105,22 +106,38 @@ def test_bad_selection_config_names_the_key(selection, where):
 
 
 # ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module", params=["synthetic", "demo"])
+def xnat_data(request, tmp_path_factory) -> Path:
+    """The volumes the emulator is seeded with: synthetic stand-ins (always), the public demo
+    volumes (the extra tier, skipped without ../shared)."""
+    if request.param == "demo":
+        return request.getfixturevalue("data_dir")
+    return write_synthetic_demo(tmp_path_factory.mktemp("synthetic_demo"))
+
+
+@pytest.fixture
+def dates() -> str:
+    """The emulator's overwrite-date behaviour (collect tests run under both)."""
+    return Behaviour.from_env().overwrite_dates
+
+
 @pytest.fixture(scope="module")
-def dicom_cache(tmp_path_factory, data_dir) -> Path:
+def dicom_cache(tmp_path_factory, xnat_data) -> Path:
     """DICOM folders of the demo sessions used here, built once per module."""
     cache = tmp_path_factory.mktemp("demo_dicom")
     for site, ids in SPLIT.items():
         for scan_id in ids:
-            build_demo_series(data_dir, cache, site, scan_id)
+            build_demo_series(xnat_data, cache, site, scan_id)
     return cache
 
 
 @pytest.fixture
-def emu(tmp_path, data_dir, dicom_cache, monkeypatch):
+def emu(tmp_path, xnat_data, dicom_cache, monkeypatch, dates):
     monkeypatch.setenv("XNAT_USER", USER)
     monkeypatch.setenv("XNAT_PASS", CANARY)
-    with XnatEmulator(tmp_path / "xnat", users={USER: CANARY, "radiologist": "rad-pw"}) as server:
-        server.demo = seed_demo(server, data_dir, dicom_cache, SPLIT)
+    with XnatEmulator(tmp_path / "xnat", users={USER: CANARY, "radiologist": "rad-pw"},
+                      behaviour=Behaviour.from_env(overwrite_dates=dates)) as server:
+        server.demo = seed_demo(server, xnat_data, dicom_cache, SPLIT)
         yield server
 
 
@@ -141,11 +158,11 @@ def _state(emu: XnatEmulator) -> str:
         return json.dumps(dataclasses.asdict(emu.store.state), sort_keys=True)
 
 
-def _proposal(source: XnatSource, session, tmp_path: Path, data_dir: Path, demo: DemoSession) -> Path:
+def _proposal(source: XnatSource, session, tmp_path: Path, xnat_data: Path, demo: DemoSession) -> Path:
     """The reader-1 mask as a proposal on the grid the pull gives (as propose_lesions writes it)."""
     stir = tmp_path / f"{demo.session}_stir.nii.gz"
     source.fetch_scan(session, "stir", stir)
-    mask = nib.load(data_dir / "inflammation" / "R11" / f"{demo.scan_id}_inflammation_R11.nii.gz")
+    mask = nib.load(xnat_data / "inflammation" / "R11" / f"{demo.scan_id}_inflammation_R11.nii.gz")
     out = tmp_path / f"{demo.session}_proposal.nii.gz"
     save_nifti(np.asarray(mask.dataobj) > 0, nib.load(stir), out)
     return out
@@ -234,11 +251,11 @@ def test_fetch_gives_back_the_demo_volumes_exactly(emu, tmp_path):
 
 
 # ----------------------------------------------------------------------------- push
-def test_push_writes_a_verified_seg_and_pushing_again_changes_nothing(emu, tmp_path, data_dir):
+def test_push_writes_a_verified_seg_and_pushing_again_changes_nothing(emu, tmp_path, xnat_data):
     demo = _demo(emu, "B")
     with _source(emu, "B") as source:
         session = source.list_sessions()[0]
-        proposal = _proposal(source, session, tmp_path, data_dir, demo)
+        proposal = _proposal(source, session, tmp_path, xnat_data, demo)
         receipt = source.push_proposal(session, {"proposal": proposal})
         puts = len(emu.log.find("PUT", r"^/xapi/roi/"))
         state = _state(emu)
@@ -267,11 +284,11 @@ def test_push_writes_a_verified_seg_and_pushing_again_changes_nothing(emu, tmp_p
     assert receipt["proposal_voxels"] == voxels == int(seg.pixel_array.sum())
 
 
-def test_push_references_every_archived_stir_instance(emu, tmp_path, data_dir):
+def test_push_references_every_archived_stir_instance(emu, tmp_path, xnat_data):
     demo = _demo(emu, "A")
     with _source(emu) as source:
         session = source.list_sessions()[0]
-        source.push_proposal(session, {"proposal": _proposal(source, session, tmp_path, data_dir, demo)})
+        source.push_proposal(session, {"proposal": _proposal(source, session, tmp_path, xnat_data, demo)})
     with _connect(emu) as conn:
         base = f"/xapi/roi/projects/{demo.project}"
         archived = set(conn.get_json(f"{base}/sessions/{demo.experiment}/scans/{demo.stir_scan}/uids"))
@@ -281,11 +298,11 @@ def test_push_references_every_archived_stir_instance(emu, tmp_path, data_dir):
     assert referenced == archived
 
 
-def test_changed_proposal_replaces_only_the_platforms_collection(emu, tmp_path, data_dir):
+def test_changed_proposal_replaces_only_the_platforms_collection(emu, tmp_path, xnat_data):
     demo = _demo(emu, "A")
     with _source(emu) as source:
         session = source.list_sessions()[0]
-        proposal = _proposal(source, session, tmp_path, data_dir, demo)
+        proposal = _proposal(source, session, tmp_path, xnat_data, demo)
         first = source.push_proposal(session, {"proposal": proposal})
         img = nib.load(proposal)
         data = np.asarray(img.dataobj).copy()
@@ -297,7 +314,7 @@ def test_changed_proposal_replaces_only_the_platforms_collection(emu, tmp_path, 
         assert second["collection"]["uid"] != first["collection"]["uid"]
         assert len(_collections(emu, demo.experiment)) == 1
         # a collection under the platform's label that someone else wrote is left alone
-        other = _proposal(source, session, tmp_path, data_dir, demo)
+        other = _proposal(source, session, tmp_path, xnat_data, demo)
         with _connect(emu) as conn:
             seg = conn.get(f"/xapi/roi/projects/{demo.project}/collections/VHI_PROPOSAL_1003_pre").content
             foreign, _ = edit_seg(seg)
@@ -312,12 +329,12 @@ def test_changed_proposal_replaces_only_the_platforms_collection(emu, tmp_path, 
     assert _state(emu) == state
 
 
-def test_seg_the_server_rejects_is_reported_for_the_session(emu, tmp_path, data_dir):
+def test_seg_the_server_rejects_is_reported_for_the_session(emu, tmp_path, xnat_data):
     """The session's study UID no longer matches the archived series (e.g. merged/relabelled)."""
     demo = _demo(emu, "A")
     with _source(emu) as source:
         session = source.list_sessions()[0]
-        proposal = _proposal(source, session, tmp_path, data_dir, demo)
+        proposal = _proposal(source, session, tmp_path, xnat_data, demo)
         with emu.store.lock:
             emu.store.state.experiments[demo.experiment].uid = "1.2.826.0.1.3680043.8.498.1"
         state = _state(emu)
@@ -332,12 +349,13 @@ def test_seg_the_server_rejects_is_reported_for_the_session(emu, tmp_path, data_
 
 
 # ----------------------------------------------------------------------------- collect
-def test_collect_takes_the_newest_cleaned_seg_after_the_proposal(emu, tmp_path, data_dir):
+@pytest.mark.parametrize("dates", ["reset", "keep"])
+def test_collect_takes_the_newest_cleaned_seg_after_the_proposal(emu, tmp_path, xnat_data):
     demo = _demo(emu, "A")
     project, experiment = demo.project, demo.experiment
     with _connect(emu) as conn, _source(emu) as source:
         session = source.list_sessions()[0]
-        proposal = _proposal(source, session, tmp_path, data_dir, demo)
+        proposal = _proposal(source, session, tmp_path, xnat_data, demo)
         assert source.find_cleaned([session]) == {}
         source.push_proposal(session, {"proposal": proposal})
         assert source.find_cleaned([session]) == {}
@@ -359,7 +377,7 @@ def test_collect_takes_the_newest_cleaned_seg_after_the_proposal(emu, tmp_path, 
     mask = nib.load(tmp_path / "cleaned.nii.gz")
     stir = nib.load(tmp_path / "1003_pre_stir.nii.gz")
     assert mask.shape == stir.shape and np.allclose(mask.affine, stir.affine)
-    r11 = np.asarray(nib.load(data_dir / "inflammation/R11/1003_inflammation_R11.nii.gz").dataobj) > 0
+    r11 = np.asarray(nib.load(xnat_data / "inflammation/R11/1003_inflammation_R11.nii.gz").dataobj) > 0
     got = np.asarray(mask.dataobj) > 0
     assert int(got.sum()) == kept < int(r11.sum())
     assert not np.any(got & ~r11)  # only removals
@@ -367,11 +385,12 @@ def test_collect_takes_the_newest_cleaned_seg_after_the_proposal(emu, tmp_path, 
     assert len(_collections(emu, experiment)) == 3
 
 
-def test_collect_ignores_other_series_and_earlier_collections(emu, tmp_path, data_dir):
+@pytest.mark.parametrize("dates", ["reset", "keep"])
+def test_collect_ignores_other_series_and_earlier_collections(emu, tmp_path, xnat_data):
     demo = _demo(emu, "B")
     with _connect(emu) as conn, _source(emu, "B") as source:
         session = source.list_sessions()[0]
-        proposal = _proposal(source, session, tmp_path, data_dir, demo)
+        proposal = _proposal(source, session, tmp_path, xnat_data, demo)
         source.push_proposal(session, {"proposal": proposal})
         seg = conn.get(f"/xapi/roi/projects/{demo.project}/collections/VHI_PROPOSAL_1012_post").content
         # a SEG drawn on the T2 series (same grid, another series)
@@ -409,9 +428,9 @@ def test_collect_ignores_other_series_and_earlier_collections(emu, tmp_path, dat
         assert source.find_cleaned([session])
         img = nib.load(proposal)
         data = np.asarray(img.dataobj).copy()
-        data[..., 0:2] = 0
+        data[..., np.flatnonzero(data.any(axis=(0, 1)))[0]] = 0
         nib.save(nib.Nifti1Image(data, img.affine, img.header), proposal)
-        source.push_proposal(session, {"proposal": proposal})
+        assert source.push_proposal(session, {"proposal": proposal})["status"] == "replaced"
         assert source.find_cleaned([session]) == {}
     assert not (tmp_path / "none.nii.gz").exists()
 
@@ -506,17 +525,17 @@ def test_expired_session_logs_in_again(emu, tmp_path):
     with source:
         source.fetch_scan(session, "t1w", tmp_path / "t1w.nii.gz")
     assert len(emu.log.find("PUT", r"^/data/services/auth$")) == logins + 1
-    emu.faults.fail("GET", r"/scans$", 401, count=100)
+    emu.faults.fail("GET", r"/scans/\d+$", 401, count=100)
     with source, pytest.raises(XnatError) as raised:
         source.fetch_scan(session, "t1w", tmp_path / "t1w2.nii.gz")
     assert "HTTP 401" in str(raised.value) and raised.value.what == "session A/A09/1003_pre"
 
 
-def test_422_on_push_is_reported_without_retry_and_changes_nothing(emu, tmp_path, data_dir):
+def test_422_on_push_is_reported_without_retry_and_changes_nothing(emu, tmp_path, xnat_data):
     demo = _demo(emu, "A")
     with _source(emu) as source:
         session = source.list_sessions()[0]
-        proposal = _proposal(source, session, tmp_path, data_dir, demo)
+        proposal = _proposal(source, session, tmp_path, xnat_data, demo)
         emu.faults.fail("PUT", r"^/xapi/roi/", 422, body="Missing dependencies: injected")
         before = _state(emu)
         with pytest.raises(XnatError) as raised:
@@ -530,12 +549,12 @@ def test_422_on_push_is_reported_without_retry_and_changes_nothing(emu, tmp_path
     assert len(_collections(emu, demo.experiment)) == 1
 
 
-def test_push_whose_response_is_lost_is_not_duplicated(emu, tmp_path, data_dir):
+def test_push_whose_response_is_lost_is_not_duplicated(emu, tmp_path, xnat_data):
     """The PUT lands but the answer is dropped: the retry's 422 is resolved by reading back."""
     demo = _demo(emu, "A")
     with _source(emu) as source:
         session = source.list_sessions()[0]
-        proposal = _proposal(source, session, tmp_path, data_dir, demo)
+        proposal = _proposal(source, session, tmp_path, xnat_data, demo)
         emu.faults.drop("PUT", r"^/xapi/roi/", fraction=0.0)
         receipt = source.push_proposal(session, {"proposal": proposal})
     assert receipt["verified"] is True
@@ -544,12 +563,12 @@ def test_push_whose_response_is_lost_is_not_duplicated(emu, tmp_path, data_dir):
 
 
 # ----------------------------------------------------------------------------- secrets + TLS
-def test_canary_password_appears_nowhere(emu, tmp_path, data_dir, caplog):
+def test_canary_password_appears_nowhere(emu, tmp_path, xnat_data, caplog):
     caplog.set_level(logging.DEBUG)
     demo = _demo(emu, "A")
     with _source(emu) as source:
         session = source.list_sessions()[0]
-        proposal = _proposal(source, session, tmp_path, data_dir, demo)
+        proposal = _proposal(source, session, tmp_path, xnat_data, demo)
         receipt = source.push_proposal(session, {"proposal": proposal})
         info = source.fetch_scan(session, "t1w", tmp_path / "t1w.nii.gz")
     texts = [caplog.text, json.dumps(receipt), json.dumps(info), json.dumps(session.to_dict()),
@@ -605,11 +624,16 @@ def test_self_signed_server_needs_its_ca(tmp_path, self_signed_cert, monkeypatch
 
 def test_each_operation_logs_out_unless_the_source_is_held(emu):
     source = _source(emu)
+    sessions = source.list_sessions()
+    receipts = {s.key: {"collections_before": []} for s in sessions}
     source.list_sessions()
-    source.find_cleaned(source.list_sessions())
+    other = _source(emu)  # no listing of its own: reads the experiment's JSON
+    other.find_cleaned(sessions, receipts)
     assert len(emu.log.find("PUT", r"^/data/services/auth$")) == 3
     assert len(emu.log.find("DELETE", r"^/data/JSESSION$")) == 3
     assert emu.auth.session_count == 0
-    with source:
-        source.find_cleaned(source.list_sessions())
+    source.find_cleaned(sessions, receipts)  # the listing's collections: no request, no login
+    assert len(emu.log.find("PUT", r"^/data/services/auth$")) == 3
+    with other:
+        other.find_cleaned(other.list_sessions(), receipts)
     assert len(emu.log.find("PUT", r"^/data/services/auth$")) == 4
