@@ -36,8 +36,10 @@ from xnat_emulator.demo import (
     build_demo_series,
     edit_seg,
     save_cleaned,
+    save_collection,
     seed_demo,
 )
+from xnat_emulator.synthetic import SeriesInfo, build_rtstruct
 from xnat_emulator.synthetic_demo import write_synthetic_demo
 
 pytest_plugins = ["xnat_emulator.fixtures"]  # self_signed_cert
@@ -121,6 +123,16 @@ def dates() -> str:
     return Behaviour.from_env().overwrite_dates
 
 
+@pytest.fixture
+def zip_layout() -> str:
+    return Behaviour.from_env().zip_layout
+
+
+@pytest.fixture
+def csrf() -> bool:
+    return Behaviour.from_env().csrf
+
+
 @pytest.fixture(scope="module")
 def dicom_cache(tmp_path_factory, xnat_data) -> Path:
     """DICOM folders of the demo sessions used here, built once per module."""
@@ -132,11 +144,12 @@ def dicom_cache(tmp_path_factory, xnat_data) -> Path:
 
 
 @pytest.fixture
-def emu(tmp_path, xnat_data, dicom_cache, monkeypatch, dates):
+def emu(tmp_path, xnat_data, dicom_cache, monkeypatch, dates, zip_layout, csrf):
     monkeypatch.setenv("XNAT_USER", USER)
     monkeypatch.setenv("XNAT_PASS", CANARY)
     with XnatEmulator(tmp_path / "xnat", users={USER: CANARY, "radiologist": "rad-pw"},
-                      behaviour=Behaviour.from_env(overwrite_dates=dates)) as server:
+                      behaviour=Behaviour.from_env(overwrite_dates=dates, zip_layout=zip_layout,
+                                                   csrf=csrf)) as server:
         server.demo = seed_demo(server, xnat_data, dicom_cache, SPLIT)
         yield server
 
@@ -433,6 +446,58 @@ def test_collect_ignores_other_series_and_earlier_collections(emu, tmp_path, xna
         assert source.push_proposal(session, {"proposal": proposal})["status"] == "replaced"
         assert source.find_cleaned([session]) == {}
     assert not (tmp_path / "none.nii.gz").exists()
+
+
+@pytest.mark.parametrize(("dates", "zip_layout", "csrf"), [("reset", "default", False),
+                                                           ("keep", "flat", True)])
+def test_strict_server_push_and_collect_from_the_pulled_headers(emu, tmp_path, xnat_data, dicom_cache,
+                                                                dates, zip_layout, csrf):
+    """Push and collect need no second download; an unchanged re-push sends nothing;
+    contours alone are reported, not collected."""
+    demo = _demo(emu, "A")
+    zips = lambda: [e for e in emu.log.find("GET", ZIP) if "format=zip" in e.query]  # noqa: E731
+    with _source(emu) as source:
+        session = source.list_sessions()[0]
+        stir = tmp_path / "stir.nii.gz"
+        info = source.fetch_scan(session, "stir", stir)
+        assert info["series_uid"] == demo.series[demo.stir_scan]
+        assert len(info["dicom_headers"]) == info["files"] == nib.load(stir).shape[2]
+        sidecar = tmp_path / "stir.json"
+        sidecar.write_text(json.dumps({"source": info}))
+        r11 = nib.load(xnat_data / "inflammation" / "R11" / f"{demo.scan_id}_inflammation_R11.nii.gz")
+        proposal = tmp_path / "proposal.nii.gz"
+        save_nifti(np.asarray(r11.dataobj) > 0, nib.load(stir), proposal)
+        context = {"stir": sidecar}
+        receipt = source.push_proposal(session, {"proposal": proposal}, context)
+        assert receipt["status"] == "created" and receipt["collections_before"] == []
+        assert receipt["stir"]["series_uid"] == demo.series[demo.stir_scan]
+        assert len(zips()) == 1  # the pull's only
+        state, puts = _state(emu), len(emu.log.find("PUT", r"^/xapi/"))
+        again = source.push_proposal(session, {"proposal": proposal}, context)
+        assert again["status"] == "unchanged"
+        assert len(emu.log.find("PUT", r"^/xapi/")) == puts and _state(emu) == state
+        receipts = {session.key: again}
+        # the radiologist saves contours only
+        files = tuple(sorted((dicom_cache / f"A_{demo.scan_id}" / demo.stir_scan).glob("*.dcm")))
+        series = SeriesInfo(files[0].parent, demo.study_uid, demo.series[demo.stir_scan], (), files)
+        with _connect(emu) as conn:
+            save_collection(conn, demo.project, demo.experiment, build_rtstruct(series), label="RT_1",
+                            kind="RTSTRUCT")
+            assert source.find_cleaned([session], receipts) == {
+                session.key: {"pending": "cleaned as contours (RTSTRUCT/AIM): save as a segmentation",
+                              "contours": ["RT_1"]}}
+            seg = conn.get(f"/xapi/roi/projects/{demo.project}/collections/VHI_PROPOSAL_1003_pre").content
+            cleaned, kept = edit_seg(seg, remove_frames=[3, 4, 5])
+            label, ident = save_cleaned(conn, demo.project, demo.experiment, cleaned)
+        found = _source(emu).find_cleaned([session], receipts)[session.key]
+        assert (found["label"], found["collection"]) == (label, ident)
+        (tmp_path / "pushed.json").write_text(json.dumps(again))
+    fresh = _source(emu)  # as a collect job: its own process, the receipt from disk
+    got = fresh.fetch_cleaned(session, tmp_path / "cleaned.nii.gz",
+                              {"receipt": tmp_path / "pushed.json", "stir": sidecar, "like": proposal})
+    assert got["collection"] == ident
+    assert int((np.asarray(nib.load(tmp_path / "cleaned.nii.gz").dataobj) > 0).sum()) == kept
+    assert len(zips()) == 1  # still only the pull's
 
 
 # ----------------------------------------------------------------------------- faults
