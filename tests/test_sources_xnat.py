@@ -133,6 +133,12 @@ def csrf() -> bool:
     return Behaviour.from_env().csrf
 
 
+@pytest.fixture
+def behaviour(dates, zip_layout, csrf) -> Behaviour:
+    """The emulator's switches (tests parametrize ``dates``, ``zip_layout``, ``csrf``)."""
+    return Behaviour.from_env(overwrite_dates=dates, zip_layout=zip_layout, csrf=csrf)
+
+
 @pytest.fixture(scope="module")
 def dicom_cache(tmp_path_factory, xnat_data) -> Path:
     """DICOM folders of the demo sessions used here, built once per module."""
@@ -144,12 +150,11 @@ def dicom_cache(tmp_path_factory, xnat_data) -> Path:
 
 
 @pytest.fixture
-def emu(tmp_path, xnat_data, dicom_cache, monkeypatch, dates, zip_layout, csrf):
+def emu(tmp_path, xnat_data, dicom_cache, monkeypatch, behaviour):
     monkeypatch.setenv("XNAT_USER", USER)
     monkeypatch.setenv("XNAT_PASS", CANARY)
     with XnatEmulator(tmp_path / "xnat", users={USER: CANARY, "radiologist": "rad-pw"},
-                      behaviour=Behaviour.from_env(overwrite_dates=dates, zip_layout=zip_layout,
-                                                   csrf=csrf)) as server:
+                      behaviour=behaviour) as server:
         server.demo = seed_demo(server, xnat_data, dicom_cache, SPLIT)
         yield server
 
@@ -450,8 +455,7 @@ def test_collect_ignores_other_series_and_earlier_collections(emu, tmp_path, xna
 
 @pytest.mark.parametrize(("dates", "zip_layout", "csrf"), [("reset", "default", False),
                                                            ("keep", "flat", True)])
-def test_strict_server_push_and_collect_from_the_pulled_headers(emu, tmp_path, xnat_data, dicom_cache,
-                                                                dates, zip_layout, csrf):
+def test_strict_server_push_and_collect_from_the_pulled_headers(emu, tmp_path, xnat_data, dicom_cache):
     """Push and collect need no second download; an unchanged re-push sends nothing;
     contours alone are reported, not collected."""
     demo = _demo(emu, "A")
