@@ -38,12 +38,18 @@ def cmd_sheet(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- tables
 def cmd_tables(args: argparse.Namespace) -> int:
     from vhi.cohort.layout import Layout
-    from vhi.cohort.plan import plan_cohort
+    from vhi.cohort.plan import load_plan, plan_cohort
     from vhi.results.tables import write_results
 
     settings = load_config_file(args.config)
-    plan = plan_cohort(settings)
-    status = write_results(plan, Layout.from_settings(settings), settings.timepoints, settings.bundle)
+    layout = Layout.from_settings(settings)
+    saved = args.plan or Path(layout.work) / ".vhi_plan.json"
+    if not args.refresh and Path(saved).is_file():
+        plan = load_plan(saved)  # the last run's plan: no source is asked again
+        log.info("cohort plan from %s (--refresh lists the sources again)", saved)
+    else:
+        plan = plan_cohort(settings)
+    status = write_results(plan, layout, settings.timepoints, settings.bundle)
     counts = status["state"].value_counts().to_dict()
     log.info("status: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return 0
@@ -97,4 +103,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("tables", help="rebuild results/ (tables, status) from a config and work/")
     p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--plan", type=Path, help="the saved cohort plan (default: the run's, in work/)")
+    p.add_argument("--refresh", action="store_true",
+                   help="list every source again instead of reading the saved plan")
     p.set_defaults(func=cmd_tables)
