@@ -85,7 +85,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         context["stir"] = Path(args.stir_sidecar)
     receipt = source.push_proposal(session, files, context)
     save_json(receipt, args.out)
-    save_json(receipt, history)
+    if "collections_before" in receipt:  # a source that measures cleanings against its pushes
+        save_json(receipt, history)
     log.info("%s: proposal pushed (%s)", session.key,
              ", ".join(f["uri"] for f in receipt.get("files", {}).values()))
     return 0
