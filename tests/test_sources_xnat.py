@@ -39,6 +39,7 @@ from xnat_emulator.demo import (
     save_collection,
     seed_demo,
 )
+from xnat_emulator.model import Assessor
 from xnat_emulator.synthetic import SeriesInfo, build_rtstruct
 from xnat_emulator.synthetic_demo import write_synthetic_demo
 
@@ -238,6 +239,38 @@ def test_list_sessions_picks_scans_by_site_rules(emu, site, caplog):
     assert len(report["decisions"]) == 2 * len(SITE_SCANS[site])
     assert f"{site}/{demo.subject}/{demo.session}:" in caplog.text  # the dry-run explanation
     assert not emu.log.find("PUT", r"^/(data|xapi)/(?!services/auth)")  # listing writes nothing
+
+
+def test_planning_costs_one_request_per_session(emu, dicom_cache):
+    """One listing of the project, then the experiment's JSON per session: no scan, assessor
+    or collection listing, however many collections a session has (O(sites + sessions))."""
+    folders = {s.id: dicom_cache / "A_1003" / s.id for s in SITE_SCANS["A"]}
+    for n in range(3):
+        experiment = emu.seed_session(SITE_PROJECTS["A"], f"A9{n}", f"999{n}_pre")
+        for scan_id, type_ in (("2", "T1_TSE_COR"), ("3", "STIR_COR_OBL")):
+            emu.add_dicom_scan(experiment.id, scan_id, folders[scan_id], type=type_)
+    with emu.store.lock:  # every session pushed, and cleaned twice
+        for experiment in list(emu.store.state.experiments.values()):
+            stir = next((s.uid for s in experiment.scans if s.id == "3"), "")
+            for n, label in enumerate((f"VHI_PROPOSAL_{experiment.label}", "SEG_1", "SEG_2")):
+                ident = f"RoiCollection_{experiment.id}_{n}"
+                emu.store.state.assessors[ident] = Assessor(
+                    id=ident, label=label, project=experiment.project, session_id=experiment.id,
+                    insert_date=emu.store.insert_date(), series_uids=[stir],
+                    fields={"collectionType": "SEG", "name": "SEG", "UID": f"2.25.{n}"})
+    with _source(emu) as source:
+        start = len(emu.log.entries)
+        sessions = source.list_sessions()
+        found = source.find_cleaned(sessions, {s.key: {"collections_before": []} for s in sessions})
+        asked = emu.log.entries[start:]
+    assert len(sessions) == 4
+    assert {f["label"] for f in found.values() if f["label"]} == {"SEG_2"} and len(found) == 4
+    data = [e.path for e in asked if e.path.startswith(("/data/projects", "/data/experiments"))]
+    with emu.store.lock:
+        experiments = sorted(e.id for e in emu.store.state.experiments.values()
+                             if e.project == SITE_PROJECTS["A"])
+    assert data[0] == f"/data/projects/{SITE_PROJECTS['A']}/experiments"
+    assert sorted(data[1:]) == [f"/data/experiments/{e}" for e in experiments]  # nothing else
 
 
 def test_session_without_stir_is_listed_t1w_only_with_the_reason(emu, dicom_cache, caplog):

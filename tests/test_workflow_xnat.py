@@ -184,6 +184,14 @@ def test_pull_push_clean_collect_through_the_workflow(tmp_path, xnat_data, env):
             assert len(collections(emu, d.experiment)) == 2  # proposal + the radiologist's
         assert {r["state"] for r in status_of(run, by=("site", "session")).values()} == {"measured"}
 
+        # `vhi tables` rebuilds results/ from the run's saved plan: the server is not asked
+        asked = len(emu.log.entries)
+        tables = subprocess.run(["vhi", "tables", "--config", str(config)], cwd=run, capture_output=True,
+                                text=True, env=workflow_env(), timeout=300, check=False)
+        assert tables.returncode == 0, tables.stderr[-3000:]
+        assert len(emu.log.entries) == asked
+        assert {r["state"] for r in status_of(run, by=("site", "session")).values()} == {"measured"}
+
         # run 3: nothing left to do
         third = snakemake(run, "--configfile", str(config), "-n")
         assert third.returncode == 0 and "Nothing to be done" in third.stdout + third.stderr

@@ -328,8 +328,11 @@ class XnatSource(Source):
         this source made it, else from the experiment's JSON."""
         exp, scan_id = parse_scan_uri(self.server, session, "stir")
         listed = self._listed.get(session.key)
-        if listed is not None and listed.experiment == exp and listed.collections is not None:
-            return exp, listed.stir_uid, listed.collections
+        if listed is not None and listed.experiment == exp:
+            if listed.collections is not None:
+                return exp, listed.stir_uid, listed.collections
+            # the experiment's JSON had no assessor child: none, or not sent; the listing says
+            return exp, listed.stir_uid, roi.list_collections(self.client, session, exp)
         doc = roi.experiment_doc(self.client, session, exp)
         scans = listing.scans_in(doc)
         scan = next((x for x in scans or () if x.id == scan_id), None)
