@@ -47,9 +47,18 @@ def _scaled_synthetic() -> nib.Nifti1Image:
     return nib.Nifti1Image.from_bytes(img.to_bytes())
 
 
-@pytest.fixture(scope="module")
-def stir_1003(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[nib.Nifti1Image, Path, Path]:
-    """1003 STIR: its DICOM series and dicom_to_nifti's output (shared by the SEG tests)."""
+@pytest.fixture(scope="module", params=["synthetic", "demo"])
+def stir_1003(request: pytest.FixtureRequest,
+              tmp_path_factory: pytest.TempPathFactory) -> tuple[nib.Nifti1Image, Path, Path]:
+    """1003 STIR: its DICOM series and dicom_to_nifti's output (shared by the SEG tests).
+
+    Two tiers: a synthetic oblique stand-in (always) and the public volume (with ../shared)."""
+    if request.param == "demo":
+        data_dir = request.getfixturevalue("data_dir")
+    else:
+        from xnat_emulator.synthetic_demo import write_synthetic_demo
+
+        data_dir = write_synthetic_demo(tmp_path_factory.mktemp("synthetic_demo"))
     img = nib.load(data_dir / "stir" / "1003_STIR.nii.gz")
     base = tmp_path_factory.mktemp("stir_1003")
     _series(img, base / "dicom")
@@ -108,7 +117,9 @@ def _proposal(img: nib.Nifti1Image) -> np.ndarray:
     """A proposal-like label image: bright STIR voxels inside a box, labels 1 and 2."""
     data = img.get_fdata()
     labels = np.zeros(img.shape, dtype=np.uint8)
-    box = (slice(90, 250), slice(120, 220), slice(5, 18))
+    nx, ny, nz = img.shape[:3]  # the box 90:250, 120:220 of a 336 × 336 slice, scaled
+    box = (slice(nx * 90 // 336, nx * 250 // 336), slice(ny * 120 // 336, ny * 220 // 336),
+           slice(5, min(18, nz)))
     inside = np.zeros(img.shape, dtype=bool)
     inside[box] = True
     labels[inside & (data > np.percentile(data[box], 80))] = 1

@@ -45,6 +45,17 @@ def test_sheet_paths_are_relative_to_root(tmp_path: Path) -> None:
     assert not s2.has_stir and s2.timepoint == "post"
 
 
+@pytest.mark.parametrize(("prefix", "newline"), [("\ufeff", "\n"), ("", "\r\n"), ("\ufeff", "\r\n")],
+                         ids=["bom", "crlf", "bom+crlf"])
+def test_sheet_from_a_spreadsheet_bom_and_crlf(tmp_path: Path, prefix: str, newline: str) -> None:
+    text = prefix + newline.join(["subject,session,timepoint,t1w", "007,0001,pre,t.nii.gz", ""])
+    path = tmp_path / "sessions.csv"
+    path.write_bytes(text.encode("utf-8"))
+    (s,) = read_sheet(path, "a", tmp_path)
+    assert (s.subject, s.session, s.timepoint) == ("007", "0001", "pre")
+    assert s.scans == {"t1w": str(tmp_path / "t.nii.gz")}
+
+
 def test_sheet_keeps_leading_zeros_and_allows_no_site_column(tmp_path: Path) -> None:
     path = sheet(tmp_path, "subject,session,timepoint,t1w\n007,0001,pre,t.nii.gz\n")
     (s,) = read_sheet(path, "a", tmp_path)

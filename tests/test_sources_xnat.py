@@ -27,7 +27,7 @@ from vhi.sources.xnat import XnatError, XnatSource
 from vhi.sources.xnat.select import ScanRow, compile_rules, format_report, select_scans
 
 from support.env import unset_env
-from xnat_emulator import XnatEmulator
+from xnat_emulator import Behaviour, XnatEmulator
 from xnat_emulator.demo import (
     EXPECTED_PICK,
     SITE_PROJECTS,
@@ -36,8 +36,12 @@ from xnat_emulator.demo import (
     build_demo_series,
     edit_seg,
     save_cleaned,
+    save_collection,
     seed_demo,
 )
+from xnat_emulator.model import Assessor
+from xnat_emulator.synthetic import SeriesInfo, build_rtstruct
+from xnat_emulator.synthetic_demo import write_synthetic_demo
 
 pytest_plugins = ["xnat_emulator.fixtures"]  # self_signed_cert
 
@@ -105,22 +109,54 @@ def test_bad_selection_config_names_the_key(selection, where):
 
 
 # ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module", params=["synthetic", "demo"])
+def xnat_data(request, tmp_path_factory) -> Path:
+    """The volumes the emulator is seeded with: synthetic stand-ins (always), the public demo
+    volumes (the extra tier, skipped without ../shared)."""
+    if request.param == "demo":
+        return request.getfixturevalue("data_dir")
+    return write_synthetic_demo(tmp_path_factory.mktemp("synthetic_demo"))
+
+
+@pytest.fixture
+def dates() -> str:
+    """The emulator's overwrite-date behaviour (collect tests run under both)."""
+    return Behaviour.from_env().overwrite_dates
+
+
+@pytest.fixture
+def zip_layout() -> str:
+    return Behaviour.from_env().zip_layout
+
+
+@pytest.fixture
+def csrf() -> bool:
+    return Behaviour.from_env().csrf
+
+
+@pytest.fixture
+def behaviour(dates, zip_layout, csrf) -> Behaviour:
+    """The emulator's switches (tests parametrize ``dates``, ``zip_layout``, ``csrf``)."""
+    return Behaviour.from_env(overwrite_dates=dates, zip_layout=zip_layout, csrf=csrf)
+
+
 @pytest.fixture(scope="module")
-def dicom_cache(tmp_path_factory, data_dir) -> Path:
+def dicom_cache(tmp_path_factory, xnat_data) -> Path:
     """DICOM folders of the demo sessions used here, built once per module."""
     cache = tmp_path_factory.mktemp("demo_dicom")
     for site, ids in SPLIT.items():
         for scan_id in ids:
-            build_demo_series(data_dir, cache, site, scan_id)
+            build_demo_series(xnat_data, cache, site, scan_id)
     return cache
 
 
 @pytest.fixture
-def emu(tmp_path, data_dir, dicom_cache, monkeypatch):
+def emu(tmp_path, xnat_data, dicom_cache, monkeypatch, behaviour):
     monkeypatch.setenv("XNAT_USER", USER)
     monkeypatch.setenv("XNAT_PASS", CANARY)
-    with XnatEmulator(tmp_path / "xnat", users={USER: CANARY, "radiologist": "rad-pw"}) as server:
-        server.demo = seed_demo(server, data_dir, dicom_cache, SPLIT)
+    with XnatEmulator(tmp_path / "xnat", users={USER: CANARY, "radiologist": "rad-pw"},
+                      behaviour=behaviour) as server:
+        server.demo = seed_demo(server, xnat_data, dicom_cache, SPLIT)
         yield server
 
 
@@ -141,11 +177,11 @@ def _state(emu: XnatEmulator) -> str:
         return json.dumps(dataclasses.asdict(emu.store.state), sort_keys=True)
 
 
-def _proposal(source: XnatSource, session, tmp_path: Path, data_dir: Path, demo: DemoSession) -> Path:
+def _proposal(source: XnatSource, session, tmp_path: Path, xnat_data: Path, demo: DemoSession) -> Path:
     """The reader-1 mask as a proposal on the grid the pull gives (as propose_lesions writes it)."""
     stir = tmp_path / f"{demo.session}_stir.nii.gz"
     source.fetch_scan(session, "stir", stir)
-    mask = nib.load(data_dir / "inflammation" / "R11" / f"{demo.scan_id}_inflammation_R11.nii.gz")
+    mask = nib.load(xnat_data / "inflammation" / "R11" / f"{demo.scan_id}_inflammation_R11.nii.gz")
     out = tmp_path / f"{demo.session}_proposal.nii.gz"
     save_nifti(np.asarray(mask.dataobj) > 0, nib.load(stir), out)
     return out
@@ -205,6 +241,38 @@ def test_list_sessions_picks_scans_by_site_rules(emu, site, caplog):
     assert not emu.log.find("PUT", r"^/(data|xapi)/(?!services/auth)")  # listing writes nothing
 
 
+def test_planning_costs_one_request_per_session(emu, dicom_cache):
+    """One listing of the project, then the experiment's JSON per session: no scan, assessor
+    or collection listing, however many collections a session has (O(sites + sessions))."""
+    folders = {s.id: dicom_cache / "A_1003" / s.id for s in SITE_SCANS["A"]}
+    for n in range(3):
+        experiment = emu.seed_session(SITE_PROJECTS["A"], f"A9{n}", f"999{n}_pre")
+        for scan_id, type_ in (("2", "T1_TSE_COR"), ("3", "STIR_COR_OBL")):
+            emu.add_dicom_scan(experiment.id, scan_id, folders[scan_id], type=type_)
+    with emu.store.lock:  # every session pushed, and cleaned twice
+        for experiment in list(emu.store.state.experiments.values()):
+            stir = next((s.uid for s in experiment.scans if s.id == "3"), "")
+            for n, label in enumerate((f"VHI_PROPOSAL_{experiment.label}", "SEG_1", "SEG_2")):
+                ident = f"RoiCollection_{experiment.id}_{n}"
+                emu.store.state.assessors[ident] = Assessor(
+                    id=ident, label=label, project=experiment.project, session_id=experiment.id,
+                    insert_date=emu.store.insert_date(), series_uids=[stir],
+                    fields={"collectionType": "SEG", "name": "SEG", "UID": f"2.25.{n}"})
+    with _source(emu) as source:
+        start = len(emu.log.entries)
+        sessions = source.list_sessions()
+        found = source.find_cleaned(sessions, {s.key: {"collections_before": []} for s in sessions})
+        asked = emu.log.entries[start:]
+    assert len(sessions) == 4
+    assert {f["label"] for f in found.values() if f["label"]} == {"SEG_2"} and len(found) == 4
+    data = [e.path for e in asked if e.path.startswith(("/data/projects", "/data/experiments"))]
+    with emu.store.lock:
+        experiments = sorted(e.id for e in emu.store.state.experiments.values()
+                             if e.project == SITE_PROJECTS["A"])
+    assert data[0] == f"/data/projects/{SITE_PROJECTS['A']}/experiments"
+    assert sorted(data[1:]) == [f"/data/experiments/{e}" for e in experiments]  # nothing else
+
+
 def test_session_without_stir_is_listed_t1w_only_with_the_reason(emu, dicom_cache, caplog):
     folders = {s.id: dicom_cache / "A_1003" / s.id for s in SITE_SCANS["A"]}
     experiment = emu.seed_session(SITE_PROJECTS["A"], "A99", "9999_pre")
@@ -234,11 +302,11 @@ def test_fetch_gives_back_the_demo_volumes_exactly(emu, tmp_path):
 
 
 # ----------------------------------------------------------------------------- push
-def test_push_writes_a_verified_seg_and_pushing_again_changes_nothing(emu, tmp_path, data_dir):
+def test_push_writes_a_verified_seg_and_pushing_again_changes_nothing(emu, tmp_path, xnat_data):
     demo = _demo(emu, "B")
     with _source(emu, "B") as source:
         session = source.list_sessions()[0]
-        proposal = _proposal(source, session, tmp_path, data_dir, demo)
+        proposal = _proposal(source, session, tmp_path, xnat_data, demo)
         receipt = source.push_proposal(session, {"proposal": proposal})
         puts = len(emu.log.find("PUT", r"^/xapi/roi/"))
         state = _state(emu)
@@ -267,11 +335,11 @@ def test_push_writes_a_verified_seg_and_pushing_again_changes_nothing(emu, tmp_p
     assert receipt["proposal_voxels"] == voxels == int(seg.pixel_array.sum())
 
 
-def test_push_references_every_archived_stir_instance(emu, tmp_path, data_dir):
+def test_push_references_every_archived_stir_instance(emu, tmp_path, xnat_data):
     demo = _demo(emu, "A")
     with _source(emu) as source:
         session = source.list_sessions()[0]
-        source.push_proposal(session, {"proposal": _proposal(source, session, tmp_path, data_dir, demo)})
+        source.push_proposal(session, {"proposal": _proposal(source, session, tmp_path, xnat_data, demo)})
     with _connect(emu) as conn:
         base = f"/xapi/roi/projects/{demo.project}"
         archived = set(conn.get_json(f"{base}/sessions/{demo.experiment}/scans/{demo.stir_scan}/uids"))
@@ -281,11 +349,11 @@ def test_push_references_every_archived_stir_instance(emu, tmp_path, data_dir):
     assert referenced == archived
 
 
-def test_changed_proposal_replaces_only_the_platforms_collection(emu, tmp_path, data_dir):
+def test_changed_proposal_replaces_only_the_platforms_collection(emu, tmp_path, xnat_data):
     demo = _demo(emu, "A")
     with _source(emu) as source:
         session = source.list_sessions()[0]
-        proposal = _proposal(source, session, tmp_path, data_dir, demo)
+        proposal = _proposal(source, session, tmp_path, xnat_data, demo)
         first = source.push_proposal(session, {"proposal": proposal})
         img = nib.load(proposal)
         data = np.asarray(img.dataobj).copy()
@@ -297,7 +365,7 @@ def test_changed_proposal_replaces_only_the_platforms_collection(emu, tmp_path, 
         assert second["collection"]["uid"] != first["collection"]["uid"]
         assert len(_collections(emu, demo.experiment)) == 1
         # a collection under the platform's label that someone else wrote is left alone
-        other = _proposal(source, session, tmp_path, data_dir, demo)
+        other = _proposal(source, session, tmp_path, xnat_data, demo)
         with _connect(emu) as conn:
             seg = conn.get(f"/xapi/roi/projects/{demo.project}/collections/VHI_PROPOSAL_1003_pre").content
             foreign, _ = edit_seg(seg)
@@ -312,12 +380,12 @@ def test_changed_proposal_replaces_only_the_platforms_collection(emu, tmp_path, 
     assert _state(emu) == state
 
 
-def test_seg_the_server_rejects_is_reported_for_the_session(emu, tmp_path, data_dir):
+def test_seg_the_server_rejects_is_reported_for_the_session(emu, tmp_path, xnat_data):
     """The session's study UID no longer matches the archived series (e.g. merged/relabelled)."""
     demo = _demo(emu, "A")
     with _source(emu) as source:
         session = source.list_sessions()[0]
-        proposal = _proposal(source, session, tmp_path, data_dir, demo)
+        proposal = _proposal(source, session, tmp_path, xnat_data, demo)
         with emu.store.lock:
             emu.store.state.experiments[demo.experiment].uid = "1.2.826.0.1.3680043.8.498.1"
         state = _state(emu)
@@ -332,12 +400,13 @@ def test_seg_the_server_rejects_is_reported_for_the_session(emu, tmp_path, data_
 
 
 # ----------------------------------------------------------------------------- collect
-def test_collect_takes_the_newest_cleaned_seg_after_the_proposal(emu, tmp_path, data_dir):
+@pytest.mark.parametrize("dates", ["reset", "keep"])
+def test_collect_takes_the_newest_cleaned_seg_after_the_proposal(emu, tmp_path, xnat_data):
     demo = _demo(emu, "A")
     project, experiment = demo.project, demo.experiment
     with _connect(emu) as conn, _source(emu) as source:
         session = source.list_sessions()[0]
-        proposal = _proposal(source, session, tmp_path, data_dir, demo)
+        proposal = _proposal(source, session, tmp_path, xnat_data, demo)
         assert source.find_cleaned([session]) == {}
         source.push_proposal(session, {"proposal": proposal})
         assert source.find_cleaned([session]) == {}
@@ -359,7 +428,7 @@ def test_collect_takes_the_newest_cleaned_seg_after_the_proposal(emu, tmp_path, 
     mask = nib.load(tmp_path / "cleaned.nii.gz")
     stir = nib.load(tmp_path / "1003_pre_stir.nii.gz")
     assert mask.shape == stir.shape and np.allclose(mask.affine, stir.affine)
-    r11 = np.asarray(nib.load(data_dir / "inflammation/R11/1003_inflammation_R11.nii.gz").dataobj) > 0
+    r11 = np.asarray(nib.load(xnat_data / "inflammation/R11/1003_inflammation_R11.nii.gz").dataobj) > 0
     got = np.asarray(mask.dataobj) > 0
     assert int(got.sum()) == kept < int(r11.sum())
     assert not np.any(got & ~r11)  # only removals
@@ -367,11 +436,12 @@ def test_collect_takes_the_newest_cleaned_seg_after_the_proposal(emu, tmp_path, 
     assert len(_collections(emu, experiment)) == 3
 
 
-def test_collect_ignores_other_series_and_earlier_collections(emu, tmp_path, data_dir):
+@pytest.mark.parametrize("dates", ["reset", "keep"])
+def test_collect_ignores_other_series_and_earlier_collections(emu, tmp_path, xnat_data):
     demo = _demo(emu, "B")
     with _connect(emu) as conn, _source(emu, "B") as source:
         session = source.list_sessions()[0]
-        proposal = _proposal(source, session, tmp_path, data_dir, demo)
+        proposal = _proposal(source, session, tmp_path, xnat_data, demo)
         source.push_proposal(session, {"proposal": proposal})
         seg = conn.get(f"/xapi/roi/projects/{demo.project}/collections/VHI_PROPOSAL_1012_post").content
         # a SEG drawn on the T2 series (same grid, another series)
@@ -409,11 +479,62 @@ def test_collect_ignores_other_series_and_earlier_collections(emu, tmp_path, dat
         assert source.find_cleaned([session])
         img = nib.load(proposal)
         data = np.asarray(img.dataobj).copy()
-        data[..., 0:2] = 0
+        data[..., np.flatnonzero(data.any(axis=(0, 1)))[0]] = 0
         nib.save(nib.Nifti1Image(data, img.affine, img.header), proposal)
-        source.push_proposal(session, {"proposal": proposal})
+        assert source.push_proposal(session, {"proposal": proposal})["status"] == "replaced"
         assert source.find_cleaned([session]) == {}
     assert not (tmp_path / "none.nii.gz").exists()
+
+
+@pytest.mark.parametrize(("dates", "zip_layout", "csrf"), [("reset", "default", False),
+                                                           ("keep", "flat", True)])
+def test_strict_server_push_and_collect_from_the_pulled_headers(emu, tmp_path, xnat_data, dicom_cache):
+    """Push and collect need no second download; an unchanged re-push sends nothing;
+    contours alone are reported, not collected."""
+    demo = _demo(emu, "A")
+    zips = lambda: [e for e in emu.log.find("GET", ZIP) if "format=zip" in e.query]  # noqa: E731
+    with _source(emu) as source:
+        session = source.list_sessions()[0]
+        stir = tmp_path / "stir.nii.gz"
+        info = source.fetch_scan(session, "stir", stir)
+        assert info["series_uid"] == demo.series[demo.stir_scan]
+        assert len(info["dicom_headers"]) == info["files"] == nib.load(stir).shape[2]
+        sidecar = tmp_path / "stir.json"
+        sidecar.write_text(json.dumps({"source": info}))
+        r11 = nib.load(xnat_data / "inflammation" / "R11" / f"{demo.scan_id}_inflammation_R11.nii.gz")
+        proposal = tmp_path / "proposal.nii.gz"
+        save_nifti(np.asarray(r11.dataobj) > 0, nib.load(stir), proposal)
+        context = {"stir": sidecar}
+        receipt = source.push_proposal(session, {"proposal": proposal}, context)
+        assert receipt["status"] == "created" and receipt["collections_before"] == []
+        assert receipt["stir"]["series_uid"] == demo.series[demo.stir_scan]
+        assert len(zips()) == 1  # the pull's only
+        state, puts = _state(emu), len(emu.log.find("PUT", r"^/xapi/"))
+        again = source.push_proposal(session, {"proposal": proposal}, context)
+        assert again["status"] == "unchanged"
+        assert len(emu.log.find("PUT", r"^/xapi/")) == puts and _state(emu) == state
+        receipts = {session.key: again}
+        # the radiologist saves contours only
+        files = tuple(sorted((dicom_cache / f"A_{demo.scan_id}" / demo.stir_scan).glob("*.dcm")))
+        series = SeriesInfo(files[0].parent, demo.study_uid, demo.series[demo.stir_scan], (), files)
+        with _connect(emu) as conn:
+            save_collection(conn, demo.project, demo.experiment, build_rtstruct(series), label="RT_1",
+                            kind="RTSTRUCT")
+            assert source.find_cleaned([session], receipts) == {
+                session.key: {"pending": "cleaned as contours (RTSTRUCT/AIM): save as a segmentation",
+                              "contours": ["RT_1"]}}
+            seg = conn.get(f"/xapi/roi/projects/{demo.project}/collections/VHI_PROPOSAL_1003_pre").content
+            cleaned, kept = edit_seg(seg, remove_frames=[3, 4, 5])
+            label, ident = save_cleaned(conn, demo.project, demo.experiment, cleaned)
+        found = _source(emu).find_cleaned([session], receipts)[session.key]
+        assert (found["label"], found["collection"]) == (label, ident)
+        (tmp_path / "pushed.json").write_text(json.dumps(again))
+    fresh = _source(emu)  # as a collect job: its own process, the receipt from disk
+    got = fresh.fetch_cleaned(session, tmp_path / "cleaned.nii.gz",
+                              {"receipt": tmp_path / "pushed.json", "stir": sidecar, "like": proposal})
+    assert got["collection"] == ident
+    assert int((np.asarray(nib.load(tmp_path / "cleaned.nii.gz").dataobj) > 0).sum()) == kept
+    assert len(zips()) == 1  # still only the pull's
 
 
 # ----------------------------------------------------------------------------- faults
@@ -506,17 +627,17 @@ def test_expired_session_logs_in_again(emu, tmp_path):
     with source:
         source.fetch_scan(session, "t1w", tmp_path / "t1w.nii.gz")
     assert len(emu.log.find("PUT", r"^/data/services/auth$")) == logins + 1
-    emu.faults.fail("GET", r"/scans$", 401, count=100)
+    emu.faults.fail("GET", r"/scans/\d+$", 401, count=100)
     with source, pytest.raises(XnatError) as raised:
         source.fetch_scan(session, "t1w", tmp_path / "t1w2.nii.gz")
     assert "HTTP 401" in str(raised.value) and raised.value.what == "session A/A09/1003_pre"
 
 
-def test_422_on_push_is_reported_without_retry_and_changes_nothing(emu, tmp_path, data_dir):
+def test_422_on_push_is_reported_without_retry_and_changes_nothing(emu, tmp_path, xnat_data):
     demo = _demo(emu, "A")
     with _source(emu) as source:
         session = source.list_sessions()[0]
-        proposal = _proposal(source, session, tmp_path, data_dir, demo)
+        proposal = _proposal(source, session, tmp_path, xnat_data, demo)
         emu.faults.fail("PUT", r"^/xapi/roi/", 422, body="Missing dependencies: injected")
         before = _state(emu)
         with pytest.raises(XnatError) as raised:
@@ -530,12 +651,12 @@ def test_422_on_push_is_reported_without_retry_and_changes_nothing(emu, tmp_path
     assert len(_collections(emu, demo.experiment)) == 1
 
 
-def test_push_whose_response_is_lost_is_not_duplicated(emu, tmp_path, data_dir):
+def test_push_whose_response_is_lost_is_not_duplicated(emu, tmp_path, xnat_data):
     """The PUT lands but the answer is dropped: the retry's 422 is resolved by reading back."""
     demo = _demo(emu, "A")
     with _source(emu) as source:
         session = source.list_sessions()[0]
-        proposal = _proposal(source, session, tmp_path, data_dir, demo)
+        proposal = _proposal(source, session, tmp_path, xnat_data, demo)
         emu.faults.drop("PUT", r"^/xapi/roi/", fraction=0.0)
         receipt = source.push_proposal(session, {"proposal": proposal})
     assert receipt["verified"] is True
@@ -544,12 +665,12 @@ def test_push_whose_response_is_lost_is_not_duplicated(emu, tmp_path, data_dir):
 
 
 # ----------------------------------------------------------------------------- secrets + TLS
-def test_canary_password_appears_nowhere(emu, tmp_path, data_dir, caplog):
+def test_canary_password_appears_nowhere(emu, tmp_path, xnat_data, caplog):
     caplog.set_level(logging.DEBUG)
     demo = _demo(emu, "A")
     with _source(emu) as source:
         session = source.list_sessions()[0]
-        proposal = _proposal(source, session, tmp_path, data_dir, demo)
+        proposal = _proposal(source, session, tmp_path, xnat_data, demo)
         receipt = source.push_proposal(session, {"proposal": proposal})
         info = source.fetch_scan(session, "t1w", tmp_path / "t1w.nii.gz")
     texts = [caplog.text, json.dumps(receipt), json.dumps(info), json.dumps(session.to_dict()),
@@ -605,11 +726,14 @@ def test_self_signed_server_needs_its_ca(tmp_path, self_signed_cert, monkeypatch
 
 def test_each_operation_logs_out_unless_the_source_is_held(emu):
     source = _source(emu)
+    sessions = source.list_sessions()
+    receipts = {s.key: {"collections_before": []} for s in sessions}
     source.list_sessions()
-    source.find_cleaned(source.list_sessions())
+    other = _source(emu)  # no listing of its own: reads the experiment's JSON
+    other.find_cleaned(sessions, receipts)
     assert len(emu.log.find("PUT", r"^/data/services/auth$")) == 3
     assert len(emu.log.find("DELETE", r"^/data/JSESSION$")) == 3
     assert emu.auth.session_count == 0
-    with source:
-        source.find_cleaned(source.list_sessions())
+    with other:
+        other.find_cleaned(other.list_sessions(), receipts)
     assert len(emu.log.find("PUT", r"^/data/services/auth$")) == 4

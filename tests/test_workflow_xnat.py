@@ -3,6 +3,10 @@
 Slow (the U-Net segments every seeded T1W, ~5 s each on 2 cores): ``pytest -m slow``.
 The emulator runs in this process; Snakemake runs as a subprocess whose jobs reach it
 over HTTP through xnatpy, with credentials only in the environment.
+
+Two tiers (``xnat_data``): synthetic stand-ins of the demo volumes with the disease
+region from :mod:`support.fake_model` in place of the U-Net (always run), and the public
+demo volumes with the published weights (skipped where ``../shared`` is absent).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import xnat
 import yaml
 
 from support.env import unset_env
+from support.fake_model import write_vhi_shim
 from support.paths import MODELS
 from support.workflow import half_written, job_counts, snakemake, status_of, workflow_env
 from xnat_emulator import XnatEmulator
@@ -34,6 +39,7 @@ from xnat_emulator.demo import (
     save_cleaned,
     seed_demo,
 )
+from xnat_emulator.synthetic_demo import write_synthetic_demo
 
 pytest_plugins = ["xnat_emulator.fixtures"]  # self_signed_cert
 
@@ -42,9 +48,16 @@ RADIOLOGIST = ("radiologist", "rad-pw-1")
 #: every seeded session (2 + 2 keeps the run inside a few minutes on 2 cores)
 SPLIT = {"A": ["1003", "4386"], "B": ["1012", "3002"]}
 
-needs_weights = pytest.mark.skipif(
-    not (MODELS / "sij_disease_region_unet" / "model_1.pt").is_file(),
-    reason=f"published U-Net weights not found under {MODELS}")
+@pytest.fixture(params=["synthetic", "demo"])
+def xnat_data(request, tmp_path_factory, monkeypatch) -> Path:
+    """The volumes the emulator is seeded with, and the model the runs use: synthetic
+    stand-ins with the box model of support.fake_model, or the demo data with the U-Net."""
+    if request.param == "demo":
+        if not (MODELS / "sij_disease_region_unet" / "model_1.pt").is_file():
+            pytest.skip(f"published U-Net weights not found under {MODELS}")
+        return request.getfixturevalue("data_dir")
+    monkeypatch.setenv("VHI_TEST_BIN", str(write_vhi_shim(tmp_path_factory.mktemp("bin"))))
+    return write_synthetic_demo(tmp_path_factory.mktemp("synthetic_demo"))
 
 
 @pytest.fixture
@@ -115,11 +128,10 @@ def clean_like_a_radiologist(emu: XnatEmulator, demo: DemoSession) -> tuple[str,
 
 
 @pytest.mark.slow
-@needs_weights
-def test_pull_push_clean_collect_through_the_workflow(tmp_path, data_dir, env):
+def test_pull_push_clean_collect_through_the_workflow(tmp_path, xnat_data, env):
     users = {USER: CANARY, RADIOLOGIST[0]: RADIOLOGIST[1]}
     with XnatEmulator(tmp_path / "xnat", users=users) as emu:
-        demo = seed_demo(emu, data_dir, tmp_path / "dicom", SPLIT)
+        demo = seed_demo(emu, xnat_data, tmp_path / "dicom", SPLIT)
         config = xnat_config(tmp_path / "config.yaml", emu.url)
         run = tmp_path / "run"
 
@@ -172,6 +184,14 @@ def test_pull_push_clean_collect_through_the_workflow(tmp_path, data_dir, env):
             assert len(collections(emu, d.experiment)) == 2  # proposal + the radiologist's
         assert {r["state"] for r in status_of(run, by=("site", "session")).values()} == {"measured"}
 
+        # `vhi tables` rebuilds results/ from the run's saved plan: the server is not asked
+        asked = len(emu.log.entries)
+        tables = subprocess.run(["vhi", "tables", "--config", str(config)], cwd=run, capture_output=True,
+                                text=True, env=workflow_env(), timeout=300, check=False)
+        assert tables.returncode == 0, tables.stderr[-3000:]
+        assert len(emu.log.entries) == asked
+        assert {r["state"] for r in status_of(run, by=("site", "session")).values()} == {"measured"}
+
         # run 3: nothing left to do
         third = snakemake(run, "--configfile", str(config), "-n")
         assert third.returncode == 0 and "Nothing to be done" in third.stdout + third.stderr
@@ -197,12 +217,11 @@ def test_pull_push_clean_collect_through_the_workflow(tmp_path, data_dir, env):
 
 
 @pytest.mark.slow
-@needs_weights
-def test_failing_sessions_are_reported_and_the_others_complete(tmp_path, data_dir, env):
+def test_failing_sessions_are_reported_and_the_others_complete(tmp_path, xnat_data, env):
     """A 500 on every T1W download of one session, a 422 on another's push."""
     split = {"A": ["1003", "1007", "1234"]}
     with XnatEmulator(tmp_path / "xnat", users={USER: CANARY}) as emu:
-        demo = {d.session: d for d in seed_demo(emu, data_dir, tmp_path / "dicom", split)}
+        demo = {d.session: d for d in seed_demo(emu, xnat_data, tmp_path / "dicom", split)}
         bad_pull, bad_push = demo["1003_pre"], demo["1007_pre"]
         emu.faults.add("GET", rf"/experiments/{bad_pull.experiment}/scans/2/resources/DICOM/files$",
                        "status", status=500, count=1000, query="format=zip")
@@ -231,12 +250,12 @@ def test_failing_sessions_are_reported_and_the_others_complete(tmp_path, data_di
         assert files_with(CANARY, run) == []  # ... and wrote it nowhere
 
 
-def test_self_signed_server_refused_unless_its_ca_is_configured(tmp_path, data_dir, env,
+def test_self_signed_server_refused_unless_its_ca_is_configured(tmp_path, xnat_data, env,
                                                                  self_signed_cert):
     """Planning (a dry run) already connects: without the CA nothing is sent."""
     cert, key = self_signed_cert
     with XnatEmulator(tmp_path / "xnat", users={USER: CANARY}, certfile=cert, keyfile=key) as emu:
-        folders, _, _ = build_demo_series(data_dir, tmp_path / "dicom", "A", "1003")
+        folders, _, _ = build_demo_series(xnat_data, tmp_path / "dicom", "A", "1003")
         experiment = emu.seed_session("VHI_SITE_A", "A09", "1003_pre")
         for scan_id, type_ in (("2", "T1_TSE_COR"), ("3", "STIR_COR_OBL")):
             emu.add_dicom_scan(experiment.id, scan_id, folders[scan_id], type=type_)
@@ -253,9 +272,9 @@ def test_self_signed_server_refused_unless_its_ca_is_configured(tmp_path, data_d
         assert job_counts(trusted.stdout + trusted.stderr)["pull_scan"] == 2
 
 
-def test_xnat_plan_explains_the_selection(tmp_path, data_dir, env):
+def test_xnat_plan_explains_the_selection(tmp_path, xnat_data, env):
     with XnatEmulator(tmp_path / "xnat", users={USER: CANARY}) as emu:
-        seed_demo(emu, data_dir, tmp_path / "dicom", {"A": ["1003"], "B": ["1012"]})
+        seed_demo(emu, xnat_data, tmp_path / "dicom", {"A": ["1003"], "B": ["1012"]})
         config = xnat_config(tmp_path / "config.yaml", emu.url)
         out = tmp_path / "plan.json"
         result = subprocess.run(["vhi", "xnat-plan", "--config", str(config), "--out", str(out)],

@@ -23,6 +23,8 @@ def workflow_env() -> dict[str, str]:
     shared folder, no progress bars."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if env.get("VHI_TEST_BIN"):  # a test's stand-ins (support.fake_model) come first
+        env["PATH"] = f"{env['VHI_TEST_BIN']}{os.pathsep}{env['PATH']}"
     env.setdefault("VHI_SHARED", str(SHARED))
     env["VHI_NO_PROGRESS"] = "1"
     return env

@@ -5,12 +5,14 @@ connect with the unmodified xnatpy client: ``xnat.connect(emu.url, user=..., pas
 See ``/work/shared/XNAT_PROTOCOL.md`` for the behaviour it follows.
 """
 
+from .behaviour import Behaviour
 from .faults import FaultRule, FaultSet, LogEntry, RequestLog
 from .model import Store
 from .seed import add_dicom_scan, ensure_project, ensure_session, ensure_subject, seed_session
 from .server import XnatEmulator
 
 __all__ = [
+    "Behaviour",
     "FaultRule",
     "FaultSet",
     "LogEntry",

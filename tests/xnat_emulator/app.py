@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 from .auth import AuthManager, AuthResult
+from .behaviour import Behaviour
 from .model import ROI_XSI, SCAN_XSI, SESSION_XSI, Store
 from .responses import HttpError, Response, as_json, result_set, text
 from .rest import Request, RestApi
@@ -28,12 +30,14 @@ FAILED = "Authentication failed."
 
 
 class App:
-    def __init__(self, store: Store, auth: AuthManager, version: str = "1.8.10") -> None:
+    def __init__(self, store: Store, auth: AuthManager, version: str = "1.8.10",
+                 behaviour: Behaviour | None = None) -> None:
         self.store = store
         self.auth = auth
         self.version = version
-        self.rest = RestApi(store)
-        self.roi = RoiApi(store)
+        self.behaviour = behaviour or Behaviour()
+        self.rest = RestApi(store, self.behaviour)
+        self.roi = RoiApi(store, self.behaviour)
         self.started = time.time()
 
     # ------------------------------------------------------------------ entry
@@ -81,7 +85,7 @@ class App:
         exact = {
             ("GET", "/data/JSESSION"): lambda: text(auth.token or ""),
             ("POST", "/data/JSESSION"): lambda: text(auth.token or ""),
-            ("GET", "/data/auth"): lambda: text(f"User '{auth.user}' is logged in"),
+            ("GET", "/data/auth"): lambda: self._who_am_i(request, auth),
             ("GET", "/xapi/siteConfig/buildInfo"): self._build_info,
             ("GET", "/xapi/siteConfig/uptime"): lambda: as_json(
                 {"seconds": int(time.time() - self.started)}
@@ -91,6 +95,8 @@ class App:
         handler = exact.get((method, path))
         if handler is not None:
             return handler()
+        if method in ("PUT", "POST", "DELETE") and self.behaviour.csrf:
+            self._check_csrf(request, auth)
         segments = [s for s in path.split("/") if s]
         if path == "/data/version":
             raise HttpError(404, "Not found.")  # no such route on XNAT 1.7+
@@ -105,6 +111,22 @@ class App:
         if segments[:1] in (["data"], ["REST"]):
             return self.rest.handle(request, segments[1:])
         raise HttpError(404, f"No route for {path}")
+
+    @staticmethod
+    def csrf_token(auth: AuthResult) -> str:
+        """The session's CSRF token (derived from its JSESSION, as stable as the session)."""
+        return hashlib.sha256(f"csrf:{auth.token}".encode()).hexdigest()[:32]
+
+    def _who_am_i(self, request: Request, auth: AuthResult) -> Response:
+        body = f"User '{auth.user}' is logged in"
+        if request.query.get("CSRF", "").lower() == "true":
+            body += f"; XNAT_CSRF={self.csrf_token(auth)}"
+        return text(body)
+
+    def _check_csrf(self, request: Request, auth: AuthResult) -> None:
+        """A write without the session's token is refused (when the switch is on)."""
+        if request.query.get("XNAT_CSRF") != self.csrf_token(auth):
+            raise HttpError(403, "Invalid or missing CSRF token (XNAT_CSRF).")
 
     def _build_info(self) -> Response:
         return as_json(

@@ -195,8 +195,18 @@ def save_cleaned(connection: xnat.session.XNATSession, project: str, experiment:
                  seg_bytes: bytes, *, series_number: int = 1, label: str | None = None) -> tuple[str, str]:
     """PUT a SEG as a new collection, as the OHIF viewer's export does; (label, collection ID)."""
     label = label or viewer_label(series_number=series_number)
+    return save_collection(connection, project, experiment, seg_bytes, label=label)
+
+
+def save_collection(connection: xnat.session.XNATSession, project: str, experiment: str,
+                    data: bytes, *, label: str, kind: str = "SEG") -> tuple[str, str]:
+    """PUT a collection as the viewer does (``overwrite=false``, the session's CSRF token, as
+    a browser session sends it); (label, collection ID)."""
+    who = connection.get("/data/auth", query={"CSRF": "true"}).text
+    token = who.rsplit("XNAT_CSRF=", 1)[1] if "XNAT_CSRF=" in who else ""
     response = connection.put(
         f"/xapi/roi/projects/{project}/sessions/{experiment}/collections/{label}",
-        query={"type": "SEG", "overwrite": "false"}, data=seg_bytes,
+        query={"type": kind, "overwrite": "false", **({"XNAT_CSRF": token} if token else {})},
+        data=data,
         headers={"Content-Type": "application/octet-stream"}, accepted_status=[200])
     return label, response.text.strip()

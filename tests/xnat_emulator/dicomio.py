@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,3 +135,44 @@ def parse_seg(data: bytes) -> SegInfo:
         series_refs=series_refs,
         frame_refs=frame_refs,
     )
+
+
+def parse_rtstruct(data: bytes) -> SegInfo:
+    """The identifiers of an RT structure set (its referenced series); ValueError if not DICOM."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    except (InvalidDicomError, EOFError) as exc:
+        raise ValueError(f"not a DICOM file: {exc}") from exc
+    series_refs: dict[str, set[str]] = {}
+    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):
+        for study in frame.get("RTReferencedStudySequence", []):
+            for series in study.get("RTReferencedSeriesSequence", []):
+                uid = str(series.get("SeriesInstanceUID", ""))
+                series_refs.setdefault(uid, set()).update(
+                    str(c.ReferencedSOPInstanceUID) for c in series.get("ContourImageSequence", [])
+                    if "ReferencedSOPInstanceUID" in c)
+    return SegInfo(
+        sop_class_uid=str(ds.get("SOPClassUID", "")),
+        sop_uid=str(ds.get("SOPInstanceUID", "")),
+        study_uid=str(ds.get("StudyInstanceUID", "")),
+        series_description=str(ds.get("StructureSetLabel", "") or ds.get("SeriesDescription", "")),
+        date=_iso_date(str(ds.get("StructureSetDate", "") or "")),
+        time=_iso_time(str(ds.get("StructureSetTime", "") or "")),
+        series_refs=series_refs,
+        frame_refs=set(),
+    )
+
+
+_AIM_SERIES = re.compile(r"<imageSeries>\s*<instanceUid\s+root=\"([^\"]+)\"")
+_AIM_UID = re.compile(r"<uniqueIdentifier\s+root=\"([^\"]+)\"")
+
+
+def parse_aim(data: bytes) -> SegInfo:
+    """The identifiers of an AIM document (XML): its unique identifier and image series."""
+    text = data.decode("utf-8", "replace")
+    if "<" not in text or "ImageAnnotationCollection" not in text:
+        raise ValueError("not an AIM ImageAnnotationCollection")
+    uid = _AIM_UID.search(text)
+    return SegInfo(sop_class_uid="", sop_uid=uid.group(1) if uid else "", study_uid="",
+                   series_description="AIM", date="", time="",
+                   series_refs={s: set() for s in _AIM_SERIES.findall(text)}, frame_refs=set())

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import views
 from .archives import build_zip, unpack
+from .behaviour import Behaviour
 from .dicomio import read_header
 from .model import (
     SCAN_XSI,
@@ -69,29 +70,34 @@ def _pick(values: dict[str, str], *names: str) -> str | None:
 
 
 def _filter_rows(rows: list[dict[str, str]], query: dict[str, str],
-                 use_columns: bool = True) -> list[dict[str, str]]:
+                 use_columns: bool = True, defaults: tuple[str, ...] | None = None) -> list[dict[str, str]]:
     """Apply field filters (with wildcards) and, for search-backed listings, ``columns``.
 
-    XNAT ignores ``columns`` on resource and file listings; so does the emulator."""
+    Filters see every field. Without ``columns=`` a row keeps the ``defaults`` (the
+    documented default columns; all fields when None); with it, ``ID``, ``URI`` and the
+    named columns. XNAT ignores ``columns`` on resource and file listings; so does the emulator."""
     filters = {k: v for k, v in query.items() if k not in RESERVED_QUERY}
     kept = [
         row for row in rows
         if all(fnmatch.fnmatchcase(row.get(k, ""), v) for k, v in filters.items() if k in row)
     ]
     columns = query.get("columns")
-    if columns and use_columns:
+    if not use_columns:
+        return kept
+    if columns:
         wanted = [c for c in columns.split(",") if c]
-        kept = [
-            {k: row[k] for k in (*ALWAYS_COLUMNS, *wanted) if k in row} for row in kept
-        ]
+        return [{k: row[k] for k in (*ALWAYS_COLUMNS, *wanted) if k in row} for row in kept]
+    if defaults is not None:
+        return [{k: row[k] for k in defaults if k in row} for row in kept]
     return kept
 
 
 class RestApi:
     """Handlers for ``/data`` paths; ``segments`` exclude the ``/data[/archive]`` prefix."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, behaviour: Behaviour | None = None) -> None:
         self.store = store
+        self.behaviour = behaviour or Behaviour()
 
     # ------------------------------------------------------------------ entry point
     def handle(self, request: Request, segments: list[str]) -> Response:
@@ -116,7 +122,8 @@ class RestApi:
             return self._get_files(request, target)
         if kind in ("projects", "subjects", "experiments", "scans", "assessors", "resources"):
             rows = self._rows(target)
-            rows = _filter_rows(rows, request.query, use_columns=kind != "resources")
+            rows = _filter_rows(rows, request.query, use_columns=kind != "resources",
+                                defaults=self._defaults(target))
             return result_set(rows, kind.capitalize())
         if kind == "resource":
             if target.resource is None:
@@ -126,6 +133,17 @@ class RestApi:
         if kind == "scan" and target.scan_selector and target.scan is None:
             raise HttpError(404, f"Scan {target.ident} not found")
         return as_json(views.document(self._item(target)))
+
+    def _defaults(self, target: Target) -> tuple[str, ...] | None:
+        """The default columns of a listing (None: every field, a lax emulator)."""
+        if not self.behaviour.strict:
+            return None
+        kind = target.kind
+        if kind == "experiments" and target.subject is not None:
+            kind = "subject_experiments"
+        elif kind == "experiments" and target.project is not None:
+            kind = "project_experiments"
+        return views.DEFAULT_COLUMNS.get(kind)
 
     def _item(self, target: Target) -> dict:
         if target.kind == "project" and target.project:
@@ -246,8 +264,10 @@ class RestApi:
             data = self.store.read_file(target.resource, target.file_path)
             return binary(data, name=target.file_path.rsplit("/", 1)[-1])
         if request.query.get("format") == "zip":
+            flat = self.behaviour.zip_layout == "flat"
             entries: list[tuple[str, Path]] = [
-                (f"{folder}/resources/{r.label}/files/{path}", self.store.blob_path(r, path))
+                (path.rsplit("/", 1)[-1] if flat else f"{folder}/resources/{r.label}/files/{path}",
+                 self.store.blob_path(r, path))
                 for r, _base, folder in sets for path in sorted(r.files)
             ]
             return binary(build_zip(entries), "application/zip", name="download.zip")

@@ -1,26 +1,37 @@
-"""The OHIF viewer plugin's ROI API (``/xapi/roi/...``), SEG collections only."""
+"""The OHIF viewer plugin's ROI API (``/xapi/roi/...``): SEG, RTSTRUCT and AIM collections.
+
+SEGs get the plugin's dependency checks (study, series, instances; §3.2). RTSTRUCT and AIM
+(what the viewer saves for contours, §3.4) are stored with their referenced series;
+the real plugin also stores an alternate form of each (AIM↔RTSTRUCT), which the
+emulator does not make.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from .dicomio import SEG_SOP_CLASS, SegInfo, parse_seg, read_header
+from .behaviour import Behaviour
+from .dicomio import SEG_SOP_CLASS, SegInfo, parse_aim, parse_rtstruct, parse_seg, read_header
 from .model import ROI_XSI, Assessor, Experiment, Resource, Scan, Store
 from .responses import HttpError, Response, as_json, binary, text
 from .rest import Request
 
 LOG = logging.getLogger(__name__)
 
-SUPPORTED_TYPES = ("SEG",)
+SUPPORTED_TYPES = ("SEG", "RTSTRUCT", "AIM")
+RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
+#: type -> (resource format, file extension)
+FILE_KINDS = {"SEG": ("DICOM", "dcm"), "RTSTRUCT": ("DICOM", "dcm"), "AIM": ("XML", "xml")}
 ROI_MODALITIES = ("MR", "CT", "PT", "US")
 
 
 class RoiApi:
     """Handlers for paths below ``/xapi/roi/projects/{P}``."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, behaviour: Behaviour | None = None) -> None:
         self.store = store
+        self.behaviour = behaviour or Behaviour()
         self._instance_cache: dict[tuple[str, str, str], str | None] = {}
 
     def handle(self, request: Request, segments: list[str]) -> Response:
@@ -112,20 +123,31 @@ class RoiApi:
         if existing is not None and not overwrite:
             raise HttpError(422, "ROI collection exists, overwrite not specified")
         try:
-            seg = parse_seg(request.body)
+            seg = self._parse(kind, request.body)
         except ValueError as exc:
-            raise HttpError(422, f"Invalid DICOM: {exc}") from exc
-        if seg.sop_class_uid != SEG_SOP_CLASS:
-            raise HttpError(422, "Not a DICOM segmentation")
-        missing = self.missing_dependencies(seg, session)
-        if missing:
-            raise HttpError(422, "Missing dependencies: " + "; ".join(missing))
+            raise HttpError(422, f"Invalid {kind}: {exc}") from exc
+        if kind == "SEG":
+            if seg.sop_class_uid != SEG_SOP_CLASS:
+                raise HttpError(422, "Not a DICOM segmentation")
+            missing = self.missing_dependencies(seg, session)
+            if missing:
+                raise HttpError(422, "Missing dependencies: " + "; ".join(missing))
+        elif kind == "RTSTRUCT" and seg.sop_class_uid != RTSTRUCT_SOP_CLASS:
+            raise HttpError(422, "Not a DICOM RT structure set")
         assessor = self._store_collection(
             existing, project_id=project_id, session=session, label=label, seg=seg,
-            data=request.body,
+            data=request.body, kind=kind,
         )
         LOG.info("stored ROI collection %s (%s) on %s", assessor.id, label, session.id)
         return text(assessor.id, 200)
+
+    @staticmethod
+    def _parse(kind: str, data: bytes) -> SegInfo:
+        if kind == "SEG":
+            return parse_seg(data)
+        if kind == "RTSTRUCT":
+            return parse_rtstruct(data)
+        return parse_aim(data)
 
     def missing_dependencies(self, seg: SegInfo, session: Experiment) -> list[str]:
         missing: list[str] = []
@@ -150,7 +172,7 @@ class RoiApi:
 
     def _store_collection(self, existing: Assessor | None, *, project_id: str,
                           session: Experiment, label: str, seg: SegInfo,
-                          data: bytes) -> Assessor:
+                          data: bytes, kind: str = "SEG") -> Assessor:
         if existing is None:
             assessor = Assessor(
                 id=self.store.new_roi_id(), label=label, project=project_id,
@@ -164,17 +186,19 @@ class RoiApi:
             assessor.out_resources.clear()
         assessor.date = seg.date
         assessor.time = seg.time
-        assessor.insert_date = self.store.insert_date()
+        if existing is None or self.behaviour.overwrite_dates == "reset":
+            assessor.insert_date = self.store.insert_date()
         assessor.fields = {
-            "collectionType": "SEG",
-            "name": seg.series_description or "SEG",
+            "collectionType": kind,
+            "name": seg.series_description or kind,
             "UID": seg.sop_uid,
             "subjectID": session.subject_id,
         }
         assessor.series_uids = sorted(seg.series_refs)
-        resource: Resource = self.store.new_resource("SEG", format="DICOM", content="EXTERNAL")
+        fmt, ext = FILE_KINDS[kind]
+        resource: Resource = self.store.new_resource(kind, format=fmt, content="EXTERNAL")
         assessor.out_resources.append(resource)
-        self.store.write_file(resource, f"{label}.dcm", data)
+        self.store.write_file(resource, f"{label}.{ext}", data)
         return assessor
 
     # ------------------------------------------------------------------ GET / DELETE

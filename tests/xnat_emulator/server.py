@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from . import seed
 from .app import App
 from .auth import AuthManager
+from .behaviour import Behaviour
 from .faults import FaultRule, FaultSet, LogEntry, RequestLog, sanitize_query
 from .model import Experiment, Scan, Store
 from .responses import Response, text
@@ -181,11 +182,13 @@ class XnatEmulator:
         keyfile: str | Path | None = None,
         session_timeout: float = 3600.0,
         version: str = "1.8.10",
+        behaviour: Behaviour | None = None,
     ) -> None:
+        self.behaviour = behaviour or Behaviour.from_env()
         self.store = Store(Path(root))
         self.auth = AuthManager(users if users is not None else {"admin": "admin"},
                                 session_timeout=session_timeout)
-        self.app = App(self.store, self.auth, version=version)
+        self.app = App(self.store, self.auth, version=version, behaviour=self.behaviour)
         self.faults = FaultSet()
         self.log = RequestLog()
         self._host = host

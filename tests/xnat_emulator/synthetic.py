@@ -99,3 +99,67 @@ class SyntheticStudy:
     scan2: SeriesInfo
     other_study: SeriesInfo
     unarchived: SeriesInfo  # same study as SESS1, never uploaded
+
+
+def build_rtstruct(series: SeriesInfo, *, label: str = "Lesion contours") -> bytes:
+    """A minimal RT structure set over ``series`` (one square contour on its first image),
+    as the viewer's contour export makes (the ROI plugin stores it as an RTSTRUCT collection)."""
+    import io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    first = pydicom.dcmread(series.files[0], stop_before_pixels=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "RTSTRUCT"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = first.StudyInstanceUID, generate_uid()
+    ds.PatientID, ds.PatientName = first.PatientID, first.PatientName
+    ds.StructureSetLabel, ds.StructureSetDate, ds.StructureSetTime = label, "20240102", "101010"
+    image = Dataset()
+    image.ReferencedSOPClassUID, image.ReferencedSOPInstanceUID = first.SOPClassUID, first.SOPInstanceUID
+    ref_series = Dataset()
+    ref_series.SeriesInstanceUID = series.series_uid
+    ref_series.ContourImageSequence = [image]
+    study = Dataset()
+    study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    study.ReferencedSOPInstanceUID = first.StudyInstanceUID
+    study.RTReferencedSeriesSequence = [ref_series]
+    frame = Dataset()
+    frame.FrameOfReferenceUID = first.FrameOfReferenceUID
+    frame.RTReferencedStudySequence = [study]
+    ds.ReferencedFrameOfReferenceSequence = [frame]
+    roi = Dataset()
+    roi.ROINumber, roi.ROIName = 1, label
+    roi.ReferencedFrameOfReferenceUID = first.FrameOfReferenceUID
+    ds.StructureSetROISequence = [roi]
+    x, y, z = (float(v) for v in first.ImagePositionPatient)
+    contour = Dataset()
+    contour.ContourGeometricType, contour.NumberOfContourPoints = "CLOSED_PLANAR", 4
+    contour.ContourData = [x, y, z, x + 2, y, z, x + 2, y + 2, z, x, y + 2, z]
+    contour.ContourImageSequence = [image]
+    roi_contour = Dataset()
+    roi_contour.ReferencedROINumber = 1
+    roi_contour.ContourSequence = [contour]
+    ds.ROIContourSequence = [roi_contour]
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def build_aim(series: SeriesInfo) -> bytes:
+    """A minimal AIM 4 ImageAnnotationCollection on ``series`` (the viewer's other contour form)."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<ImageAnnotationCollection xmlns="gme://caCORE.caCORE/4.4/edu.northwestern.radiology.AIM">'
+        f'<uniqueIdentifier root="{generate_uid()}"/><imageAnnotations><ImageAnnotation>'
+        f'<imageReferenceEntityCollection><ImageReferenceEntity><imageStudy>'
+        f'<instanceUid root="{series.study_uid}"/><imageSeries>'
+        f'<instanceUid root="{series.series_uid}"/></imageSeries></imageStudy>'
+        '</ImageReferenceEntity></imageReferenceEntityCollection></ImageAnnotation>'
+        '</imageAnnotations></ImageAnnotationCollection>'
+    ).encode()

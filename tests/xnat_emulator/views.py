@@ -11,6 +11,23 @@ from .model import Assessor, Experiment, Project, Resource, Scan, Store, Subject
 
 ROI_FIELDS = ("collectionType", "name", "UID", "subjectID")
 
+#: The columns a listing carries without ``columns=`` (protocol note §1.3). The row
+#: functions below build every field the emulator knows; a strict emulator shows only
+#: these unless the client names more with ``columns=`` (``ID`` and ``URI`` always).
+DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "projects": ("ID", "secondary_ID", "name", "description", "pi_firstname", "pi_lastname", "URI"),
+    "subjects": ("ID", "project", "label", "insert_date", "insert_user", "URI"),
+    "experiments": ("ID", "project", "date", "xsiType", "label", "insert_date", "URI"),
+    "project_experiments": ("ID", "project", "date", "xsiType", "label", "insert_date",
+                            "subject_label", "URI"),
+    "subject_experiments": ("ID", "project", "date", "xsiType", "label", "insert_date",
+                            "xnat:subjectassessordata/id", "URI"),
+    "scans": ("ID", "type", "series_description", "quality", "note", "xsiType",
+              "xnat_imagescandata_id", "URI"),
+    "assessors": ("ID", "URI", "label", "xsiType", "date", "insert_date", "project", "session_ID",
+                  "session_label", "xnat:imageassessordata/id"),
+}
+
 
 def _item(xsi_type: str, data_fields: dict[str, Any], children: list[dict[str, Any]],
           start_date: str = "") -> dict[str, Any]:

@@ -6,6 +6,8 @@
 rule collect_cleaned:
     input:
         proposal=LAYOUT.work_pattern("proposal.nii.gz"),
+        receipt=LAYOUT.work_pattern("pushed.json"),
+        stir=LAYOUT.work_pattern("stir.json"),
     output:
         cleaned=LAYOUT.work_pattern("cleaned.nii.gz"),
         sidecar=LAYOUT.work_pattern("cleaned.json"),
@@ -17,7 +19,8 @@ rule collect_cleaned:
         LAYOUT.log_pattern("collect_cleaned"),
     shell:
         "vhi --no-progress collect --source {params.source:q} --session {params.session:q}"
-        " --like {input.proposal:q} --out {output.cleaned:q} > {log:q} 2>&1"
+        " --like {input.proposal:q} --out {output.cleaned:q}"
+        " --receipt {input.receipt:q} --stir-sidecar {input.stir:q} > {log:q} 2>&1"
 
 
 rule measure_vhi:

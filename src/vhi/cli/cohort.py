@@ -37,18 +37,26 @@ def cmd_sheet(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- tables
+def _saved_or_new_plan(settings: Any, args: argparse.Namespace) -> list[Any]:
+    """The plan of the last run (or ``--plan``), unless ``--refresh`` or no run has saved
+    one: then every source is asked again."""
+    from vhi.cohort.plan import load_latest_plan, load_plan, plan_cohort
+
+    plan = None if args.refresh else (load_plan(args.plan) if args.plan
+                                      else load_latest_plan(settings.work_dir))
+    if plan is None:
+        return plan_cohort(settings)
+    log.info("using the saved plan of the last run in %s (--refresh asks the sources again)",
+             settings.work_dir)
+    return plan
+
+
 def cmd_tables(args: argparse.Namespace) -> int:
     from vhi.cohort.layout import Layout
-    from vhi.cohort.plan import load_latest_plan, plan_cohort
     from vhi.results.tables import write_results
 
     settings = load_config_file(args.config)
-    plan = None if args.refresh else load_latest_plan(settings.work_dir)
-    if plan is None:
-        plan = plan_cohort(settings)
-    else:
-        log.info("using the plan of the last run in %s (--refresh asks the sources again)",
-                 settings.work_dir)
+    plan = _saved_or_new_plan(settings, args)
     status = write_results(plan, Layout.from_settings(settings), settings.timepoints, settings.bundle)
     counts = status["state"].value_counts().to_dict()
     log.info("status: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
@@ -62,11 +70,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     import sys
 
     from vhi.cohort.layout import Layout
-    from vhi.cohort.plan import plan_cohort
     from vhi.results.status import counts_summary, format_counts, state_counts, status_table
 
     settings = load_config_file(args.config)
-    counts = state_counts(status_table(plan_cohort(settings), Layout.from_settings(settings)))
+    counts = state_counts(status_table(_saved_or_new_plan(settings, args),
+                                       Layout.from_settings(settings)))
     if args.json:
         sys.stdout.write(json.dumps(counts_summary(counts), indent=2) + "\n")
     else:
@@ -120,14 +128,19 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, help="also write the per-session selection report (JSON)")
     p.set_defaults(func=cmd_xnat_plan)
 
+    def plan_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", required=True, type=Path)
+        p.add_argument("--plan", type=Path,
+                       help="a saved cohort plan (default: the last run's, in work/.vhi/)")
+        p.add_argument("--refresh", action="store_true",
+                       help="ask every source for its sessions again instead of reusing the "
+                            "plan of the last run")
+
     p = sub.add_parser("tables", help="rebuild results/ (tables, status) from a config and work/")
-    p.add_argument("--config", required=True, type=Path)
-    p.add_argument("--refresh", action="store_true",
-                   help="ask every source for its sessions again instead of reusing the plan "
-                        "of the last run")
+    plan_options(p)
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("status", help="sessions per state and site (what status.csv says, now)")
-    p.add_argument("--config", required=True, type=Path)
+    plan_options(p)
     p.add_argument("--json", action="store_true", help="JSON for scripts instead of a table")
     p.set_defaults(func=cmd_status)

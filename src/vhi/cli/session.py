@@ -82,8 +82,16 @@ def cmd_push(args: argparse.Namespace) -> int:
     if not labels <= {0, 1, 2}:
         raise InputError(files["proposal"], f"session {session.key}: labels {sorted(labels)} are "
                                             "not a lesion proposal's (0, 1, 2)")
-    receipt = source.push_proposal(session, files)
+    # The previous receipt outlives the run's deletion of pushed.json in its history copy:
+    # an unchanged proposal keeps what its cleaning is measured against.
+    history = Path(args.out).with_suffix(".history.json")
+    context = {"history": history} if history.is_file() else {}
+    if args.stir_sidecar:
+        context["stir"] = Path(args.stir_sidecar)
+    receipt = source.push_proposal(session, files, context)
     save_json(receipt, args.out)
+    if "collections_before" in receipt:  # a source that measures cleanings against its pushes
+        save_json(receipt, history)
     log.info("%s: proposal pushed (%s)", session.key,
              ", ".join(f["uri"] for f in receipt.get("files", {}).values()))
     return 0
@@ -94,8 +102,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
     source, session = _source_and_session(args)
     started = datetime.now(UTC)
     proposal = load_mask(args.like)
+    context = {"like": Path(args.like)}
+    for key, path in (("receipt", args.receipt), ("stir", args.stir_sidecar)):
+        if path:
+            context[key] = Path(path)
     with atomic_path(args.out) as tmp:
-        info = source.fetch_cleaned(session, tmp)
+        info = source.fetch_cleaned(session, tmp, context)
         if info is None:
             raise InputError(f"session {session.key}",
                              "no cleaned segmentation on the source (yet)")
@@ -195,6 +207,7 @@ def register(sub: Any) -> None:
     p.add_argument("--proposal", required=True, type=Path)
     p.add_argument("--sidecar", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="receipt JSON")
+    p.add_argument("--stir-sidecar", type=Path, help="the STIR's pull sidecar (its kept DICOM headers)")
     p.set_defaults(func=cmd_push)
 
     p = sub.add_parser("collect", help="fetch the cleaned segmentation of a session")
@@ -203,6 +216,8 @@ def register(sub: Any) -> None:
     p.add_argument("--like", required=True, type=Path,
                    help="the proposal: the cleaned mask must be on its grid")
     p.add_argument("--out", required=True, type=Path, help="cleaned NIfTI (+ sidecar JSON)")
+    p.add_argument("--receipt", type=Path, help="the push receipt (pushed.json)")
+    p.add_argument("--stir-sidecar", type=Path, help="the STIR's pull sidecar (its kept DICOM headers)")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("agreement", help="Dice and volumes of a proposal vs reader masks")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vhi.cohort.ids import ID_PATTERN, Session, check_unique
-from vhi.cohort.layout import QC_FILES, STEPS, Step
+from vhi.cohort.layout import QC_FILES, STEPS, Layout, Step
 from vhi.config.load import Settings
 from vhi.errors import ConfigError
 from vhi.fileio import atomic_path, save_json
@@ -34,6 +34,7 @@ class PlannedSession:
     reference: str  # "manual" or "auto" (only meaningful with a STIR)
     cleaned: Mapping[str, Any] | None = None  # fingerprint of the cleaned mask on the source
     readers: Mapping[str, str] = field(default_factory=dict)  # reader -> mask path
+    note: str = ""  # why a cleaning on the source is not collected (e.g. contours only)
 
     @property
     def key(self) -> str:
@@ -70,12 +71,13 @@ class PlannedSession:
     def to_dict(self) -> dict[str, Any]:
         return {**self.session.to_dict(), "reference": self.reference,
                 "cleaned": dict(self.cleaned) if self.cleaned else None,
-                "readers": dict(self.readers)}
+                "readers": dict(self.readers), "note": self.note}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PlannedSession:
         return cls(session=Session.from_dict(data), reference=str(data["reference"]),
-                   cleaned=data.get("cleaned"), readers=dict(data.get("readers") or {}))
+                   cleaned=data.get("cleaned"), readers=dict(data.get("readers") or {}),
+                   note=str(data.get("note") or ""))
 
 
 def reference_mode(site_mode: str, session: Session) -> str:
@@ -88,22 +90,40 @@ def reference_mode(site_mode: str, session: Session) -> str:
 def plan_cohort(settings: Settings) -> list[PlannedSession]:
     """Every session of every site, sorted by key, with what applies to it."""
     plan = []
+    layout = Layout.from_settings(settings)
     for site in settings.sites:
         source = make_source(site.source, site=site.name)
         sessions = source.list_sessions()
         check_unique(sessions, f"site {site.name}")
-        cleaned = source.find_cleaned(sessions)
+        cleaned = source.find_cleaned(sessions, receipts=_receipts(layout, sessions))
         for s in sessions:
+            entry = cleaned.get(s.key) if s.has_stir else None
+            note = str(entry.get("pending") or "") if entry else ""
             plan.append(PlannedSession(
                 session=s,
                 reference=reference_mode(site.reference, s),
-                cleaned=cleaned.get(s.key) if s.has_stir else None,
+                cleaned=None if note else entry,
                 readers=source.reader_masks(s) if s.has_stir else {},
+                note=note,
             ))
     plan.sort(key=lambda p: p.key)
     log.info("cohort plan: %d sessions, %d with STIR, %d cleaned", len(plan),
              sum(p.has_stir for p in plan), sum(p.cleaned is not None for p in plan))
     return plan
+
+
+def _receipts(layout: Layout, sessions: Sequence[Session]) -> dict[str, dict[str, Any]]:
+    """The push receipts (``pushed.json``) of the sessions that have one."""
+    found = {}
+    for s in sessions:
+        path = layout.work_file(s, "pushed.json")
+        try:
+            found[s.key] = json.loads(path.read_text())
+        except FileNotFoundError:
+            continue
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("session %s: unreadable push receipt %s (%s)", s.key, path, exc)
+    return found
 
 
 #: Where a run's plans are kept, under the work folder: ``plan-<digest>.json`` files,

@@ -30,7 +30,7 @@ def read_sheet(path: str | os.PathLike[str], site: str, root: str | os.PathLike[
     """
     path, root = Path(path), Path(root)
     try:
-        with path.open(newline="") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             rows = list(reader)
             header = [str(h).strip() for h in reader.fieldnames or []]
@@ -70,7 +70,7 @@ def demo_sessions(root: str | os.PathLike[str], site: str = "demo") -> list[Sess
     root = Path(root)
     table = root / "cohort.csv"
     try:
-        with table.open(newline="") as fh:
+        with table.open(newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.DictReader(fh))
     except OSError as exc:
         raise ConfigError(table, f"cannot read the demo cohort table ({exc})") from exc

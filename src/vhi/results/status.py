@@ -76,7 +76,7 @@ def session_status(p: PlannedSession, layout: Layout) -> dict[str, str]:
         row["reason"] = "T1W only: disease region only"
     elif p.cleaned is None:
         row.update(state="awaiting_cleaning",
-                   reason="proposal pushed; no cleaned segmentation on the source yet")
+                   reason=p.note or "proposal pushed; no cleaned segmentation on the source yet")
     return row
 
 

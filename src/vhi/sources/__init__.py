@@ -56,22 +56,32 @@ class Source(ABC):
         """
 
     @abstractmethod
-    def push_proposal(self, session: Session, files: Mapping[str, Path]) -> dict[str, Any]:
-        """Make the proposal files (role -> path) available for cleaning; return a receipt."""
+    def push_proposal(self, session: Session, files: Mapping[str, Path],
+                      context: Mapping[str, Path] | None = None) -> dict[str, Any]:
+        """Make the proposal files (role -> path) available for cleaning; return a receipt.
 
-    @abstractmethod
-    def find_cleaned(self, sessions: Sequence[Session]) -> dict[str, dict[str, Any]]:
-        """A cheap look: session key -> fingerprint of its cleaned segmentation, if any.
-
-        The fingerprint changes when a radiologist saves again, so the workflow
-        collects again.
+        ``context`` (read only, never pushed): ``stir`` (the STIR's pull sidecar) and
+        ``history`` (the previous receipt), for backends that use them.
         """
 
     @abstractmethod
-    def fetch_cleaned(self, session: Session, dest: str | os.PathLike[str]) -> dict[str, Any] | None:
+    def find_cleaned(self, sessions: Sequence[Session],
+                     receipts: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+        """A cheap look: session key -> fingerprint of its cleaned segmentation, if any.
+
+        The fingerprint changes when a radiologist saves again, so the workflow
+        collects again. ``receipts``: session key -> its push receipt. An entry
+        ``{"pending": reason}`` means something was saved that cannot be collected
+        (the reason goes to the session's status).
+        """
+
+    @abstractmethod
+    def fetch_cleaned(self, session: Session, dest: str | os.PathLike[str],
+                      context: Mapping[str, Path] | None = None) -> dict[str, Any] | None:
         """Copy the cleaned segmentation to ``dest`` (NIfTI); None when there is none yet.
 
-        Returns at least ``uri`` and ``sha256`` of what was fetched.
+        ``context``: ``receipt`` (the push receipt), ``stir`` (the STIR's pull sidecar),
+        ``like`` (the proposal). Returns at least ``uri`` and ``sha256`` of what was fetched.
         """
 
     def reader_masks(self, session: Session) -> dict[str, str]:

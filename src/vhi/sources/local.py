@@ -119,7 +119,8 @@ class LocalSource(Source):
         self._guard(dest, session)
         return {"uri": str(src), **copy_hashed(src, dest)}
 
-    def push_proposal(self, session: Session, files: Mapping[str, Path]) -> dict[str, Any]:
+    def push_proposal(self, session: Session, files: Mapping[str, Path],
+                      context: Mapping[str, Path] | None = None) -> dict[str, Any]:
         outdir = self.outbox_dir(session)
         written = _OutboxRecord(outdir)
         pushed = {}
@@ -138,7 +139,8 @@ class LocalSource(Source):
                 "files": pushed, "cleaned_expected_at": str(self.cleaned_path(session)),
                 "pushed_at": datetime.now(UTC).isoformat()}
 
-    def find_cleaned(self, sessions: Sequence[Session]) -> dict[str, dict[str, Any]]:
+    def find_cleaned(self, sessions: Sequence[Session],
+                     receipts: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
         found = {}
         for s in sessions:
             path = self.cleaned_path(s)
@@ -149,7 +151,8 @@ class LocalSource(Source):
             found[s.key] = {"uri": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
         return found
 
-    def fetch_cleaned(self, session: Session, dest: str | os.PathLike[str]) -> dict[str, Any] | None:
+    def fetch_cleaned(self, session: Session, dest: str | os.PathLike[str],
+                      context: Mapping[str, Path] | None = None) -> dict[str, Any] | None:
         src = self.cleaned_path(session)
         if not src.is_file():
             return None

@@ -15,6 +15,7 @@ from typing import Any
 
 from vhi.cohort.ids import ID_PATTERN, ROLE_NAMES, Session
 from vhi.sources.xnat.client import XnatClient, XnatError
+from vhi.sources.xnat.roi import collections_in
 from vhi.sources.xnat.select import RoleRule, ScanRow, Selection, format_report, select_scans
 from vhi.sources.xnat.uris import parse_scan_uri, scan_uri
 
@@ -34,6 +35,8 @@ class ListedSession:
     date: str
     selection: Selection
     stir_uid: str = ""
+    #: the session's ROI collections as the experiment's JSON gave them (None: not given)
+    collections: list[dict[str, Any]] | None = None
 
     def report(self) -> dict[str, Any]:
         return {"session": self.session.key, "experiment": self.experiment,
@@ -67,18 +70,61 @@ def plan_sessions(client: XnatClient, *, site: str, project: str,
                         label, ID_PATTERN)
             continue
         key = f"{site}/{subject}/{label}"
-        scans = [ScanRow.from_listing(r) for r in client.get_rows(
-            f"session {key}", "listing its scans", f"/data/experiments/{exp}/scans")]
+        doc = client.call(f"session {key}", f"reading experiment {exp}", lambda c, e=exp: c.get_json(
+            f"/data/experiments/{e}", query={"format": "json"}))
+        scans = scans_in(doc)
+        if scans is None:  # a document without its scans: the listing has what selection needs
+            scans = [ScanRow.from_listing(r) for r in client.get_rows(
+                f"session {key}", "listing its scans", f"/data/experiments/{exp}/scans")]
         selection = select_scans(scans, rules)
         picked = selection.picked
         uris = {role: scan_uri(client.server, exp, scan.id) for role, scan in picked.items()}
         date = str(row.get("date") or "")
         session = Session(site, subject, label, timepoint(timepoint_re, label, date), uris)
         item = ListedSession(session, exp, subject, date, selection,
-                             stir_uid=picked["stir"].uid if "stir" in picked else "")
+                             stir_uid=picked["stir"].uid if "stir" in picked else "",
+                             collections=collections_in(doc))
         listed.append(item)
         log.info("%s", format_report(key, selection))
     return listed
+
+
+def scans_in(doc: Mapping[str, Any]) -> list[ScanRow] | None:
+    """The scans of an experiment's single-object JSON (``scans/scan`` children, whose
+    ``data_fields`` carry ``UID`` and ``frames``, §1.4); None when it has no scan child."""
+    items = [it for it in doc.get("items", []) if not it.get("meta", {}).get("isHistory")]
+    children = [c for c in (items[0].get("children", []) if items else [])
+                if c.get("field") == "scans/scan"]
+    if not children:
+        return None
+    return [ScanRow.from_listing({"xsiType": scan.get("meta", {}).get("xsi:type", ""),
+                                  **scan.get("data_fields", {})})
+            for child in children for scan in child.get("items", [])
+            if not scan.get("meta", {}).get("isHistory")]
+
+
+def scan_row(client: XnatClient, session: Session, exp: str, scan_id: str,
+             name: str = "") -> ScanRow:
+    """One scan from its own JSON (``…/scans/{S}?format=json``: with UID and frames)."""
+    from xnat.exceptions import XNATResponseError
+
+    what = f"session {session.key}"
+
+    def get(conn: Any) -> dict[str, Any] | None:
+        try:
+            return conn.get_json(f"/data/experiments/{exp}/scans/{scan_id}", query={"format": "json"})
+        except XNATResponseError as exc:
+            if int(getattr(exc, "status_code", 0) or 0) == 404:
+                return None
+            raise
+
+    doc = client.call(what, f"reading scan {scan_id}", get)
+    items = [it for it in (doc or {}).get("items", []) if not it.get("meta", {}).get("isHistory")]
+    if not items:
+        raise XnatError(what, f"{name + ' ' if name else ''}scan {scan_id} is no longer in "
+                              f"experiment {exp}")
+    return ScanRow.from_listing({"xsiType": items[0].get("meta", {}).get("xsi:type", ""),
+                                 **items[0].get("data_fields", {})})
 
 
 def sessions_of(plan: Iterable[ListedSession]) -> list[Session]:
@@ -100,9 +146,4 @@ def stir_uid(client: XnatClient, session: Session, listed: ListedSession | None)
     exp, scan_id = parse_scan_uri(client.server, session, "stir")
     if listed is not None and listed.experiment == exp and listed.stir_uid:
         return exp, listed.stir_uid
-    rows = client.get_rows(f"session {session.key}", "listing its scans", f"/data/experiments/{exp}/scans")
-    row = next((r for r in rows if str(r.get("ID")) == scan_id), None)
-    if row is None:
-        raise XnatError(f"session {session.key}", f"STIR scan {scan_id} is no longer in "
-                                                  f"experiment {exp}")
-    return exp, str(row.get("UID") or "")
+    return exp, scan_row(client, session, exp, scan_id, "STIR").uid

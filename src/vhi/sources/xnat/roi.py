@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from vhi.cohort.ids import Session
@@ -18,8 +19,43 @@ from vhi.sources.xnat.client import ANY_STATUS, OCTET, RETRY_STATUS, XnatClient,
 ROI_XSI = "icr:roiCollectionData"
 
 
+#: Collection types the viewer saves for contours (§3.4): not a mask, so not collected.
+CONTOUR_TYPES = ("RTSTRUCT", "AIM")
+CONTOUR_REASON = "cleaned as contours (RTSTRUCT/AIM): save as a segmentation"
+
+
+def collection_of(item: Mapping[str, Any], row: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One collection from its single-object JSON item (``data_fields``, series references),
+    with the listing row's ``insert_date`` where there is one."""
+    fields = item.get("data_fields", {})
+    refs = [ref.get("data_fields", {}).get("seriesUID", "")
+            for child in item.get("children", []) if child.get("field") == "references/seriesUID"
+            for ref in child.get("items", [])]
+    row = row or {}
+    return {"id": str(fields.get("ID", row.get("ID", ""))),
+            "label": str(fields.get("label", row.get("label", ""))),
+            "type": str(fields.get("collectionType", "")),
+            "name": str(fields.get("name", "")), "uid": str(fields.get("UID", "")),
+            "insert_date": str(row.get("insert_date") or item.get("meta", {}).get("start_date") or ""),
+            "series": [s for s in refs if s]}
+
+
+def collections_in(doc: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The ROI collections of an experiment's single-object JSON (``assessors/assessor``
+    children); None when the document has no assessor child at all (none, or not sent)."""
+    items = [it for it in doc.get("items", []) if not it.get("meta", {}).get("isHistory")]
+    if not items:
+        return None
+    children = [c for c in items[0].get("children", []) if c.get("field") == "assessors/assessor"]
+    if not children:
+        return None
+    return [collection_of(a) for c in children for a in c.get("items", [])
+            if a.get("meta", {}).get("xsi:type") in (None, "", ROI_XSI)
+            and not a.get("meta", {}).get("isHistory")]
+
+
 def list_collections(client: XnatClient, session: Session, exp: str) -> list[dict[str, Any]]:
-    """Every ROI collection of the session (rows with collectionType, UID, series refs)."""
+    """Every ROI collection of the session: the assessor listing, then each one's JSON."""
     what = f"session {session.key}"
     rows = client.get_rows(what, "listing its ROI collections", f"/data/experiments/{exp}/assessors",
                            {"xsiType": ROI_XSI, "format": "json"})
@@ -31,35 +67,48 @@ def list_collections(client: XnatClient, session: Session, exp: str) -> list[dic
         doc = client.call(what, f"reading ROI collection {ident}", lambda c, i=ident: c.get_json(
             f"/data/experiments/{exp}/assessors/{i}", query={"format": "json"}))
         items = [it for it in doc.get("items", []) if not it.get("meta", {}).get("isHistory")]
-        if not items:
-            continue
-        fields = items[0].get("data_fields", {})
-        refs = [ref.get("data_fields", {}).get("seriesUID", "")
-                for child in items[0].get("children", [])
-                if child.get("field") == "references/seriesUID"
-                for ref in child.get("items", [])]
-        out.append({"id": ident, "label": str(fields.get("label", row.get("label", ""))),
-                    "type": str(fields.get("collectionType", "")),
-                    "name": str(fields.get("name", "")), "uid": str(fields.get("UID", "")),
-                    "insert_date": str(row.get("insert_date")
-                                       or items[0].get("meta", {}).get("start_date", "")),
-                    "series": [s for s in refs if s]})
+        if items:
+            out.append(collection_of(items[0], row))
     return out
 
 
-def choose_cleaned(collections: Sequence[Mapping[str, Any]], proposal_label: str,
-                   stir_uid: str) -> dict[str, Any] | None:
-    """The documented rule: the newest SEG collection after the proposal, on the STIR series."""
+def _after_push(collections: Sequence[Mapping[str, Any]], proposal_label: str, stir_uid: str,
+                before: Collection[str] | None) -> list[Mapping[str, Any]] | None:
+    """Collections saved since the proposal was (last) changed, on the STIR series.
+
+    None without our proposal on the server, or without the receipt's list of the
+    collections that existed at that push (``before``): without it no collection can be
+    told apart from one made for an earlier proposal."""
     proposal = next((c for c in collections if c["label"] == proposal_label), None)
-    if proposal is None:
+    if proposal is None or before is None:
         return None
-    candidates = [c for c in collections
-                  if c["label"] != proposal_label and c["type"] == "SEG"
-                  and c["insert_date"] > proposal["insert_date"]
-                  and (not stir_uid or stir_uid in c["series"])]
-    if not candidates:
-        return None
-    return dict(max(candidates, key=lambda c: (c["insert_date"], c["label"])))
+    return [c for c in collections
+            if c["label"] != proposal_label and c["id"] != proposal["id"]
+            and c["id"] not in before and (not stir_uid or stir_uid in c["series"])]
+
+
+def _newest(candidates: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The newest by the server's insert date, else by label (the viewer's labels are
+    timestamped), else by ID. Dates are only compared among collections made after the push."""
+    return dict(max(candidates, key=lambda c: (c.get("insert_date") or "", c["label"], c["id"])))
+
+
+def choose_cleaned(collections: Sequence[Mapping[str, Any]], proposal_label: str,
+                   stir_uid: str, before: Collection[str] | None) -> dict[str, Any] | None:
+    """The documented rule: the newest SEG collection on the STIR series that is neither the
+    proposal nor one that existed when the proposal was last pushed changed (``before``)."""
+    after = _after_push(collections, proposal_label, stir_uid, before)
+    segs = [c for c in after or () if c["type"] == "SEG"]
+    return _newest(segs) if segs else None
+
+
+def contours_only(collections: Sequence[Mapping[str, Any]], proposal_label: str,
+                  stir_uid: str, before: Collection[str] | None) -> list[str]:
+    """Labels of the contour collections (RTSTRUCT/AIM) saved since the push, when no SEG was."""
+    after = _after_push(collections, proposal_label, stir_uid, before) or []
+    if any(c["type"] == "SEG" for c in after):
+        return []
+    return sorted(c["label"] for c in after if c["type"] in CONTOUR_TYPES)
 
 
 def collection_bytes(client: XnatClient, session: Session, exp: str,
@@ -85,6 +134,18 @@ def collection_bytes(client: XnatClient, session: Session, exp: str,
     return client.call(what, f"downloading ROI collection {ident}", fetch)
 
 
+def csrf_token(conn: Any) -> str:
+    """The session's CSRF token (``GET /data/auth?CSRF=true``), "" when the server gives none.
+
+    Whether XNAT checks it for scripted clients is not known (protocol note §6.1); sending
+    it costs one GET per upload and is harmless where it is not checked."""
+    response = conn.get("/data/auth", query={"CSRF": "true"}, accepted_status=ANY_STATUS)
+    if response.status_code != 200:
+        return ""
+    match = re.search(r"XNAT_CSRF=([A-Za-z0-9_-]+)", response.text)
+    return match.group(1) if match else ""
+
+
 def put_collection(client: XnatClient, project: str, session: Session, exp: str, label: str, *,
                    data: bytes, overwrite: bool) -> tuple[int, str]:
     """PUT the SEG as collection ``label``: (HTTP status, body) of the final answer."""
@@ -95,7 +156,9 @@ def put_collection(client: XnatClient, project: str, session: Session, exp: str,
     def put(conn: Any) -> tuple[int, str]:
         from xnat.exceptions import XNATResponseError
 
-        response = conn.put(path, query=query, data=data, headers=OCTET,
+        token = csrf_token(conn)
+        response = conn.put(path, query={**query, **({"XNAT_CSRF": token} if token else {})},
+                            data=data, headers=OCTET,
                             accepted_status=ANY_STATUS, timeout=client.timeout_s)
         if response.status_code in RETRY_STATUS or response.status_code == 401:
             raise XNATResponseError(f"PUT {path}: HTTP {response.status_code}", response=response)
@@ -104,10 +167,26 @@ def put_collection(client: XnatClient, project: str, session: Session, exp: str,
     return client.call(what, f"uploading ROI collection {label}", put)
 
 
+def experiment_doc(client: XnatClient, session: Session, exp: str) -> dict[str, Any]:
+    """The experiment's single-object JSON: its scans and assessors in one request."""
+    return client.call(f"session {session.key}", f"reading experiment {exp}",
+                       lambda c: c.get_json(f"/data/experiments/{exp}", query={"format": "json"}))
+
+
+def session_collections(client: XnatClient, session: Session, exp: str,
+                        doc: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every ROI collection of the session, from the experiment's JSON (``doc``, read when not
+    given); where that has no assessor child, from the assessor listing (one more request)."""
+    found = collections_in(doc if doc is not None else experiment_doc(client, session, exp))
+    return found if found is not None else list_collections(client, session, exp)
+
+
 def readback(client: XnatClient, session: Session, exp: str,
-             label: str) -> tuple[dict[str, Any] | None, bytes]:
-    """The collection under ``label`` and its SEG bytes; (None, b"") when there is none."""
-    collection = next((c for c in list_collections(client, session, exp) if c["label"] == label), None)
+             label: str) -> tuple[dict[str, Any] | None, bytes, list[dict[str, Any]]]:
+    """The collection under ``label``, its SEG bytes ((None, b"") when there is none) and
+    every collection of the session."""
+    collections = session_collections(client, session, exp)
+    collection = next((c for c in collections if c["label"] == label), None)
     if collection is None:
-        return None, b""
-    return collection, collection_bytes(client, session, exp, collection)
+        return None, b"", collections
+    return collection, collection_bytes(client, session, exp, collection), collections

@@ -13,12 +13,13 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vhi.cohort.ids import ROLE_NAMES, Session
 from vhi.sources.xnat.client import XnatClient, XnatError, _Transfer
-from vhi.sources.xnat.select import ROLES, ScanRow
+from vhi.sources.xnat.listing import scan_row
+from vhi.sources.xnat.select import ROLES
 from vhi.sources.xnat.uris import parse_scan_uri, scan_uri
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,7 @@ def download_series(client: XnatClient, session: Session, role: str, dest_dir: P
     name = ROLE_NAMES.get(role, role)
     exp, scan_id = parse_scan_uri(client.server, session, role)
     base = f"/data/experiments/{exp}/scans/{scan_id}"
-    scan_rows = client.get_rows(what, f"reading {name} scan {scan_id}", f"/data/experiments/{exp}/scans")
-    scan = next((ScanRow.from_listing(r) for r in scan_rows if str(r.get("ID")) == scan_id), None)
-    if scan is None:
-        raise XnatError(what, f"{name} scan {scan_id} is no longer in experiment {exp}")
+    scan = scan_row(client, session, exp, scan_id, name)
     listing = client.get_rows(what, f"listing the {resource} files of {name} scan {scan_id}",
                               f"{base}/resources/{resource}/files")
     expected: dict[str, tuple[int, str]] = {}
@@ -58,9 +56,22 @@ def download_series(client: XnatClient, session: Session, role: str, dest_dir: P
             zip_path.unlink(missing_ok=True)
 
     info = client.call(what, f"downloading {name} scan {scan_id}", fetch)
+    series_uid = scan.uid or _series_uid_of(dest_dir)
     return {"uri": scan_uri(client.server, exp, scan_id), "experiment": exp, "scan": scan_id,
-            "series_uid": scan.uid, "series_description": scan.series_description,
-            "type": scan.type, "quality": scan.quality, **info}
+            "series_uid": series_uid, "series_description": scan.series_description,
+            "type": scan.type, "quality": scan.quality, "frames": scan.frames, **info}
+
+
+def _series_uid_of(folder: Path) -> str:
+    """The SeriesInstanceUID in the downloaded files (when the scan's JSON had none)."""
+    import pydicom
+
+    for path in sorted(folder.iterdir()):
+        try:
+            return str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
+        except Exception:  # noqa: BLE001, S112 - not DICOM; dcm2niix names the bad file later
+            continue
+    return ""
 
 
 def unpack_checked(zip_path: Path, expected: Mapping[str, tuple[int, str]],
@@ -73,16 +84,7 @@ def unpack_checked(zip_path: Path, expected: Mapping[str, tuple[int, str]],
             if bad is not None:
                 raise _Transfer(f"zip member {bad} fails its CRC check")
             members = [m for m in archive.infolist() if not m.is_dir()]
-            found: dict[str, zipfile.ZipInfo] = {}
-            for member in members:
-                name = member.filename
-                rel = name.split("/files/", 1)[1] if "/files/" in name else name
-                found[rel] = member
-            missing = sorted(set(expected) - set(found))
-            extra = sorted(set(found) - set(expected))
-            if missing or extra:
-                raise _Transfer(f"the zip does not hold the listed files ({len(missing)} missing, "
-                                f"{len(extra)} unlisted, e.g. {(missing or extra)[0]})")
+            found = _match_members(members, expected)
             digest = hashlib.sha256()
             for n, rel in enumerate(sorted(found)):
                 data = archive.read(found[rel])
@@ -96,6 +98,36 @@ def unpack_checked(zip_path: Path, expected: Mapping[str, tuple[int, str]],
     except zipfile.BadZipFile as exc:
         raise _Transfer(f"damaged zip ({exc})") from None
     return {"sha256": digest.hexdigest(), "files": len(found)}
+
+
+def _match_members(members: list[zipfile.ZipInfo],
+                   expected: Mapping[str, tuple[int, str]]) -> dict[str, zipfile.ZipInfo]:
+    """Listed file (path below ``files/``) -> its zip member, wherever the zip puts it.
+
+    The folders inside XNAT's zips are not fixed (protocol note §1.5): a member matches a
+    listed file when its path ends with the listed path (else with its name) and it has
+    the listed size; the MD5 is checked on reading. Every listed file must have exactly
+    one member and every member one listed file."""
+    by_name: dict[str, list[str]] = {}
+    for rel in expected:
+        by_name.setdefault(PurePosixPath(rel).name, []).append(rel)
+    found: dict[str, zipfile.ZipInfo] = {}
+    unlisted: list[str] = []
+    for member in members:
+        name = member.filename
+        options = [rel for rel in by_name.get(PurePosixPath(name).name, [])
+                   if rel not in found and (expected[rel][0] < 0 or expected[rel][0] == member.file_size)]
+        longest = [rel for rel in options if name == rel or name.endswith("/" + rel)]
+        pick = (longest or options)[:1]
+        if pick:
+            found[pick[0]] = member
+        else:
+            unlisted.append(name)
+    missing = sorted(set(expected) - set(found))
+    if missing or unlisted:
+        raise _Transfer(f"the zip does not hold the listed files ({len(missing)} missing, "
+                        f"{len(unlisted)} unlisted, e.g. {(missing or unlisted)[0]})")
+    return found
 
 
 def _series(client: XnatClient, session: Session, role: str, work: Path,
@@ -120,9 +152,37 @@ def fetch_scan(client: XnatClient, session: Session, role: str, dest: str | os.P
         with atomic_path(dest) as out:
             dicom_to_nifti(folder, out, scan=f"session {session.key}: {name} scan "
                                              f"{info['scan']} ({info['uri']})")
+        if role == "stir":  # what push and collect need of the series, without downloading it again
+            info["dicom_headers"] = headers_of(folder)
     log.info("session %s: %s scan %s '%s' (%d files, verified) -> %s", session.key, name,
              info["scan"], info["series_description"], info["files"], dest)
     return info
+
+
+#: Value representations dropped from kept headers: bulk binary data, not needed for a SEG.
+_BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+
+
+def headers_of(folder: Path) -> list[dict[str, Any]]:
+    """The series' DICOM headers as DICOM JSON (no pixel data, private or binary elements):
+    what writing a SEG against the series and reading one back need."""
+    from vhi.imaging.dicom import read_series
+
+    out = []
+    for ds in read_series(folder):
+        ds.remove_private_tags()
+        for elem in list(ds):
+            if elem.VR in _BULK_VRS or elem.tag.group in (0x7FE0,):
+                del ds[elem.tag]
+        out.append(ds.to_json_dict(suppress_invalid_tags=True))
+    return out
+
+
+def datasets_from(headers: list[dict[str, Any]]) -> list[Any]:
+    """The datasets :func:`headers_of` kept."""
+    from pydicom import Dataset
+
+    return [Dataset.from_json(h) for h in headers]
 
 
 def stir_grid(client: XnatClient, session: Session, work: Path,

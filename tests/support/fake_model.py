@@ -1,0 +1,51 @@
+"""``vhi`` with a stand-in for the U-Net, for workflow runs where the published weights are
+absent (the synthetic tier of the XNAT workflow tests).
+
+:func:`write_vhi_shim` writes an executable ``vhi`` that runs the real CLI
+(:func:`vhi.cli.main`) with :func:`vhi.api.load_ensemble` replaced by
+:class:`BoxEnsemble`: the real bundle's metadata, and as the disease region the central
+part of every slice instead of the network's output. Every other command is the real one.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+class BoxEnsemble:
+    """The disease region = the middle half of every slice (rows and columns)."""
+
+    def __init__(self, bundle: str | None = None, **_: object) -> None:
+        from vhi.model.bundles import DEFAULT_BUNDLE, get_bundle
+
+        self.bundle = get_bundle(bundle or DEFAULT_BUNDLE)
+        self.device = "cpu"
+
+    def segment(self, t1w: np.ndarray) -> np.ndarray:
+        mask = np.zeros(t1w.shape, dtype=np.uint8)
+        nx, ny = t1w.shape[:2]
+        mask[nx // 4: nx - nx // 4, ny // 4: ny - ny // 4, :] = 1
+        return mask
+
+
+def main() -> int:
+    from vhi import api
+    from vhi.cli import main as vhi_main
+
+    api.load_ensemble = lambda bundle=None, **kwargs: BoxEnsemble(bundle)  # type: ignore[assignment]
+    return vhi_main()
+
+
+def write_vhi_shim(folder: Path) -> Path:
+    """An executable ``vhi`` in ``folder`` (put the folder first on PATH)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shim = folder / "vhi"
+    shim.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(TESTS)!r})\n"
+                    "from support.fake_model import main\nsys.exit(main())\n")
+    shim.chmod(0o755)
+    return folder
