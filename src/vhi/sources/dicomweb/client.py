@@ -105,6 +105,11 @@ class DicomwebConnection:
             self._client.set_http_retry_params(retry=False)  # retries are ours (call)
         return self._client
 
+    def http_session(self) -> Any:
+        """The requests session the client runs on (credentials, TLS), e.g. for a proxy."""
+        self.client()
+        return self._http
+
     def close(self) -> None:
         if self._client is not None:
             self._client = None
