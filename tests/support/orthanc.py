@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import json
 import re
 import shutil
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pydicom
 import pytest
 import requests
 
@@ -124,12 +126,24 @@ class Orthanc:
         self.stop()
 
     # ------------------------------------------------------------------ data
-    def upload(self, files: Iterable[Path]) -> list[str]:
-        """Store DICOM files through the REST API (POST /instances); their Orthanc ids."""
+    def upload(self, files: Iterable[Path], **attributes: str) -> list[str]:
+        """Store DICOM files through the REST API (POST /instances); their Orthanc ids.
+
+        ``attributes`` (keyword -> value, e.g. ``AccessionNumber``) are set on each file's
+        dataset before it is sent.
+        """
         ids = []
         with self.rest() as session:
             for path in files:
-                answer = session.post(f"{self.url}/instances", data=Path(path).read_bytes(), timeout=60)
+                data = Path(path).read_bytes()
+                if attributes:
+                    ds = pydicom.dcmread(io.BytesIO(data))
+                    for keyword, value in attributes.items():
+                        setattr(ds, keyword, value)
+                    buffer = io.BytesIO()
+                    ds.save_as(buffer, enforce_file_format=True)
+                    data = buffer.getvalue()
+                answer = session.post(f"{self.url}/instances", data=data, timeout=60)
                 answer.raise_for_status()
                 ids.append(answer.json()["ID"])
         return ids
