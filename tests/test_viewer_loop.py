@@ -253,3 +253,5 @@ def test_clean_in_ohif_and_collect(tmp_path, data_dir, env, monkeypatch):
         "orthanc": version, "ohif": OHIF_VERSION, "chromium": chromium, "run1_s": t_run1,
         "browser_s": t_browser, "wall_s": wall}))
     assert all(CANARY not in r.stdout + r.stderr for r in (first, second))
+    leaked = [p for p in [config, *run.rglob("*")] if p.is_file() and CANARY.encode() in p.read_bytes()]
+    assert leaked == []  # work files, tables, logs, Snakemake's metadata, the config
