@@ -344,3 +344,20 @@ def test_netrc_credentials(pacs, monkeypatch, tmp_path):
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
     assert len(source(orthanc.dicomweb).list_sessions()) == len(studies)
+
+
+def test_workflow_dry_run_plans_every_study(pacs, env, tmp_path):
+    """The workflow builds its DAG from the DICOMweb listing (credentials from the environment)."""
+    import yaml
+
+    from support.workflow import job_counts, snakemake
+
+    orthanc, studies = pacs
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"timepoints": ["pre", "post"], "sites": [
+        {"name": "X", "reference": "auto", "source": spec(orthanc.dicomweb)}]}))
+    result = snakemake(tmp_path / "run", "--configfile", str(config), "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout + result.stderr)
+    assert (counts["pull_scan"], counts["push_proposal"]) == (2 * len(studies), len(studies))
+    assert CANARY not in result.stdout + result.stderr + config.read_text()
