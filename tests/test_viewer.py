@@ -112,3 +112,28 @@ def test_fetch_refuses_a_tarball_with_another_digest(tmp_path, monkeypatch):
 def test_viewer_command_needs_a_config():
     result = subprocess.run(["vhi", "viewer"], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2 and "--config is required" in result.stderr
+
+
+@needs_orthanc
+@pytest.mark.skipif(not ohif.is_fetched(), reason="OHIF not fetched (`make setup`)")
+def test_viewer_command_serves_until_stopped(tmp_path):
+    with Orthanc(tmp_path / "orthanc") as orthanc:
+        config = tmp_path / "config.yaml"
+        config.write_text(json.dumps({"sites": [{"name": "C", "source": {
+            "type": "dicomweb", "url": orthanc.dicomweb}}]}))
+        proc = subprocess.Popen(["vhi", "viewer", "--config", str(config), "--port", "0"], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = ""
+            while "cleaning station" not in line:
+                line = proc.stderr.readline()
+                assert line, "vhi viewer exited early"
+            assert "site C: http://127.0.0.1:" in line and "0 sessions await cleaning" in line
+            url = line.split("site C: ", 1)[1].split("/ ", 1)[0]
+            page = requests.get(f"{url}/segmentation", timeout=10)
+            assert page.status_code == 200 and "<html" in page.text.lower()
+            config_js = requests.get(f"{url}/app-config.js", timeout=10).text
+            assert '"defaultMode": "bitmap"' in config_js
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)

@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 import nibabel as nib
 import numpy as np
 import pandas as pd
-import pydicom
 import pytest
 import yaml
 from scipy import ndimage
@@ -30,10 +29,9 @@ from vhi.viewer.station import awaiting_cleaning, station_for
 
 from support.browser import browser_context, needs_browser
 from support.env import unset_env
-from support.orthanc import Orthanc, needs_orthanc
+from support.orthanc import Orthanc, needs_orthanc, seed_demo
 from support.paths import MODELS
 from support.workflow import job_counts, snakemake, status_of
-from xnat_emulator.demo import DEMO_SESSIONS, build_demo_series
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +87,6 @@ def env(monkeypatch):
     unset_env(monkeypatch, "DICOMWEB_USER", "DICOMWEB_PASS", "DICOMWEB_TOKEN", "REQUESTS_CA_BUNDLE")
     monkeypatch.setenv("DICOMWEB_USER", USER)
     monkeypatch.setenv("DICOMWEB_PASS", CANARY)
-
-
-def seed(orthanc: Orthanc, data_dir: Path, work: Path) -> dict[str, dict]:
-    """The demo sessions in Orthanc; per session its STIR's SOP UIDs in slice order."""
-    seeded = {}
-    for scan_id in SESSIONS:
-        number, timepoint = DEMO_SESSIONS[scan_id]
-        session = f"{scan_id}_{timepoint}"
-        folders, uids, study = build_demo_series(data_dir, work, "A", scan_id)
-        for folder in folders.values():
-            orthanc.upload(sorted(folder.glob("*.dcm")), AccessionNumber=session)
-        stir_files = sorted(folders["3"].glob("IM_*.dcm"))  # IM_{k+1}: slice k (tests/support/dicom_series)
-        seeded[session] = {"subject": f"VHIA{number:02d}", "study": study, "stir_series": uids["3"],
-                           "sops": [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
-                                    for f in stir_files]}
-    return seeded
 
 
 def reader_edit(proposal: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
@@ -186,7 +168,7 @@ def test_clean_in_ohif_and_collect(tmp_path, data_dir, env, monkeypatch):
     artefacts = tmp_path / "artefacts"
     artefacts.mkdir()
     with Orthanc(tmp_path / "orthanc", users={USER: CANARY}) as orthanc:
-        seeded = seed(orthanc, data_dir, tmp_path / "dicom")
+        seeded = seed_demo(orthanc, data_dir, tmp_path / "dicom", SESSIONS)
         config = tmp_path / "config.yaml"
         config.write_text(yaml.safe_dump({"timepoints": ["pre", "post"], "sites": [
             {"name": "A", "reference": "auto",
