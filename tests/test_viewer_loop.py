@@ -227,6 +227,8 @@ def test_clean_in_ohif_and_collect(tmp_path, data_dir, env, monkeypatch):
         status = status_of(run, by=("site", "session"))
         assert status[f"A/{session}"]["state"] == "measured"
         assert status["A/4386_post"]["state"] == "awaiting_cleaning"
+        assert status["A/4386_post"]["reason"].endswith(  # the report lists it with its viewer route
+            f"open it in `vhi viewer` at /segmentation?StudyInstanceUIDs={seeded['4386_post']['study']}")
         version = orthanc.version()
     wall = time.monotonic() - started
     log.warning("viewer loop: Orthanc %s, OHIF %s, Chromium %s; run 1 %.0f s, browser %.0f s, "

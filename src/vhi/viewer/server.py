@@ -17,6 +17,7 @@ import logging
 import mimetypes
 import posixpath
 import threading
+import time
 import urllib.parse
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -74,12 +75,23 @@ class _Handler(SimpleHTTPRequestHandler):
         body = self.rfile.read(length) if length else None
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _DROP}
         headers["Host"] = self.headers.get("Host", "")
-        try:
-            answer = station.session.request(self.command, station.upstream + tail, data=body,
-                                             headers=headers, timeout=station.timeout_s)
-        except requests.RequestException as exc:
-            log.warning("viewer proxy: %s %s: %s", self.command, tail[:120], type(exc).__name__)
-            return self._send(502, f"DICOMweb service unreachable ({type(exc).__name__})".encode(),
+        # A GET is tried again on a dropped connection (a kept-alive connection the service
+        # closed, or a moment of overload under the viewer's many parallel frame requests).
+        attempts = 3 if self.command == "GET" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                answer = station.session.request(self.command, station.upstream + tail, data=body,
+                                                 headers=headers, timeout=station.timeout_s)
+                break
+            except requests.ConnectionError as exc:
+                if attempt < attempts:
+                    time.sleep(0.2 * attempt)
+                    continue
+                error: Exception = exc
+            except requests.RequestException as exc:
+                error = exc
+            log.warning("viewer proxy: %s %s: %s", self.command, tail[:120], type(error).__name__)
+            return self._send(502, f"DICOMweb service unreachable ({type(error).__name__})".encode(),
                               "text/plain")
         if answer.status_code >= 400:
             log.warning("viewer proxy: %s %s: HTTP %d", self.command, tail[:120], answer.status_code)

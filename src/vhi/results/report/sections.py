@@ -116,7 +116,8 @@ def status_section(status: pd.DataFrame, cohort: pd.DataFrame) -> str:
     if waiting:
         out.append('<p class="note">The proposal is on the source; a radiologist has not '
                    "saved a cleaned segmentation yet. The next run collects it.</p>")
-        out.append(_table(ID_HEADERS, (_ids(r) for r in waiting)))
+        out.append(_table([*ID_HEADERS, ("", "note")],
+                          ([*_ids(r), ("reason", esc(r["reason"]))] for r in waiting)))
     else:
         out.append('<p class="empty">None.</p>')
     out.append("</section>")
