@@ -20,6 +20,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 	@bash scripts/install-system-packages.sh
+	@$(BIN)/vhi -q viewer --fetch-only || echo "setup: the OHIF viewer was not fetched (npm or the registry unavailable); the viewer tests skip" >&2
 
 # The main job on the embedded default config: the demo cohort, CPU, local executor.
 demo: setup

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("vhi.imaging", "vhi.model", "vhi.method"),
     ("vhi.sources",),
     ("vhi.cohort.plan",),
-    ("vhi.results",),
+    ("vhi.results", "vhi.viewer"),
     ("vhi.api",),
     ("vhi.cli",),
 ]

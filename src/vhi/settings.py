@@ -5,6 +5,8 @@
   project when the workflow runs from its root).
 * ``VHI_MODELS`` – where model bundles' weights are looked up; default
   ``$VHI_SHARED/models``.
+* ``VHI_CACHE`` – downloads the platform keeps outside the repository (the OHIF viewer);
+  default ``~/.cache/vhi``.
 
 Nothing here depends on where the package is installed, so ``vhi`` behaves the same
 installed from a wheel, in a container, or editable from a checkout.
@@ -30,3 +32,8 @@ def models_dir() -> Path:
     """Where model bundles' weights are looked up (``$VHI_MODELS`` or ``<shared>/models``)."""
     env = os.environ.get("VHI_MODELS")
     return Path(env).expanduser().resolve() if env else shared_dir() / "models"
+
+
+def cache_dir() -> Path:
+    """Downloads kept outside the repository (``$VHI_CACHE``, default ``~/.cache/vhi``)."""
+    return Path(os.environ.get("VHI_CACHE") or "~/.cache/vhi").expanduser().resolve()

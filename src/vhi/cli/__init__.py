@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 import vhi
-from vhi.cli import cohort, scan, session
+from vhi.cli import cohort, scan, session, viewer
 from vhi.errors import EXIT_ENVIRONMENT, EXIT_INPUT, VhiError
 
 log = logging.getLogger("vhi")
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="no progress bars (default when not on a terminal or with "
                                "VHI_NO_PROGRESS set)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (scan, session, cohort):
+    for group in (scan, session, cohort, viewer):
         group.register(sub)
     return parser
 

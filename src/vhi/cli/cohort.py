@@ -1,9 +1,9 @@
-"""``vhi sheet | tables | status | xnat-plan``: cohort-level commands.
+"""``vhi sheet | tables | status | xnat-plan | dicomweb-plan``: cohort-level commands.
 
 ``vhi sheet`` writes or checks a session sheet; ``vhi tables`` rebuilds the cohort
 tables and status from a config and the work folder; ``vhi status`` prints the sessions
-per state and site (the code of ``status.csv``); ``vhi xnat-plan`` is the dry run of the
-XNAT sites' scan selection.
+per state and site (the code of ``status.csv``); ``vhi xnat-plan`` and
+``vhi dicomweb-plan`` are the dry runs of the XNAT and DICOMweb sites' scan selection.
 """
 
 from __future__ import annotations
@@ -111,6 +111,35 @@ def cmd_xnat_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- dicomweb-plan
+def cmd_dicomweb_plan(args: argparse.Namespace) -> int:
+    """Dry run of the DICOMweb sites: per study, which series are picked or rejected and why."""
+    from vhi.sources import make_source
+    from vhi.sources.dicomweb import DicomwebSource
+    from vhi.sources.xnat.select import format_report
+
+    settings = load_config_file(args.config)
+    sites = [s for s in settings.sites if s.source.get("type") == "dicomweb"
+             and (not args.site or s.name in args.site)]
+    if not sites:
+        raise ConfigError(args.config, "no DICOMweb site" + (f" named {', '.join(args.site)}"
+                                                             if args.site else ""))
+    report = []
+    for site in sites:
+        source = make_source(site.source, site=site.name)
+        if not isinstance(source, DicomwebSource):
+            raise ConfigError(f"site {site.name}", "the dicomweb source type is not vhi.sources.dicomweb")
+        for item in source.plan_sessions():
+            log.info("%s", format_report(item.session.key, item.selection))
+            report.append(item.report())
+    if args.out:
+        save_json({"sessions": report, "provenance": build_provenance(step="dicomweb_plan")}, args.out)
+    usable = sum(1 for r in report if {"stir", "t1w"} <= set(r["picked"]))
+    log.info("%d studies, %d with a STIR and a T1W%s", len(report), usable,
+             f" (report: {args.out})" if args.out else "")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def register(sub: Any) -> None:
     """Add the cohort sub-commands to the ``vhi`` parser's sub-parsers."""
@@ -127,6 +156,13 @@ def register(sub: Any) -> None:
     p.add_argument("--site", action="append", default=[], help="only this site (repeatable)")
     p.add_argument("--out", type=Path, help="also write the per-session selection report (JSON)")
     p.set_defaults(func=cmd_xnat_plan)
+
+    p = sub.add_parser("dicomweb-plan",
+                       help="dry run: the series each DICOMweb study would use, and why")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--site", action="append", default=[], help="only this site (repeatable)")
+    p.add_argument("--out", type=Path, help="also write the per-study selection report (JSON)")
+    p.set_defaults(func=cmd_dicomweb_plan)
 
     def plan_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", required=True, type=Path)

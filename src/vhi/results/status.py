@@ -10,6 +10,7 @@ is the error its log ends with). The state is read from the files a run leaves i
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,8 +77,18 @@ def session_status(p: PlannedSession, layout: Layout) -> dict[str, str]:
         row["reason"] = "T1W only: disease region only"
     elif p.cleaned is None:
         row.update(state="awaiting_cleaning",
-                   reason=p.note or "proposal pushed; no cleaned segmentation on the source yet")
+                   reason=(p.note or "proposal pushed; no cleaned segmentation on the source yet")
+                   + _viewer_hint(layout.work_file(s, "pushed.json")))
     return row
+
+
+def _viewer_hint(receipt: Path) -> str:
+    """Where the cleaning station opens the session, for a source that has one (DICOMweb)."""
+    try:
+        path = json.loads(receipt.read_text()).get("viewer_path", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return f"; open it in `vhi viewer` at {path}" if path else ""
 
 
 def status_table(plan: Sequence[PlannedSession], layout: Layout) -> pd.DataFrame:

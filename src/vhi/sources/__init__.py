@@ -28,11 +28,12 @@ from vhi.errors import ConfigError
 SOURCE_TYPES: dict[str, str] = {
     "local": "vhi.sources.local:LocalSource",
     "xnat": "vhi.sources.xnat:XnatSource",
+    "dicomweb": "vhi.sources.dicomweb:DicomwebSource",
 }
 
 
 class Source(ABC):
-    """The protocol every backend implements (local folder, XNAT, later DICOMweb)."""
+    """The protocol every backend implements (local folder, XNAT, DICOMweb)."""
 
     #: Config keys each operation depends on. The workflow passes only these to the job,
     #: so changing, say, the outbox reruns the pushes but not the pulls.

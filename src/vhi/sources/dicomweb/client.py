@@ -1,0 +1,164 @@
+"""The connection to one DICOMweb service through ``dicomweb-client``: auth, TLS, retries, errors.
+
+:class:`DicomwebConnection` builds one :class:`requests.Session` (credentials from the
+environment, else ``~/.netrc`` through requests; TLS verified, a site CA through
+``ca_bundle``) and one :class:`dicomweb_client.DICOMwebClient` on it, with the client's
+own retrying turned off: every request goes through :meth:`DicomwebConnection.call`,
+which retries HTTP 408/429/5xx and dropped connections with exponential back-off and
+turns every other failure into a :class:`DicomwebError` naming what was being done.
+No credential is ever echoed in a message (:meth:`DicomwebConnection.scrub`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from vhi.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Statuses worth another try: the server or a proxy had a bad moment.
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class DicomwebError(InputError):
+    """The DICOMweb service did not give what a session needs; names the session and the cause."""
+
+
+class _Damaged(Exception):  # noqa: N818 - internal signal, never escapes this package
+    """A retrieval arrived incomplete or damaged: worth another try."""
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name) if name else None
+    return value or None
+
+
+def service_url(site: str, spec: Mapping[str, Any]) -> str:
+    """``source.url`` checked: an http(s) URL without credentials, no trailing slash."""
+    url = str(spec.get("url") or "").rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"site {site} source.url", f"not an http(s) URL: {url!r}")
+    if parts.username or parts.password:
+        raise ConfigError(f"site {site} source.url", "credentials do not belong in the URL: "
+                          "set them in the environment (user_env/password_env/token_env) or ~/.netrc")
+    return url
+
+
+class DicomwebConnection:
+    """One DICOMweb root (QIDO-RS, WADO-RS and STOW-RS under the same URL)."""
+
+    def __init__(self, site: str, url: str, spec: Mapping[str, Any]) -> None:
+        self.site = site
+        self.url = url
+        self.user_env = str(spec["user_env"])
+        self.password_env = str(spec["password_env"])
+        self.token_env = str(spec["token_env"])
+        self.verify = bool(spec["verify"])
+        self.ca_bundle = str(spec["ca_bundle"])
+        if self.ca_bundle and not Path(self.ca_bundle).is_file():
+            raise ConfigError(f"site {site} source.ca_bundle", f"file not found: {self.ca_bundle}")
+        self.retries = int(spec["retries"])
+        self.backoff_s = float(spec["backoff_s"])
+        self.timeout_s = float(spec["timeout_s"])
+        self._client: Any = None
+        self._http: Any = None  # the requests session the client runs on
+
+    # ------------------------------------------------------------------ connection
+    def credentials(self) -> str:
+        """Where the credentials come from, for messages (never the credentials)."""
+        if _env(self.token_env):
+            return f"a bearer token from ${self.token_env}"
+        if _env(self.user_env) or _env(self.password_env):
+            return f"${self.user_env}/${self.password_env}"
+        return "~/.netrc (no credentials in the environment)"
+
+    def _session(self) -> Any:
+        import requests
+
+        session = requests.Session()
+        session.verify = self.ca_bundle or self.verify
+        token = _env(self.token_env)
+        user, password = _env(self.user_env), _env(self.password_env)
+        if token:
+            session.headers["Authorization"] = f"Bearer {token}"
+        elif user or password:
+            session.auth = (user or "", password or "")
+        # neither: requests reads ~/.netrc for the host (trust_env)
+        return session
+
+    def client(self) -> Any:
+        if self._client is None:
+            from dicomweb_client import DICOMwebClient
+
+            self._http = self._session()
+            self._client = DICOMwebClient(self.url, session=self._http, timeout=self.timeout_s)
+            self._client.set_http_retry_params(retry=False)  # retries are ours (call)
+        return self._client
+
+    def http_session(self) -> Any:
+        """The requests session the client runs on (credentials, TLS), e.g. for a proxy."""
+        self.client()
+        return self._http
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client = None
+            self._http.close()
+
+    def scrub(self, text: str) -> str:
+        """Never echo a credential in a message."""
+        for name in (self.password_env, self.token_env):
+            secret = _env(name)
+            if secret:
+                text = text.replace(secret, "***")
+        return text if len(text) <= 300 else text[:300] + "…"
+
+    # ------------------------------------------------------------------ requests
+    def call(self, what: str, action: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(client)`` with bounded retries (exponential back-off) on transient errors.
+
+        Retried: HTTP 408/429/5xx, dropped connections, timeouts, damaged retrievals.
+        HTTP 401/403 and anything else, or the last failure, raise
+        DicomwebError(what, "<action>: <cause>").
+        """
+        import requests
+
+        attempts = max(self.retries, 0) + 1
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn(self.client())
+            except requests.exceptions.HTTPError as exc:
+                status = exc.response.status_code if exc.response is not None else 0
+                if status in (401, 403):
+                    raise DicomwebError(what, f"{action}: HTTP {status}: the service refused the "
+                                              f"credentials ({self.credentials()})") from None
+                body = self.scrub((exc.response.text if exc.response is not None else "").strip())
+                cause = f"HTTP {status} from the service" + (f" ({body[:200]})" if body else "")
+                retry = status in RETRY_STATUS
+            except requests.exceptions.SSLError:
+                raise DicomwebError(what, f"{action}: TLS certificate verification failed; for a "
+                                          "site CA set source.ca_bundle") from None
+            except (requests.exceptions.RequestException, _Damaged) as exc:
+                cause = f"{type(exc).__name__}: {self.scrub(str(exc))}"
+                retry = True
+                if isinstance(exc, requests.exceptions.RequestException):
+                    self.close()  # a half-read stream leaves the connection unusable
+            if not retry or attempt >= attempts:
+                tries = f" (after {attempt} attempts)" if attempt > 1 else ""
+                raise DicomwebError(what, f"{action}: {cause}{tries}") from None
+            delay = self.backoff_s * 2 ** (attempt - 1)
+            log.warning("%s: %s: %s; retry %d of %d in %.1f s", what, action, cause, attempt,
+                        attempts - 1, delay)
+            time.sleep(delay)

@@ -1,0 +1,113 @@
+"""DICOM SEG objects in a study on a DICOMweb service: listed, chosen, retrieved, stored.
+
+Every SEG series of the study is listed with what the choices need, read from its
+instances' metadata (WADO-RS): whether it carries the platform's marks
+(:func:`vhi.imaging.seg.is_platform_seg`), the series it references and when it was made.
+
+* The **proposal** of a session is the newest platform SEG that references its STIR series.
+* The **cleaned** segmentation is the newest SEG without the platform's marks that
+  references the STIR series (a viewer saves every edit as a new series). A SEG in the
+  study whose references all lie outside the study (drawn on another study) is a
+  candidate too, so that collecting it fails by name instead of silently taking an
+  older one.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from vhi.sources.dicomweb.client import DicomwebConnection, DicomwebError
+from vhi.sources.dicomweb.listing import list_series
+
+log = logging.getLogger(__name__)
+
+
+def _when(ds: Any) -> str:
+    """When a SEG was made, as sortable text: content, else series, else instance creation."""
+    for date, time in (("ContentDate", "ContentTime"), ("SeriesDate", "SeriesTime"),
+                       ("InstanceCreationDate", "InstanceCreationTime")):
+        if ds.get(date):
+            return f"{ds.get(date)}{str(ds.get(time, '') or '').split('.')[0]:0<6}"
+    return ""
+
+
+def _referenced(ds: Any) -> tuple[list[str], list[str]]:
+    """(referenced series UIDs, referenced study UIDs) of a SEG."""
+    series = [str(item.SeriesInstanceUID) for item in ds.get("ReferencedSeriesSequence", [])
+              if "SeriesInstanceUID" in item]
+    studies = [str(item.StudyInstanceUID)
+               for item in ds.get("StudiesContainingOtherReferencedInstancesSequence", [])
+               if "StudyInstanceUID" in item]
+    return series, studies
+
+
+def list_segs(conn: DicomwebConnection, what: str, study_uid: str) -> list[dict[str, Any]]:
+    """Every SEG instance of the study, newest last, with its marks, references and date."""
+    import pydicom
+
+    from vhi.imaging.seg import is_platform_seg
+
+    series = list_series(conn, what, study_uid)
+    in_study = {s["SeriesInstanceUID"] for s in series}
+    out = []
+    for row in series:
+        if row["Modality"].upper() != "SEG":
+            continue
+        uid = row["SeriesInstanceUID"]
+        metadata = conn.call(what, f"reading the metadata of SEG series {uid}",
+                             lambda c, u=uid: c.retrieve_series_metadata(study_uid, u))
+        for item in metadata:
+            ds = pydicom.Dataset.from_json(item, bulk_data_uri_handler=lambda *_: b"")
+            refs, other_studies = _referenced(ds)
+            out.append({
+                "series_uid": uid, "sop_uid": str(ds.get("SOPInstanceUID", "")),
+                "study_uid": study_uid, "platform": is_platform_seg(ds),
+                "series_description": str(ds.get("SeriesDescription", "")),
+                "series_number": str(ds.get("SeriesNumber", "")), "when": _when(ds),
+                "referenced_series": refs, "other_studies": other_studies,
+                "foreign": bool(refs) and not (set(refs) & in_study),
+            })
+    out.sort(key=lambda s: (s["when"], _number(s["series_number"]), s["series_uid"]))
+    return out
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
+
+
+def newest_proposal(segs: Sequence[Mapping[str, Any]], stir_uid: str) -> dict[str, Any] | None:
+    ours = [s for s in segs if s["platform"] and stir_uid in s["referenced_series"]]
+    return dict(ours[-1]) if ours else None
+
+
+def choose_cleaned(segs: Sequence[Mapping[str, Any]], stir_uid: str) -> dict[str, Any] | None:
+    """The documented rule: the newest non-platform SEG on the STIR series (or drawn elsewhere)."""
+    candidates = [s for s in segs if not s["platform"]
+                  and (stir_uid in s["referenced_series"] or s["foreign"])]
+    return dict(candidates[-1]) if candidates else None
+
+
+def retrieve(conn: DicomwebConnection, what: str, seg: Mapping[str, Any]) -> bytes:
+    """The SEG instance as a DICOM file (WADO-RS)."""
+    ds = conn.call(what, f"retrieving SEG {seg['sop_uid']}", lambda c: c.retrieve_instance(
+        seg["study_uid"], seg["series_uid"], seg["sop_uid"]))
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def store(conn: DicomwebConnection, what: str, study_uid: str, dataset: Any) -> None:
+    """STOW-RS one instance into its study; refused instances raise DicomwebError."""
+    answer = conn.call(what, f"storing SEG {dataset.SOPInstanceUID} (STOW-RS)",
+                       lambda c: c.store_instances([dataset], study_instance_uid=study_uid))
+    failed = list(answer.get("FailedSOPSequence", []) if answer is not None else [])
+    if failed:
+        reason = failed[0].get("FailureReason", "?")
+        raise DicomwebError(what, f"the service refused SEG {dataset.SOPInstanceUID} "
+                                  f"(STOW-RS failure reason {reason})")

@@ -1,0 +1,230 @@
+"""The DICOMweb source: :class:`DicomwebSource`, the Source protocol for one DICOMweb service.
+
+It composes the connection (:mod:`~vhi.sources.dicomweb.client`), the listing
+(:mod:`~vhi.sources.dicomweb.listing`), series retrieval (:mod:`~vhi.sources.dicomweb.transfer`)
+and the SEGs of a study (:mod:`~vhi.sources.dicomweb.segs`); the push of a proposal and
+the collection of the cleaned segmentation are here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from vhi.cohort.ids import Session
+from vhi.errors import ConfigError, InputError
+from vhi.sources import Source
+from vhi.sources.dicomweb import segs, transfer
+from vhi.sources.dicomweb.client import DicomwebConnection, DicomwebError, service_url
+from vhi.sources.dicomweb.listing import ListedStudy, check_template, plan_studies, sessions_of
+from vhi.sources.dicomweb.uris import instance_uri, parse_series_uri
+from vhi.sources.xnat.select import compile_rules
+
+log = logging.getLogger(__name__)
+
+
+class DicomwebSource(Source):
+    """The studies of one DICOMweb service (a PACS such as Orthanc)."""
+
+    _CONNECTION = ("url", "user_env", "password_env", "token_env", "verify", "ca_bundle",
+                   "retries", "backoff_s", "timeout_s")
+    SPEC_KEYS: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "list": (*_CONNECTION, "query", "subject_label", "session_label", "modalities",
+                 "selection", "timepoint_pattern"),
+        "fetch": _CONNECTION,
+        "push": _CONNECTION,
+        "cleaned": _CONNECTION,
+    }
+
+    def __init__(self, site: str, spec: Mapping[str, Any]) -> None:
+        super().__init__(site, spec)
+        self.url = service_url(site, spec)
+        self.conn = DicomwebConnection(site, self.url, spec)
+        self.query = {str(k): str(v) for k, v in dict(spec.get("query") or {}).items()}
+        self.subject_label = check_template(site, "subject_label", str(spec.get("subject_label",
+                                                                                "{PatientID}")))
+        self.session_label = check_template(site, "session_label", str(spec.get("session_label",
+                                                                                "{AccessionNumber}")))
+        self.modalities = tuple(str(m).upper() for m in spec.get("modalities") or ("MR",))
+        pattern = str(spec.get("timepoint_pattern", ""))
+        try:
+            self.timepoint_re = re.compile(pattern) if pattern else None
+        except re.error as exc:
+            raise ConfigError(f"site {site} source.timepoint_pattern", f"bad regex ({exc})") from None
+        try:
+            self.rules = compile_rules(spec.get("selection") or {})
+        except ConfigError as exc:
+            raise ConfigError(f"site {site} source.{exc.where}", exc.cause) from None
+
+    # ------------------------------------------------------------------ list + pull
+    def plan_sessions(self) -> list[ListedStudy]:
+        """Every study the query finds with its series selection (picked and rejected, why)."""
+        return plan_studies(self.conn, site=self.site, query=self.query,
+                            subject_label=self.subject_label, session_label=self.session_label,
+                            modalities=self.modalities, rules=self.rules,
+                            timepoint_re=self.timepoint_re)
+
+    def list_sessions(self) -> list[Session]:
+        return sessions_of(self.plan_sessions())
+
+    def fetch_scan(self, session: Session, role: str, dest: str | os.PathLike[str]) -> dict[str, Any]:
+        """Retrieve the series of ``role`` (WADO-RS), verify it and convert it (dcm2niix)."""
+        return transfer.fetch_scan(self.conn, session, role, dest)
+
+    def viewer_path(self, session: Session) -> str:
+        """The OHIF route that opens the session's study for cleaning (see vhi viewer)."""
+        study, _ = parse_series_uri(self.url, session, "stir")
+        return f"/segmentation?StudyInstanceUIDs={study}"
+
+    # ------------------------------------------------------------------ push
+    def push_proposal(self, session: Session, files: Mapping[str, Path]) -> dict[str, Any]:
+        """Store the proposal as a BINARY DICOM SEG on the STIR series (STOW-RS), read back.
+
+        A platform SEG on the STIR series that already holds this mask is left as it is
+        and nothing is sent; a changed proposal is stored as a new series (DICOM objects
+        are never replaced; the newest platform SEG is the proposal).
+        """
+        import pydicom
+
+        from vhi.imaging.nifti import grid_mismatch, load_mask
+        from vhi.imaging.seg import is_platform_seg, read_seg, write_seg
+
+        what = f"session {session.key}"
+        proposal = load_mask(files["proposal"])
+        sidecar = {}
+        if files.get("sidecar") and Path(files["sidecar"]).is_file():
+            sidecar = json.loads(Path(files["sidecar"]).read_text())
+        version = str(sidecar.get("provenance", {}).get("software", {}).get("version") or "")
+        if not version:
+            import vhi
+
+            version = vhi.__version__
+        study_uid, _ = parse_series_uri(self.url, session, "stir")
+        mask = proposal.data >= 1
+        with tempfile.TemporaryDirectory(prefix="vhi-dicomweb-push-") as tmp:
+            work = Path(tmp)
+            stir, datasets, grid = transfer.stir_grid(self.conn, session, work)
+            why = grid_mismatch(grid, proposal.img)
+            if why:
+                raise DicomwebError(what, f"the proposal is not on the grid of the STIR series "
+                                          f"{stir['series_uid']} on the service: {why}")
+            old = segs.newest_proposal(segs.list_segs(self.conn, what, study_uid), stir["series_uid"])
+            if old is not None:
+                data = segs.retrieve(self.conn, what, old)
+                (work / "old.dcm").write_bytes(data)
+                try:
+                    same = bool(np.array_equal(read_seg(work / "old.dcm", grid, datasets), mask))
+                except InputError as exc:
+                    log.warning("%s: the stored proposal %s does not fit the STIR (%s): storing a "
+                                "new one", what, old["series_uid"], exc.cause)
+                    same = False
+                if same:
+                    log.info("%s: proposal SEG %s already on the service, unchanged: nothing sent",
+                             what, old["series_uid"])
+                    return self._receipt(session, seg=old, data=data, stir=stir, mask=mask,
+                                         status="unchanged")
+            seg_path = work / "proposal.seg.dcm"
+            number = int(getattr(datasets[0], "SeriesNumber", 0) or 0) + 1000
+            info = write_seg(mask, grid.affine, datasets, seg_path, algorithm_version=version,
+                             series_number=number)
+            segs.store(self.conn, what, study_uid, pydicom.dcmread(seg_path))
+            stored = {"study_uid": study_uid, "series_uid": info.series_instance_uid,
+                      "sop_uid": info.sop_instance_uid}
+            data = segs.retrieve(self.conn, what, stored)
+            (work / "readback.dcm").write_bytes(data)
+            back = pydicom.dcmread(work / "readback.dcm", stop_before_pixels=True)
+            if not is_platform_seg(back) or not np.array_equal(
+                    read_seg(work / "readback.dcm", grid, datasets), mask):
+                raise DicomwebError(what, f"SEG {info.sop_instance_uid} read back from the service "
+                                          "does not match what was sent")
+            log.info("%s: proposal stored as SEG series %s (%d voxels), verified", what,
+                     info.series_instance_uid, int(mask.sum()))
+            return self._receipt(session, seg={**stored, "when": ""}, data=data, stir=stir, mask=mask,
+                                 status="created" if old is None else "replaced")
+
+    def _receipt(self, session: Session, *, seg: Mapping[str, Any], data: bytes,
+                 stir: Mapping[str, Any], mask: np.ndarray, status: str) -> dict[str, Any]:
+        uri = instance_uri(self.url, seg["study_uid"], seg["series_uid"], seg["sop_uid"])
+        return {
+            "source": "dicomweb", "site": session.site, "session": session.key, "url": self.url,
+            "status": status, "verified": True,
+            "seg": {"study_uid": seg["study_uid"], "series_uid": seg["series_uid"],
+                    "sop_uid": seg["sop_uid"]},
+            "stir": {"series_uid": stir["series_uid"], "uri": stir["uri"]},
+            "proposal_voxels": int(mask.sum()),
+            "viewer_path": f"/segmentation?StudyInstanceUIDs={seg['study_uid']}",
+            "files": {"seg": {"uri": uri, "sha256": hashlib.sha256(data).hexdigest(),
+                              "size": len(data)}},
+            "pushed_at": datetime.now(UTC).isoformat(),
+        }
+
+    # ------------------------------------------------------------------ collect
+    def _chosen(self, session: Session) -> dict[str, Any] | None:
+        study_uid, stir_uid = parse_series_uri(self.url, session, "stir")
+        return segs.choose_cleaned(segs.list_segs(self.conn, f"session {session.key}", study_uid),
+                                   stir_uid)
+
+    def find_cleaned(self, sessions: Sequence[Session]) -> dict[str, dict[str, Any]]:
+        """Per session, the SEG the documented rule picks (its series, instance, date)."""
+        found = {}
+        for s in sessions:
+            if not s.scans.get("stir"):
+                continue
+            try:
+                chosen = self._chosen(s)
+            except DicomwebError as exc:
+                log.warning("%s (cleaned segmentation not looked up this run)", exc)
+                continue
+            if chosen is not None:
+                found[s.key] = {"uri": instance_uri(self.url, chosen["study_uid"], chosen["series_uid"],
+                                                    chosen["sop_uid"]),
+                                "series_uid": chosen["series_uid"], "sop_uid": chosen["sop_uid"],
+                                "when": chosen["when"], "foreign": chosen["foreign"]}
+        return found
+
+    def fetch_cleaned(self, session: Session, dest: str | os.PathLike[str]) -> dict[str, Any] | None:
+        """Decode the chosen cleaned SEG onto the STIR grid; None while there is none."""
+        from vhi.imaging.nifti import save_nifti
+        from vhi.imaging.seg import read_seg
+
+        what = f"session {session.key}"
+        chosen = self._chosen(session)
+        if chosen is None:
+            return None
+        label = f"SEG series {chosen['series_uid']} ('{chosen['series_description']}')"
+        if chosen["foreign"]:
+            raise DicomwebError(what, f"the newest cleaned segmentation, {label}, references series "
+                                      f"{', '.join(chosen['referenced_series'])}, none of which is in "
+                                      "this study (drawn on another study?): not collected")
+        data = segs.retrieve(self.conn, what, chosen)
+        with tempfile.TemporaryDirectory(prefix="vhi-dicomweb-collect-") as tmp:
+            work = Path(tmp)
+            stir, datasets, grid = transfer.stir_grid(self.conn, session, work)
+            (work / "cleaned.seg.dcm").write_bytes(data)
+            try:
+                mask = read_seg(work / "cleaned.seg.dcm", grid, datasets)
+            except InputError as exc:
+                raise DicomwebError(what, f"{label}: {exc.cause}") from None
+            save_nifti(mask.astype(np.uint8), grid, dest)
+        log.info("%s: cleaned segmentation = %s (SEG %s): %d voxels", what, label, chosen["sop_uid"],
+                 int(mask.sum()))
+        return {"uri": instance_uri(self.url, chosen["study_uid"], chosen["series_uid"], chosen["sop_uid"]),
+                "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                "seg_series_instance_uid": chosen["series_uid"],
+                "seg_sop_instance_uid": chosen["sop_uid"],
+                "series_description": chosen["series_description"], "when": chosen["when"],
+                "stir": {"series_uid": stir["series_uid"]},
+                "rule": "newest SEG on the STIR series without the platform's marks"}
+
+
+__all__ = ["DicomwebError", "DicomwebSource", "ListedStudy"]

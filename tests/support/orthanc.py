@@ -1,0 +1,302 @@
+"""A real Orthanc (Debian `orthanc` + `orthanc-dicomweb`) for the tests, on 127.0.0.1.
+
+:class:`Orthanc` writes the repository's config (``tests/orthanc/orthanc.json``) with a
+free port, storage in the test's folder and, optionally, HTTP basic-auth users, starts
+``Orthanc`` on it, waits until it answers and stops it on exit. Only the DICOMweb plugin
+is loaded. :class:`FaultProxy` is a small loopback proxy in front of it that injects
+faults (an HTTP status, or a connection dropped mid-answer) into chosen requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import json
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pydicom
+import pytest
+import requests
+
+from support.paths import PROJECT_ROOT
+
+ORTHANC = shutil.which("Orthanc")
+CONFIG_TEMPLATE = PROJECT_ROOT / "tests" / "orthanc" / "orthanc.json"
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+needs_orthanc = pytest.mark.skipif(
+    ORTHANC is None or not DICOMWEB_PLUGIN.is_file(),
+    reason="no Orthanc with its DICOMweb plugin (scripts/install-system-packages.sh installs "
+           "Debian's `orthanc` and `orthanc-dicomweb`)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Orthanc:
+    """One Orthanc process with its storage under ``folder``; a context manager."""
+
+    def __init__(self, folder: Path, users: dict[str, str] | None = None) -> None:
+        self.folder = Path(folder)
+        self.users = dict(users or {})
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def dicomweb(self) -> str:
+        return f"{self.url}/dicom-web"
+
+    @property
+    def log_file(self) -> Path:
+        return self.folder / "orthanc.log"
+
+    def version(self) -> str:
+        return str(self.rest().get(f"{self.url}/system", timeout=10).json()["Version"])
+
+    def rest(self) -> requests.Session:
+        """A session for Orthanc's own REST API (as the first registered user, if any)."""
+        session = requests.Session()
+        session.trust_env = False
+        if self.users:
+            session.auth = next(iter(self.users.items()))
+        return session
+
+    def write_config(self) -> Path:
+        config = json.loads(CONFIG_TEMPLATE.read_text())
+        config.update({"HttpPort": self.port, "StorageDirectory": str(self.folder / "db"),
+                       "IndexDirectory": str(self.folder / "db"),
+                       "Plugins": [str(DICOMWEB_PLUGIN)]})
+        if self.users:
+            config.update({"AuthenticationEnabled": True, "RegisteredUsers": self.users})
+        path = self.folder / "orthanc.json"
+        path.write_text(json.dumps(config, indent=2))
+        return path
+
+    def start(self) -> Orthanc:
+        if ORTHANC is None:
+            pytest.skip("no Orthanc")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = self.write_config()
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen([ORTHANC, str(config)], cwd=self.folder, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Orthanc exited ({self.proc.returncode}): "
+                                   f"{self.log_file.read_text()[-2000:]}")
+            with contextlib.suppress(requests.RequestException):
+                if self.rest().get(f"{self.url}/system", timeout=2).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("Orthanc did not answer within 30 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> Orthanc:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ data
+    def upload(self, files: Iterable[Path], **attributes: str) -> list[str]:
+        """Store DICOM files through the REST API (POST /instances); their Orthanc ids.
+
+        ``attributes`` (keyword -> value, e.g. ``AccessionNumber``) are set on each file's
+        dataset before it is sent.
+        """
+        ids = []
+        with self.rest() as session:
+            for path in files:
+                data = Path(path).read_bytes()
+                if attributes:
+                    ds = pydicom.dcmread(io.BytesIO(data))
+                    for keyword, value in attributes.items():
+                        setattr(ds, keyword, value)
+                    buffer = io.BytesIO()
+                    ds.save_as(buffer, enforce_file_format=True)
+                    data = buffer.getvalue()
+                answer = session.post(f"{self.url}/instances", data=data, timeout=60)
+                answer.raise_for_status()
+                ids.append(answer.json()["ID"])
+        return ids
+
+    def series_of_study(self, study_uid: str) -> list[dict]:
+        """QIDO-RS series rows of a study (DICOM JSON)."""
+        answer = self.rest().get(f"{self.dicomweb}/studies/{study_uid}/series", timeout=30)
+        answer.raise_for_status()
+        return answer.json()
+
+    def instance_file(self, study_uid: str, series_uid: str) -> list[bytes]:
+        """The stored files of a series (Orthanc's REST API, by its own lookup)."""
+        with self.rest() as session:
+            found = session.post(f"{self.url}/tools/find", json={
+                "Level": "Instance", "Query": {"StudyInstanceUID": study_uid,
+                                               "SeriesInstanceUID": series_uid}}, timeout=30).json()
+            return [session.get(f"{self.url}/instances/{i}/file", timeout=30).content for i in found]
+
+
+@contextlib.contextmanager
+def running_orthanc(folder: Path, users: dict[str, str] | None = None) -> Iterator[Orthanc]:
+    with Orthanc(folder, users) as orthanc:
+        yield orthanc
+
+
+# ----------------------------------------------------------------------------- fault proxy
+@dataclass
+class Fault:
+    """Requests matching ``method`` and ``path`` (regex) get ``status``, or are dropped mid-answer."""
+
+    method: str
+    path: str
+    status: int = 500
+    drop: bool = False
+    count: int = 1000
+    hits: int = 0
+
+
+@dataclass
+class FaultProxy:
+    """A loopback HTTP proxy to ``upstream`` (host:port) that injects :class:`Fault` s."""
+
+    upstream_port: int
+    faults: list[Fault] = field(default_factory=list)
+    log: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _fault(self) -> Fault | None:
+                with proxy.lock:
+                    for fault in proxy.faults:
+                        if (fault.method == self.command and re.search(fault.path, self.path)
+                                and fault.hits < fault.count):
+                            fault.hits += 1
+                            return fault
+                return None
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                fault = self._fault()
+                if fault is not None and not fault.drop:
+                    data = b"injected fault"
+                    self.send_response(fault.status)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    proxy.log.append((self.command, self.path, fault.status))
+                    return
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "accept-encoding", "connection")}
+                conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=120)
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    answer = conn.getresponse()
+                    data = answer.read()
+                finally:
+                    conn.close()
+                proxy.log.append((self.command, self.path, answer.status))
+                self.send_response(answer.status)
+                for k, v in answer.getheaders():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                if fault is not None:  # drop: half the answer, then the connection goes away
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _forward  # noqa: N815
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> FaultProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def add(self, method: str, path: str, **kwargs: object) -> Fault:
+        fault = Fault(method, path, **kwargs)  # type: ignore[arg-type]
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+
+# ----------------------------------------------------------------------------- demo data
+def seed_demo(orthanc: Orthanc, data_dir: Path, work: Path, scan_ids: Iterable[str], *,
+              drop_stir_instance: Iterable[str] = ()) -> dict[str, dict]:
+    """Demo sessions (site A's series layout, tests/xnat_emulator/demo.py) stored in Orthanc,
+    their session id as AccessionNumber; per session: subject, study, STIR series and its
+    SOP Instance UIDs in slice order. ``drop_stir_instance``: scan ids whose STIR is stored
+    without its third instance."""
+    from xnat_emulator.demo import DEMO_SESSIONS, build_demo_series
+
+    drop = set(drop_stir_instance)
+    seeded = {}
+    for scan_id in scan_ids:
+        number, timepoint = DEMO_SESSIONS[scan_id]
+        session = f"{scan_id}_{timepoint}"
+        folders, uids, study = build_demo_series(data_dir, work, "A", scan_id)
+        for scan, folder in folders.items():
+            files = sorted(folder.glob("*.dcm"))
+            if scan == "3" and scan_id in drop:
+                files = [f for f in files if f.name != "IM_0003.dcm"]
+            orthanc.upload(files, AccessionNumber=session)
+        stir_files = sorted(folders["3"].glob("IM_*.dcm"))  # IM_{k+1}: slice k (support.dicom_series)
+        seeded[session] = {"subject": f"VHIA{number:02d}", "study": study, "stir_series": uids["3"],
+                           "sops": [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+                                    for f in stir_files]}
+    return seeded

@@ -1,0 +1,363 @@
+"""vhi.sources.dicomweb against a real Orthanc: selection, pull, push, collect, faults, secrets.
+
+Orthanc (Debian `orthanc` + `orthanc-dicomweb`) is started by the tests on 127.0.0.1 with
+the repository's config (tests/orthanc/orthanc.json), storage in the test's folder; the
+faults come from a loopback proxy in front of it (tests/support/orthanc.py). The data are
+small synthetic series (tests/support/dicom_series.py).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from vhi.errors import ConfigError
+from vhi.imaging.nifti import save_nifti
+from vhi.imaging.seg import write_seg
+from vhi.sources import SOURCE_TYPES, make_source
+from vhi.sources.dicomweb import DicomwebError, DicomwebSource
+
+from support.dicom_series import write_series
+from support.env import unset_env
+from support.orthanc import FaultProxy, Orthanc, needs_orthanc
+from support.workflow import workflow_env
+
+pytestmark = needs_orthanc
+
+USER, CANARY = "vhi-robot", "CANARY-dw-8c2a71"
+CREDENTIAL_VARS = ("DICOMWEB_USER", "DICOMWEB_PASS", "DICOMWEB_TOKEN", "REQUESTS_CA_BUNDLE",
+                   "CURL_CA_BUNDLE", "NETRC")
+
+
+@dataclass
+class Study:
+    """One synthetic study as stored: ids, series UIDs and the volumes written."""
+
+    subject: str
+    session: str
+    study_uid: str
+    series: dict[str, str]  # content -> SeriesInstanceUID
+    files: dict[str, list[Path]]
+    stir: np.ndarray
+    t1w: np.ndarray
+
+
+def _volume(seed: int, shape=(24, 20, 6)) -> nib.Nifti1Image:
+    rng = np.random.default_rng(seed)
+    data = rng.integers(50, 400, size=shape).astype(np.int16)
+    data[8:14, 6:12, 2:4] = 1500  # a bright "lesion"
+    return nib.Nifti1Image(data, np.diag([-1.5, 1.5, 4.0, 1.0]))
+
+
+def make_study(folder: Path, subject: str, session: str, seed: int) -> Study:
+    """A study with a localiser, a T1W, a STIR and a T2 (the T2 a copy of the T1W's data)."""
+    study_uid, frame = generate_uid(), generate_uid()
+    stir, t1w = _volume(seed), _volume(seed + 100)
+    small = nib.Nifti1Image(np.asarray(t1w.dataobj)[::4, ::4, 2:4].copy(), np.diag([-6.0, 6.0, 4.0, 1.0]))
+    series, files = {}, {}
+    for number, (content, img, desc) in enumerate(
+            [("scout", small, "localizer"), ("t1w", t1w, "T1_TSE_COR"),
+             ("stir", stir, "STIR_COR_OBL"), ("t2", t1w, "T2_TSE_COR")], start=1):
+        info = write_series(img, folder / session / content, series_description=desc,
+                            series_number=number, study_uid=study_uid, patient_id=subject,
+                            patient_name=f"Test^{subject}", study_date="20240105",
+                            frame_of_reference_uid=frame)
+        for path in info.files:  # the session id the site's config reads (session_label)
+            ds = pydicom.dcmread(path)
+            ds.AccessionNumber = session
+            ds.save_as(path, enforce_file_format=True)
+        series[content], files[content] = info.series_uid, info.files
+    return Study(subject, session, study_uid, series, files, np.asarray(stir.dataobj),
+                 np.asarray(t1w.dataobj))
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory):
+    """One Orthanc (basic auth) with two studies; read only for the tests that use it."""
+    folder = tmp_path_factory.mktemp("orthanc")
+    with Orthanc(folder / "server", users={USER: CANARY}) as orthanc:
+        studies = [make_study(folder / "dicom", "P01", "S01_pre", 1),
+                   make_study(folder / "dicom", "P02", "S02_post", 2)]
+        for study in studies:
+            orthanc.upload(p for files in study.files.values() for p in files)
+        yield orthanc, studies
+
+
+@pytest.fixture
+def env(monkeypatch):
+    unset_env(monkeypatch, *CREDENTIAL_VARS)
+    monkeypatch.setenv("DICOMWEB_USER", USER)
+    monkeypatch.setenv("DICOMWEB_PASS", CANARY)
+
+
+def spec(url: str, **extra) -> dict:
+    return {"type": "dicomweb", "url": url, "session_label": "{AccessionNumber}",
+            "timepoint_pattern": "_(pre|post)$", "backoff_s": 0.01, "retries": 2, **extra}
+
+
+def source(url: str, **extra) -> DicomwebSource:
+    made = make_source(spec(url, **extra), site="X")
+    assert isinstance(made, DicomwebSource)
+    return made
+
+
+def session_of(src: DicomwebSource, name: str):
+    return next(s for s in src.list_sessions() if s.session == name)
+
+
+def proposal_files(tmp: Path, src: DicomwebSource, session, voxels) -> dict[str, Path]:
+    """The pulled STIR and a proposal on its grid with the given voxels set."""
+    src.fetch_scan(session, "stir", tmp / "stir.nii.gz")
+    stir = nib.load(tmp / "stir.nii.gz")
+    mask = np.zeros(stir.shape, np.uint8)
+    for v in voxels:
+        mask[v] = 1
+    save_nifti(mask, stir, tmp / "proposal.nii.gz")
+    return {"proposal": tmp / "proposal.nii.gz"}
+
+
+def viewer_edit(seg_bytes: bytes, *, clear: tuple = (), set_: tuple = (),
+                study_uid: str | None = None) -> pydicom.Dataset:
+    """A SEG as a viewer saves it: new UIDs, no platform marks, frames edited."""
+    seg = pydicom.dcmread(io.BytesIO(seg_bytes))
+    frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), int(seg.Rows), int(seg.Columns)).astype(bool)
+    for f, r, c in clear:
+        frames[f, r, c] = False
+    for f, r, c in set_:
+        frames[f, r, c] = True
+    seg.PixelData = np.packbits(frames.reshape(-1), bitorder="little").tobytes()
+    seg.SOPInstanceUID = seg.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    seg.SeriesInstanceUID = generate_uid()
+    seg.SeriesDescription = "Corrected by reader"
+    seg.Manufacturer = "OHIF"
+    seg.ContentLabel = "SEGMENTATION"
+    seg.ContentDate, seg.ContentTime = "20990101", "120000"
+    if study_uid:
+        seg.StudyInstanceUID = study_uid
+    return seg
+
+
+def stow(orthanc: Orthanc, ds: pydicom.Dataset) -> None:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    with orthanc.rest() as session:
+        session.post(f"{orthanc.url}/instances", data=buffer.getvalue(), timeout=30).raise_for_status()
+
+
+# ----------------------------------------------------------------------------- config
+def test_registered_with_its_schema_defaults():
+    assert SOURCE_TYPES["dicomweb"] == "vhi.sources.dicomweb:DicomwebSource"
+    src = make_source({"type": "dicomweb", "url": "https://pacs.example.org/dicom-web"}, site="X")
+    assert src.spec["query"] == {"ModalitiesInStudy": "MR"}
+    assert (src.spec["user_env"], src.spec["password_env"], src.spec["verify"]) == (
+        "DICOMWEB_USER", "DICOMWEB_PASS", True)
+    with pytest.raises(ConfigError, match="url"):
+        make_source({"type": "dicomweb", "url": "https://u:p@pacs.example.org"}, site="X")
+    with pytest.raises(ConfigError, match="session_label"):
+        make_source({"type": "dicomweb", "url": "https://pacs", "session_label": "{Nope}"}, site="X")
+    with pytest.raises(ConfigError):
+        make_source({"type": "dicomweb", "url": "https://pacs", "password": "x"}, site="X")
+
+
+# ----------------------------------------------------------------------------- list + pull
+def test_list_picks_stir_and_t1w_by_the_rules(pacs, env):
+    orthanc, studies = pacs
+    src = source(orthanc.dicomweb)
+    plan = {item.session.session: item for item in src.plan_sessions()}
+    assert sorted(plan) == ["S01_pre", "S02_post"]
+    for study in studies:
+        item = plan[study.session]
+        assert item.session.subject == study.subject
+        assert item.session.timepoint == study.session.split("_")[1]
+        assert {r: s.uid for r, s in item.selection.picked.items()} == {
+            "stir": study.series["stir"], "t1w": study.series["t1w"]}
+        rejected = {d.scan.series_description: d.reason for d in item.selection.decisions
+                    if d.role == "t1w" and not d.picked}
+        assert rejected["T2_TSE_COR"].startswith("no t1w pattern matches")
+
+
+def test_fetch_gives_back_the_volumes_exactly(pacs, env, tmp_path):
+    orthanc, studies = pacs
+    src = source(orthanc.dicomweb)
+    for study in studies:
+        session = session_of(src, study.session)
+        for role, data in (("stir", study.stir), ("t1w", study.t1w)):
+            info = src.fetch_scan(session, role, tmp_path / f"{study.session}_{role}.nii.gz")
+            pulled = np.asarray(nib.load(tmp_path / f"{study.session}_{role}.nii.gz").dataobj)
+            assert np.array_equal(pulled, data)
+            assert info["instances"] == data.shape[2] and info["series_uid"] == study.series[role]
+
+
+def test_dicomweb_plan_command(pacs, env, tmp_path):
+    orthanc, _ = pacs
+    import yaml
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"sites": [{"name": "X", "source": spec(orthanc.dicomweb)}]}))
+    out = tmp_path / "plan.json"
+    result = subprocess.run(["vhi", "dicomweb-plan", "--config", str(config), "--out", str(out)],
+                            capture_output=True, text=True, env=workflow_env(), timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    report = {r["session"]: r for r in json.loads(out.read_text())["sessions"]}
+    assert set(report) == {"X/P01/S01_pre", "X/P02/S02_post"}
+    assert "+ scan 3 'STIR_COR_OBL' [?]: picked: the only candidate" in result.stderr
+    assert CANARY not in result.stdout + result.stderr + out.read_text()
+
+
+# ----------------------------------------------------------------------------- push + collect
+def test_push_verify_push_again_collect(tmp_path, env):
+    with Orthanc(tmp_path / "server") as orthanc, FaultProxy(orthanc.port) as proxy:
+        study = make_study(tmp_path / "dicom", "P01", "S01_pre", 3)
+        orthanc.upload(p for files in study.files.values() for p in files)
+        src = source(f"{proxy.url}/dicom-web")
+        session = session_of(src, "S01_pre")
+        assert src.find_cleaned([session]) == {}
+        files = proposal_files(tmp_path, src, session, [(10, 8, 2), (11, 8, 2), (12, 9, 3)])
+        receipt = src.push_proposal(session, files)
+        assert (receipt["status"], receipt["verified"], receipt["proposal_voxels"]) == ("created", True, 3)
+        [seg_row] = [s for s in orthanc.series_of_study(study.study_uid)
+                     if s["00080060"]["Value"] == ["SEG"]]
+        assert seg_row["0020000E"]["Value"] == [receipt["seg"]["series_uid"]]
+        [stored] = orthanc.instance_file(study.study_uid, receipt["seg"]["series_uid"])
+        ds = pydicom.dcmread(io.BytesIO(stored))
+        assert "AI proposal" in ds.SeriesDescription and ds.Manufacturer == "VHI platform"
+        assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == study.series["stir"]
+        assert src.find_cleaned([session]) == {}  # our own proposal is not a cleaned SEG
+
+        posts = sum(1 for m, _, _ in proxy.log if m == "POST")
+        again = src.push_proposal(session, files)
+        assert again["status"] == "unchanged" and again["seg"] == receipt["seg"]
+        assert sum(1 for m, _, _ in proxy.log if m == "POST") == posts  # nothing sent
+
+        # a reader removes one voxel and adds two, saved as a new series (as OHIF does)
+        frames = ds.pixel_array.reshape(int(ds.NumberOfFrames), int(ds.Rows), int(ds.Columns))
+        first = tuple(int(v) for v in np.argwhere(frames)[0])
+        edited = viewer_edit(stored, clear=[first], set_=[(4, 0, 0), (4, 0, 1)])
+        stow(orthanc, edited)
+        found = src.find_cleaned([session])[session.key]
+        assert found["series_uid"] == edited.SeriesInstanceUID
+        info = src.fetch_cleaned(session, tmp_path / "cleaned.nii.gz")
+        mask = np.asarray(nib.load(tmp_path / "cleaned.nii.gz").dataobj)
+        assert int(mask.sum()) == 4 and int(mask[10:13, 8:10, 2:4].sum()) == 2
+        assert info["seg_sop_instance_uid"] == edited.SOPInstanceUID
+        assert info["seg_series_instance_uid"] == edited.SeriesInstanceUID
+
+
+# ----------------------------------------------------------------------------- faults
+def test_faults_name_the_session_and_leave_the_others(tmp_path, env, caplog):
+    caplog.set_level(logging.DEBUG)
+    with Orthanc(tmp_path / "server", users={USER: CANARY}) as orthanc, \
+            FaultProxy(orthanc.port) as proxy:
+        good = make_study(tmp_path / "dicom", "P01", "S01_pre", 4)
+        bad = make_study(tmp_path / "dicom", "P02", "S02_pre", 5)
+        gappy = make_study(tmp_path / "dicom", "P03", "S03_pre", 6)
+        orthanc.upload(p for s in (good, bad) for files in s.files.values() for p in files)
+        orthanc.upload(p for c, files in gappy.files.items() for p in files
+                       if not (c == "stir" and p.name == "IM_0003.dcm"))
+        src = source(f"{proxy.url}/dicom-web")
+        sessions = {s.session: s for s in src.list_sessions()}
+
+        # the connection drops in the middle of every retrieval of one series
+        proxy.add("GET", rf"/series/{bad.series['t1w']}$", drop=True)
+        with pytest.raises(DicomwebError, match=r"session X/P02/S02_pre: retrieving T1W series .*"
+                                                r"\(after 3 attempts\)"):
+            src.fetch_scan(sessions["S02_pre"], "t1w", tmp_path / "bad_t1w.nii.gz")
+        assert not (tmp_path / "bad_t1w.nii.gz").exists()
+        src.fetch_scan(sessions["S01_pre"], "t1w", tmp_path / "good_t1w.nii.gz")  # the others go on
+
+        # an instance missing on the server
+        with pytest.raises(DicomwebError, match=r"S03_pre: STIR series .* is incomplete: 8.00 mm "
+                                                r"between slices 2 and 3 .*an instance is missing"):
+            src.fetch_scan(sessions["S03_pre"], "stir", tmp_path / "gappy.nii.gz")
+
+        # a 500 on every STOW of one study
+        files = proposal_files(tmp_path, src, sessions["S02_pre"], [(9, 9, 2)])
+        proxy.add("POST", rf"/dicom-web/studies/{bad.study_uid}$", status=500)
+        with pytest.raises(DicomwebError, match=r"S02_pre: storing SEG .* \(STOW-RS\): HTTP 500 "
+                                                r"from the service .*\(after 3 attempts\)"):
+            src.push_proposal(sessions["S02_pre"], files)
+        assert not [s for s in orthanc.series_of_study(bad.study_uid) if s["00080060"]["Value"] == ["SEG"]]
+        (tmp_path / "g").mkdir()
+        good_files = proposal_files(tmp_path / "g", src, sessions["S01_pre"], [(9, 9, 2)])
+        assert src.push_proposal(sessions["S01_pre"], good_files)["status"] == "created"
+
+        # a SEG drawn on another study, stored into this one
+        other = proposal_seg(tmp_path / "o", src, sessions["S03_pre"], gappy, orthanc)
+        foreign = viewer_edit(other, study_uid=good.study_uid)
+        stow(orthanc, foreign)
+        assert src.find_cleaned([sessions["S01_pre"]])[sessions["S01_pre"].key]["foreign"] is True
+        with pytest.raises(DicomwebError, match=r"S01_pre: the newest cleaned segmentation, SEG series "
+                                                r".*references series .*none of which is in this study"):
+            src.fetch_cleaned(sessions["S01_pre"], tmp_path / "foreign.nii.gz")
+        assert not (tmp_path / "foreign.nii.gz").exists()
+
+        # Orthanc itself goes down, then comes back
+        orthanc.stop()
+        with pytest.raises(DicomwebError, match=r"S01_pre: listing the instances of STIR series .*"
+                                                r"(ConnectionError|HTTP 502).*\(after 3 attempts\)"):
+            src.fetch_scan(sessions["S01_pre"], "stir", tmp_path / "down.nii.gz")
+        orthanc.start()
+        src.fetch_scan(sessions["S01_pre"], "stir", tmp_path / "up.nii.gz")
+    assert CANARY not in caplog.text
+
+
+def proposal_seg(tmp: Path, src: DicomwebSource, session, study: Study, orthanc: Orthanc) -> bytes:
+    """A platform SEG of ``study``'s T1W series (complete, unlike its STIR), as bytes."""
+    from vhi.imaging.dicom import dicom_to_nifti, read_series
+
+    tmp.mkdir()
+    folder = study.files["t1w"][0].parent
+    nifti = nib.load(dicom_to_nifti(folder, tmp / "t1w.nii.gz", scan="t1w"))
+    mask = np.zeros(nifti.shape, bool)
+    mask[5, 5, 1] = True
+    write_seg(mask, nifti.affine, read_series(folder), tmp / "seg.dcm", algorithm_version="t",
+              series_number=9)
+    return (tmp / "seg.dcm").read_bytes()
+
+
+def test_wrong_credentials_are_named_and_never_shown(pacs, monkeypatch, caplog):
+    orthanc, _ = pacs
+    unset_env(monkeypatch, *CREDENTIAL_VARS)
+    monkeypatch.setenv("DICOMWEB_USER", USER)
+    monkeypatch.setenv("DICOMWEB_PASS", CANARY + "-wrong")
+    with pytest.raises(DicomwebError, match=r"searching for studies: HTTP 401: the service refused "
+                                            r"the credentials \(\$DICOMWEB_USER/\$DICOMWEB_PASS\)") as err:
+        source(orthanc.dicomweb).list_sessions()
+    assert CANARY not in str(err.value) + caplog.text
+
+
+def test_netrc_credentials(pacs, monkeypatch, tmp_path):
+    orthanc, studies = pacs
+    unset_env(monkeypatch, *CREDENTIAL_VARS)
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine 127.0.0.1 login {USER} password {CANARY}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert len(source(orthanc.dicomweb).list_sessions()) == len(studies)
+
+
+def test_workflow_dry_run_plans_every_study(pacs, env, tmp_path):
+    """The workflow builds its DAG from the DICOMweb listing (credentials from the environment)."""
+    import yaml
+
+    from support.workflow import job_counts, snakemake
+
+    orthanc, studies = pacs
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"timepoints": ["pre", "post"], "sites": [
+        {"name": "X", "reference": "auto", "source": spec(orthanc.dicomweb)}]}))
+    result = snakemake(tmp_path / "run", "--configfile", str(config), "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout + result.stderr)
+    assert (counts["pull_scan"], counts["push_proposal"]) == (2 * len(studies), len(studies))
+    assert CANARY not in result.stdout + result.stderr + config.read_text()
