@@ -17,12 +17,12 @@ import csv
 import gzip
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -318,10 +318,14 @@ def test_a_header_claiming_gigabytes_is_refused_before_reading(tmp_path: Path) -
     with gzip.open(path, "wb") as fh:
         fh.write(img.header.binaryblock + b"\0" * 4 + np.zeros(8, np.float32).tobytes())
     assert path.stat().st_size < 2000
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(InputError, match=r"claims .* voxels, more than"):
-        load_image(path)
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # kB
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match=r"claims .* voxels, more than"):
+            load_image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 << 20
 
 
 def test_ids_are_whole_strings_of_bounded_length(tmp_path: Path) -> None:
@@ -417,3 +421,35 @@ def test_broken_inputs_never_reach_the_radiologist(tmp_path: Path) -> None:
     assert not (tmp_path / "outbox").exists() and not (tmp_path / "pushed.json").exists()
     assert vhi(*args, "--proposal", str(proposal), "--sidecar", str(sidecar)).returncode == 0
     assert (tmp_path / "outbox" / "demo" / "01" / "s1" / "proposal.nii").is_file()
+
+
+def test_a_zip_member_is_streamed_never_inflated_whole(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 0.2 MB zip inflating to 200 MB: unpacked in blocks (memory stays flat); a member
+    declaring more than a DICOM file may have is refused before anything is inflated."""
+    import hashlib
+    import zipfile
+
+    from vhi.sources.xnat import transfer
+    from vhi.sources.xnat.client import XnatError
+
+    big = b"\0" * (200 << 20)
+    archive = tmp_path / "scan.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("E1/scans/1/resources/DICOM/files/1.dcm", big)
+    listing = {"1.dcm": (len(big), hashlib.md5(big).hexdigest())}  # noqa: S324
+    del big
+    assert archive.stat().st_size < 1 << 20
+    out = tmp_path / "out"
+    out.mkdir()
+    tracemalloc.start()
+    try:
+        info = transfer.unpack_checked(archive, listing, out)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 << 20
+    assert info["files"] == 1 and (out / "00000_1.dcm").stat().st_size == 200 << 20
+    monkeypatch.setattr(transfer, "MAX_MEMBER_BYTES", 1 << 20)
+    with pytest.raises(XnatError, match="declares 209,715,200 bytes"):
+        transfer.unpack_checked(archive, listing, out)

@@ -25,6 +25,7 @@ class BoxEnsemble:
 
         self.bundle = get_bundle(bundle or DEFAULT_BUNDLE)
         self.device = "cpu"
+        self.device_note = None
 
     def segment(self, t1w: np.ndarray) -> np.ndarray:
         mask = np.zeros(t1w.shape, dtype=np.uint8)
@@ -36,8 +37,10 @@ class BoxEnsemble:
 def main() -> int:
     from vhi import api
     from vhi.cli import main as vhi_main
+    from vhi.cli import worker
 
     api.load_ensemble = lambda bundle=None, **kwargs: BoxEnsemble(bundle)  # type: ignore[assignment]
+    worker.WORKER_COMMAND = [sys.executable, sys.argv[0]]  # the segmentation worker: this shim
     return vhi_main()
 
 

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 #: Seconds a worker waits for the next request before it exits (``$VHI_WORKER_IDLE_S``).
 DEFAULT_IDLE_S = 30.0
 IDLE_VARIABLE = "VHI_WORKER_IDLE_S"
+#: How a worker process is started (``vhi segment-worker`` follows).
+WORKER_COMMAND = [sys.executable, "-m", "vhi.cli"]
 #: Seconds a client waits for a new worker to load the ensemble (a CUDA start included).
 START_TIMEOUT_S = 600.0
 
@@ -172,7 +174,7 @@ def _connect_or_start(spec: WorkerSpec, paths: WorkerPaths) -> Iterator[socket.s
 
 def _start(spec: WorkerSpec, paths: WorkerPaths) -> socket.socket:
     paths.socket.unlink(missing_ok=True)  # a dead worker's socket
-    command = [sys.executable, "-m", "vhi.cli", "--no-progress", "segment-worker",
+    command = [*WORKER_COMMAND, "--no-progress", "segment-worker",
                "--socket", str(paths.socket), "--bundle", spec.bundle, "--device", spec.device,
                "--idle-timeout", os.environ.get(IDLE_VARIABLE) or str(DEFAULT_IDLE_S)]
     if spec.batch_size:

@@ -87,7 +87,8 @@ class DicomwebSource(Source):
         return f"/segmentation?StudyInstanceUIDs={study}"
 
     # ------------------------------------------------------------------ push
-    def push_proposal(self, session: Session, files: Mapping[str, Path]) -> dict[str, Any]:
+    def push_proposal(self, session: Session, files: Mapping[str, Path],
+                      context: Mapping[str, Path] | None = None) -> dict[str, Any]:
         """Store the proposal as a BINARY DICOM SEG on the STIR series (STOW-RS), read back.
 
         A platform SEG on the STIR series that already holds this mask is left as it is
@@ -174,7 +175,8 @@ class DicomwebSource(Source):
         return segs.choose_cleaned(segs.list_segs(self.conn, f"session {session.key}", study_uid),
                                    stir_uid)
 
-    def find_cleaned(self, sessions: Sequence[Session]) -> dict[str, dict[str, Any]]:
+    def find_cleaned(self, sessions: Sequence[Session],
+                     receipts: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
         """Per session, the SEG the documented rule picks (its series, instance, date)."""
         found = {}
         for s in sessions:
@@ -192,7 +194,8 @@ class DicomwebSource(Source):
                                 "when": chosen["when"], "foreign": chosen["foreign"]}
         return found
 
-    def fetch_cleaned(self, session: Session, dest: str | os.PathLike[str]) -> dict[str, Any] | None:
+    def fetch_cleaned(self, session: Session, dest: str | os.PathLike[str],
+                      context: Mapping[str, Path] | None = None) -> dict[str, Any] | None:
         """Decode the chosen cleaned SEG onto the STIR grid; None while there is none."""
         from vhi.imaging.nifti import save_nifti
         from vhi.imaging.seg import read_seg

@@ -74,27 +74,46 @@ def _series_uid_of(folder: Path) -> str:
     return ""
 
 
+#: The largest file a scan's zip may hold (one DICOM instance; an enhanced multi-frame
+#: STIR is tens of MB). A member declaring more is refused before anything is inflated.
+MAX_MEMBER_BYTES = 1 << 30
+
+
 def unpack_checked(zip_path: Path, expected: Mapping[str, tuple[int, str]],
                    dest_dir: Path) -> dict[str, Any]:
     """Unpack the zip into ``dest_dir`` if it holds exactly the ``expected`` files (rel ->
-    (size or -1, MD5 or "")); returns the SHA-256 over names and contents and the count."""
+    (size or -1, MD5 or "")); returns the SHA-256 over names and contents and the count.
+
+    Members are matched against the listing (name and declared size) before anything is
+    inflated, then streamed to disk in blocks (never whole into memory), each checked
+    against its size, MD5 and CRC as it is written.
+    """
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            bad = archive.testzip()
-            if bad is not None:
-                raise _Transfer(f"zip member {bad} fails its CRC check")
             members = [m for m in archive.infolist() if not m.is_dir()]
             found = _match_members(members, expected)
+            big = [m for m in found.values() if m.file_size > MAX_MEMBER_BYTES]
+            if big:
+                raise XnatError(str(zip_path), f"zip member {big[0].filename} declares "
+                                               f"{big[0].file_size:,} bytes, more than the "
+                                               f"{MAX_MEMBER_BYTES:,} a DICOM file may have")
             digest = hashlib.sha256()
             for n, rel in enumerate(sorted(found)):
-                data = archive.read(found[rel])
                 size, md5 = expected[rel]
-                if size >= 0 and len(data) != size:
-                    raise _Transfer(f"{rel}: {len(data)} bytes, the listing says {size}")
-                if md5 and hashlib.md5(data).hexdigest() != md5:  # noqa: S324 - XNAT's digest
+                check = hashlib.md5()  # noqa: S324 - XNAT's digest
+                written = 0
+                digest.update(rel.encode() + b"\0")
+                with archive.open(found[rel]) as src, \
+                        (dest_dir / f"{n:05d}_{Path(rel).name}").open("wb") as out:
+                    while block := src.read(1 << 20):  # the CRC is checked at the end
+                        written += len(block)
+                        check.update(block)
+                        digest.update(block)
+                        out.write(block)
+                if size >= 0 and written != size:
+                    raise _Transfer(f"{rel}: {written} bytes, the listing says {size}")
+                if md5 and check.hexdigest() != md5:
                     raise _Transfer(f"{rel}: MD5 differs from the listing's digest")
-                digest.update(rel.encode() + b"\0" + data)
-                (dest_dir / f"{n:05d}_{Path(rel).name}").write_bytes(data)
     except zipfile.BadZipFile as exc:
         raise _Transfer(f"damaged zip ({exc})") from None
     return {"sha256": digest.hexdigest(), "files": len(found)}
