@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from vhi.errors import ConfigError, InputError
+from vhi.sources import checked_url
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,7 @@ def _env(name: str) -> str | None:
 
 def service_url(site: str, spec: Mapping[str, Any]) -> str:
     """``source.url`` checked: an http(s) URL without credentials, no trailing slash."""
-    url = str(spec.get("url") or "").rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"site {site} source.url", f"not an http(s) URL: {url!r}")
-    if parts.username or parts.password:
-        raise ConfigError(f"site {site} source.url", "credentials do not belong in the URL: "
-                          "set them in the environment (user_env/password_env/token_env) or ~/.netrc")
-    return url
+    return checked_url(site, "url", spec.get("url"), "user_env/password_env/token_env")
 
 
 class DicomwebConnection:

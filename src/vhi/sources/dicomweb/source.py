@@ -9,7 +9,6 @@ the collection of the cleaned segmentation are here.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -23,7 +22,7 @@ import numpy as np
 
 from vhi.cohort.ids import Session
 from vhi.errors import ConfigError, InputError
-from vhi.sources import Source
+from vhi.sources import Source, proposal_to_push
 from vhi.sources.dicomweb import segs, transfer
 from vhi.sources.dicomweb.client import DicomwebConnection, DicomwebError, service_url
 from vhi.sources.dicomweb.listing import ListedStudy, check_template, plan_studies, sessions_of
@@ -97,19 +96,11 @@ class DicomwebSource(Source):
         """
         import pydicom
 
-        from vhi.imaging.nifti import grid_mismatch, load_mask
+        from vhi.imaging.nifti import grid_mismatch
         from vhi.imaging.seg import is_platform_seg, read_seg, write_seg
 
         what = f"session {session.key}"
-        proposal = load_mask(files["proposal"])
-        sidecar = {}
-        if files.get("sidecar") and Path(files["sidecar"]).is_file():
-            sidecar = json.loads(Path(files["sidecar"]).read_text())
-        version = str(sidecar.get("provenance", {}).get("software", {}).get("version") or "")
-        if not version:
-            import vhi
-
-            version = vhi.__version__
+        proposal, version = proposal_to_push(files)
         study_uid, _ = parse_series_uri(self.url, session, "stir")
         mask = proposal.data >= 1
         with tempfile.TemporaryDirectory(prefix="vhi-dicomweb-push-") as tmp:

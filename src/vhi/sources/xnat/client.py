@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from vhi.errors import ConfigError, InputError
+from vhi.sources import checked_url
 
 #: xnatpy's own messages go to this logger too (it is passed to ``xnat.connect``).
 log = logging.getLogger(__name__)
@@ -54,14 +54,7 @@ def rows(data: Any) -> list[dict[str, Any]]:
 
 def server_url(site: str, spec: Mapping[str, Any]) -> str:
     """``source.server`` checked: an http(s) URL without credentials, no trailing slash."""
-    server = str(spec.get("server") or "").rstrip("/")
-    parts = urlsplit(server)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"site {site} source.server", f"not an http(s) URL: {server!r}")
-    if parts.username or parts.password:
-        raise ConfigError(f"site {site} source.server", "credentials do not belong in the URL: "
-                          "set them in the environment (user_env/password_env) or ~/.netrc")
-    return server
+    return checked_url(site, "server", spec.get("server"), "user_env/password_env")
 
 
 class XnatClient:

@@ -25,7 +25,7 @@ import numpy as np
 
 from vhi.cohort.ids import Session
 from vhi.errors import ConfigError, InputError
-from vhi.sources import Source
+from vhi.sources import Source, proposal_to_push
 from vhi.sources.xnat import listing, roi, transfer
 from vhi.sources.xnat.client import XnatClient, XnatError, server_url
 from vhi.sources.xnat.listing import ListedSession
@@ -145,19 +145,10 @@ class XnatSource(Source):
 
     def _push_proposal(self, session: Session, files: Mapping[str, Path],
                        context: dict[str, Path]) -> dict[str, Any]:
-        from vhi.imaging.nifti import load_mask
         from vhi.imaging.seg import write_seg
 
         what = f"session {session.key}"
-        proposal = load_mask(files["proposal"])
-        sidecar = {}
-        if files.get("sidecar") and Path(files["sidecar"]).is_file():
-            sidecar = json.loads(Path(files["sidecar"]).read_text())
-        version = str(sidecar.get("provenance", {}).get("software", {}).get("version") or "")
-        if not version:
-            import vhi
-
-            version = vhi.__version__
+        proposal, version = proposal_to_push(files)
         exp, _ = parse_scan_uri(self.server, session, "stir")
         label = self.proposal_label(session)
         mask = proposal.data >= 1
