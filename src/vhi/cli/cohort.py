@@ -82,62 +82,38 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- xnat-plan
+# --------------------------------------------------------------------------- xnat-plan, dicomweb-plan
+def _selection_dry_run(args: argparse.Namespace, kind: str, name: str, unit: str) -> int:
+    """Dry run of the ``kind`` sites: per session, which scans are picked or rejected and why."""
+    from vhi.sources import make_source
+    from vhi.sources.xnat.select import format_report
+
+    settings = load_config_file(args.config)
+    sites = [s for s in settings.sites if s.source.get("type") == kind
+             and (not args.site or s.name in args.site)]
+    if not sites:
+        raise ConfigError(args.config, f"no {name} site" + (f" named {', '.join(args.site)}"
+                                                            if args.site else ""))
+    report = []
+    for site in sites:
+        for item in make_source(site.source, site=site.name).plan_sessions():
+            log.info("%s", format_report(item.session.key, item.selection))
+            report.append(item.report())
+    if args.out:
+        save_json({"sessions": report, "provenance": build_provenance(step=f"{kind}_plan")},
+                  args.out)
+    usable = sum(1 for r in report if {"stir", "t1w"} <= set(r["picked"]))
+    log.info("%d %s, %d with a STIR and a T1W%s", len(report), unit, usable,
+             f" (report: {args.out})" if args.out else "")
+    return 0
+
+
 def cmd_xnat_plan(args: argparse.Namespace) -> int:
-    """Dry run of the XNAT sites: per session, which scans are picked or rejected and why."""
-    from vhi.sources import make_source
-    from vhi.sources.xnat import XnatSource
-    from vhi.sources.xnat.select import format_report
-
-    settings = load_config_file(args.config)
-    sites = [s for s in settings.sites if s.source.get("type") == "xnat"
-             and (not args.site or s.name in args.site)]
-    if not sites:
-        raise ConfigError(args.config, "no XNAT site" + (f" named {', '.join(args.site)}"
-                                                         if args.site else ""))
-    report = []
-    for site in sites:
-        source = make_source(site.source, site=site.name)
-        if not isinstance(source, XnatSource):
-            raise ConfigError(f"site {site.name}", "the xnat source type is not vhi.sources.xnat")
-        for item in source.plan_sessions():
-            log.info("%s", format_report(item.session.key, item.selection))
-            report.append(item.report())
-    if args.out:
-        save_json({"sessions": report, "provenance": build_provenance(step="xnat_plan")}, args.out)
-    usable = sum(1 for r in report if {"stir", "t1w"} <= set(r["picked"]))
-    log.info("%d sessions, %d with a STIR and a T1W%s", len(report), usable,
-             f" (report: {args.out})" if args.out else "")
-    return 0
+    return _selection_dry_run(args, "xnat", "XNAT", "sessions")
 
 
-# --------------------------------------------------------------------------- dicomweb-plan
 def cmd_dicomweb_plan(args: argparse.Namespace) -> int:
-    """Dry run of the DICOMweb sites: per study, which series are picked or rejected and why."""
-    from vhi.sources import make_source
-    from vhi.sources.dicomweb import DicomwebSource
-    from vhi.sources.xnat.select import format_report
-
-    settings = load_config_file(args.config)
-    sites = [s for s in settings.sites if s.source.get("type") == "dicomweb"
-             and (not args.site or s.name in args.site)]
-    if not sites:
-        raise ConfigError(args.config, "no DICOMweb site" + (f" named {', '.join(args.site)}"
-                                                             if args.site else ""))
-    report = []
-    for site in sites:
-        source = make_source(site.source, site=site.name)
-        if not isinstance(source, DicomwebSource):
-            raise ConfigError(f"site {site.name}", "the dicomweb source type is not vhi.sources.dicomweb")
-        for item in source.plan_sessions():
-            log.info("%s", format_report(item.session.key, item.selection))
-            report.append(item.report())
-    if args.out:
-        save_json({"sessions": report, "provenance": build_provenance(step="dicomweb_plan")}, args.out)
-    usable = sum(1 for r in report if {"stir", "t1w"} <= set(r["picked"]))
-    log.info("%d studies, %d with a STIR and a T1W%s", len(report), usable,
-             f" (report: {args.out})" if args.out else "")
-    return 0
+    return _selection_dry_run(args, "dicomweb", "DICOMweb", "studies")
 
 
 # --------------------------------------------------------------------------- parser
