@@ -1,7 +1,7 @@
 """vhi.sources.dicomweb against a real Orthanc: selection, pull, push, collect, faults, secrets.
 
 Orthanc (Debian `orthanc` + `orthanc-dicomweb`) is started by the tests on 127.0.0.1 with
-the repository's config (tests/orthanc/orthanc.json), storage in the test's folder; the
+the package's config (vhi/viewer/orthanc.json), storage in the test's folder; the
 faults come from a loopback proxy in front of it (tests/support/orthanc.py). The data are
 small synthetic series (tests/support/dicom_series.py).
 """

@@ -1,10 +1,11 @@
 """A real Orthanc (Debian `orthanc` + `orthanc-dicomweb`) for the tests, on 127.0.0.1.
 
-:class:`Orthanc` writes the repository's config (``tests/orthanc/orthanc.json``) with a
-free port, storage in the test's folder and, optionally, HTTP basic-auth users, starts
-``Orthanc`` on it, waits until it answers and stops it on exit. Only the DICOMweb plugin
-is loaded. :class:`FaultProxy` is a small loopback proxy in front of it that injects
-faults (an HTTP status, or a connection dropped mid-answer) into chosen requests.
+:class:`Orthanc` is the package's launcher (:class:`vhi.viewer.orthanc.OrthancServer`:
+the config template shipped with the package, a free port, only the DICOMweb plugin)
+with storage in the test's folder and, optionally, HTTP basic-auth users, plus the
+tests' helpers to store and read DICOM through Orthanc's REST API. :class:`FaultProxy`
+is a small loopback proxy in front of it that injects faults (an HTTP status, or a
+connection dropped mid-answer) into chosen requests.
 """
 
 from __future__ import annotations
@@ -12,13 +13,9 @@ from __future__ import annotations
 import contextlib
 import http.client
 import io
-import json
 import re
-import shutil
 import socket
-import subprocess
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,102 +25,25 @@ import pydicom
 import pytest
 import requests
 
-from support.paths import PROJECT_ROOT
-
-ORTHANC = shutil.which("Orthanc")
-CONFIG_TEMPLATE = PROJECT_ROOT / "tests" / "orthanc" / "orthanc.json"
-DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+from vhi.viewer.orthanc import OrthancServer, free_port, missing_orthanc
 
 needs_orthanc = pytest.mark.skipif(
-    ORTHANC is None or not DICOMWEB_PLUGIN.is_file(),
-    reason="no Orthanc with its DICOMweb plugin (scripts/install-system-packages.sh installs "
-           "Debian's `orthanc` and `orthanc-dicomweb`)")
+    missing_orthanc() is not None,
+    reason=f"{missing_orthanc()} (scripts/install-system-packages.sh installs Debian's "
+           "`orthanc` and `orthanc-dicomweb`)")
+
+__all__ = ["FaultProxy", "Orthanc", "free_port", "needs_orthanc", "running_orthanc", "seed_demo"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Orthanc:
-    """One Orthanc process with its storage under ``folder``; a context manager."""
-
-    def __init__(self, folder: Path, users: dict[str, str] | None = None) -> None:
-        self.folder = Path(folder)
-        self.users = dict(users or {})
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def dicomweb(self) -> str:
-        return f"{self.url}/dicom-web"
-
-    @property
-    def log_file(self) -> Path:
-        return self.folder / "orthanc.log"
+class Orthanc(OrthancServer):
+    """The package's Orthanc launcher (:mod:`vhi.viewer.orthanc`) with the tests' helpers."""
 
     def version(self) -> str:
         return str(self.rest().get(f"{self.url}/system", timeout=10).json()["Version"])
 
     def rest(self) -> requests.Session:
         """A session for Orthanc's own REST API (as the first registered user, if any)."""
-        session = requests.Session()
-        session.trust_env = False
-        if self.users:
-            session.auth = next(iter(self.users.items()))
-        return session
-
-    def write_config(self) -> Path:
-        config = json.loads(CONFIG_TEMPLATE.read_text())
-        config.update({"HttpPort": self.port, "StorageDirectory": str(self.folder / "db"),
-                       "IndexDirectory": str(self.folder / "db"),
-                       "Plugins": [str(DICOMWEB_PLUGIN)]})
-        if self.users:
-            config.update({"AuthenticationEnabled": True, "RegisteredUsers": self.users})
-        path = self.folder / "orthanc.json"
-        path.write_text(json.dumps(config, indent=2))
-        return path
-
-    def start(self) -> Orthanc:
-        if ORTHANC is None:
-            pytest.skip("no Orthanc")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        config = self.write_config()
-        with self.log_file.open("ab") as log:
-            self.proc = subprocess.Popen([ORTHANC, str(config)], cwd=self.folder, stdout=log,
-                                         stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Orthanc exited ({self.proc.returncode}): "
-                                   f"{self.log_file.read_text()[-2000:]}")
-            with contextlib.suppress(requests.RequestException):
-                if self.rest().get(f"{self.url}/system", timeout=2).status_code == 200:
-                    return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("Orthanc did not answer within 30 s")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def __enter__(self) -> Orthanc:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self.http()
 
     # ------------------------------------------------------------------ data
     def upload(self, files: Iterable[Path], **attributes: str) -> list[str]:

@@ -2,6 +2,10 @@
 
 Prints one URL per session awaiting cleaning and serves until interrupted.
 ``--fetch-only`` fetches the pinned OHIF build (what ``make setup`` runs) and exits.
+``--local`` (or ``--site`` naming a local site) is the station of a folder cohort: it
+starts its own Orthanc, loads the sessions' STIR and proposals into it, and writes the
+SEGs radiologists save to the cleaned paths (:mod:`vhi.viewer.local`) while it serves
+and when it stops; ``--no-serve`` loads and collects once, then exits.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ def cmd_viewer(args: argparse.Namespace) -> int:
     from vhi.viewer.station import awaiting_cleaning, station_for
 
     settings = load_config_file(args.config)
+    if args.local or any(s.name == args.site and s.source.get("type") == "local" for s in settings.sites):
+        return _local_station(settings, args)
     server, site = station_for(settings, args.site, port=args.port)
     sessions = awaiting_cleaning(settings, site.name)
     log.info("VHI cleaning station (OHIF %s) for site %s: %s/ - research use only, not for "
@@ -47,12 +53,83 @@ def cmd_viewer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_station(settings: Any, args: argparse.Namespace) -> int:
+    """The station of a folder cohort: its own Orthanc, loaded, collected, served."""
+    import signal
+    import threading
+    import time
+
+    from vhi.viewer.local import LocalStation, summary
+    from vhi.viewer.ohif import OHIF_VERSION, app_config, fetch_ohif
+    from vhi.viewer.server import PROXIED, StationServer
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    with LocalStation(settings, args.site) as station:
+        started = time.monotonic()
+        loaded = station.load()
+        log.info("station for local site %s: %d sessions loaded in %.1f s (%s); %d instances sent; "
+                 "Orthanc storage %s", station.site.name, len(loaded), time.monotonic() - started,
+                 dict(summary(loaded)), sum(o.sent for o in loaded), station.orthanc.folder)
+        collected = station.collect()
+        log.info("cleaned SEGs: %s", dict(summary(collected)))
+        done = {o.key for o in collected if o.action in ("written", "unchanged", "kept")}
+        waiting = [station.sessions[o.key] for o in loaded
+                   if o.action != "failed" and o.key not in done]
+        if args.no_serve:
+            sys.stdout.write("".join(f"{item.key}\t{item.viewer_path}\n" for item in waiting))
+            return 1 if any(o.action == "failed" for o in loaded + collected) else 0
+        dist = fetch_ohif()
+        server = StationServer(dist, station.dicomweb, station.orthanc.http(),
+                               app_config((dist / "app-config.js").read_text(), dicomweb_root=PROXIED),
+                               port=args.port)
+        log.info("VHI cleaning station (OHIF %s) for local site %s: %s/ - research use only, not for "
+                 "clinical decisions; %d sessions await cleaning; saved SEGs are written to the cleaned "
+                 "paths every %g s and when the station stops (Ctrl-C)", OHIF_VERSION, station.site.name,
+                 server.url, len(waiting), args.collect_every)
+        sys.stdout.write("".join(f"{item.key}\t{server.url}{item.viewer_path}\n" for item in waiting))
+        sys.stdout.flush()
+        halt = threading.Event()
+
+        def collect_loop() -> None:
+            while not halt.wait(args.collect_every):
+                written = [o for o in station.collect() if o.action == "written"]
+                for o in written:
+                    log.info("session %s: cleaned %s", o.key, o.detail)
+
+        worker = threading.Thread(target=collect_loop, daemon=True)
+        with server:
+            worker.start()
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                log.info("stopping: collecting the last saves")
+            finally:
+                halt.set()
+                worker.join()
+        final = station.collect()
+        log.info("cleaned SEGs: %s", dict(summary(final)))
+    return 0
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("viewer", help="serve OHIF against a DICOMweb site for cleaning; print "
                                       "one URL per session awaiting cleaning")
     p.add_argument("--config", type=Path, help="the run's config (its DICOMweb site)")
-    p.add_argument("--site", help="the DICOMweb site (default: the first)")
+    p.add_argument("--site", help="the site (default: the first DICOMweb site, or with --local "
+                                  "the first local one)")
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free one)")
+    p.add_argument("--local", action="store_true",
+                   help="the station of a local (folder) site: its own Orthanc in the work folder, "
+                        "the proposals loaded, saved SEGs written to the cleaned paths")
+    p.add_argument("--no-serve", action="store_true",
+                   help="with --local: load and collect once, print the sessions awaiting "
+                        "cleaning, then exit")
+    p.add_argument("--collect-every", type=float, default=30.0, metavar="S",
+                   help="with --local: seconds between looks for saved SEGs while serving")
     p.add_argument("--fetch-only", action="store_true",
                    help="fetch and check the pinned OHIF build, then exit")
     p.set_defaults(func=cmd_viewer)

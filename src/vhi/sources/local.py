@@ -51,6 +51,34 @@ class _OutboxRecord:
             save_json(self.hashes, self.path)
 
 
+class StationRecord:
+    """What the local cleaning station (``vhi viewer --local``) wrote at one cleaned path.
+
+    Kept beside the cleaned mask as ``.<name>.vhi-station.json``: the sha256 of every
+    version the station wrote and the SEG each came from, so the station replaces only
+    its own files (never a mask someone saved there by hand) and ``cleaned.json`` names
+    the SEG series the radiologist saved.
+    """
+
+    def __init__(self, cleaned: Path) -> None:
+        self.cleaned = Path(cleaned)
+        self.path = self.cleaned.with_name(f".{self.cleaned.name}.vhi-station.json")
+        try:
+            self.data: dict[str, Any] = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            self.data = {"written": {}}
+        except (OSError, ValueError) as exc:
+            raise InputError(self.path, f"cannot read the station record ({exc})") from None
+
+    def seg_of(self, sha256: str) -> dict[str, Any] | None:
+        """The SEG the station wrote this file version from, or None (not the station's)."""
+        return self.data["written"].get(sha256)
+
+    def add(self, sha256: str, seg: Mapping[str, Any]) -> None:
+        self.data["written"][sha256] = dict(seg)
+        save_json(self.data, self.path)
+
+
 class LocalSource(Source):
     """Sessions of one site in a local folder."""
 
@@ -158,7 +186,13 @@ class LocalSource(Source):
             return None
         self._guard(dest, session)
         st = src.stat()
-        return {"uri": str(src), "mtime_ns": st.st_mtime_ns, **copy_hashed(src, dest)}
+        info = {"uri": str(src), "mtime_ns": st.st_mtime_ns, **copy_hashed(src, dest)}
+        seg = StationRecord(src).seg_of(info["sha256"])
+        if seg is not None:  # saved in OHIF at the local cleaning station
+            info.update({"written_by": "vhi viewer --local",
+                         **{k: seg[k] for k in ("seg_series_instance_uid", "seg_sop_instance_uid",
+                                                "series_description", "when") if k in seg}})
+        return info
 
     def reader_masks(self, session: Session) -> dict[str, str]:
         masks = {}

@@ -7,5 +7,10 @@
 * :mod:`~vhi.viewer.server` – a loopback HTTP server: the OHIF files (single-page-app
   fallback), the written config, and a same-origin proxy of ``/dicom-web`` to the site's
   DICOMweb root that adds the site's credentials, so the browser needs none;
-* :mod:`~vhi.viewer.station` – which sessions await cleaning and their viewer URLs.
+* :mod:`~vhi.viewer.station` – which sessions await cleaning and their viewer URLs;
+* :mod:`~vhi.viewer.orthanc` – a real Orthanc on 127.0.0.1 (Debian ``orthanc`` and
+  ``orthanc-dicomweb``) from the config template shipped beside it;
+* :mod:`~vhi.viewer.local` – the station of a folder cohort (``vhi viewer --local``): its
+  STIR and proposals loaded into its own Orthanc, the SEGs saved there written to the
+  local source's cleaned paths.
 """
