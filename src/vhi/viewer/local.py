@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 #: The window: from this percentile of the STIR inside the disease region ...
 WINDOW_LOW_PERCENTILE = 1.0
 #: ... to this one, raised to the proposal's upper threshold (the brightest normal marrow).
-WINDOW_HIGH_PERCENTILE = 99.5
+WINDOW_HIGH_PERCENTILE = 99.9
 #: How the station's STIR series describes itself.
 STIR_DESCRIPTION = "STIR (VHI cleaning station)"
 #: Instances per STOW-RS request.
@@ -71,12 +71,15 @@ def oedema_window(stir: np.ndarray, region: np.ndarray, upper: float | None) -> 
     """The display window that shows marrow oedema on this STIR.
 
     From the 1st percentile of the STIR inside the disease region (the iliac and sacral
-    bone the reader cleans) to its 99.5th percentile, raised to the proposal's upper
-    threshold (the brightest normal-marrow voxel) when that is higher. Fluid, vessels
+    bone the reader cleans) to its 99.9th percentile, raised to the proposal's upper
+    threshold (the brightest normal-marrow voxel) if that were higher. Fluid, vessels
     and fat-suppression failures outside the bone, which set the whole volume's range,
-    are left out; normal marrow then sits in the lower half and every voxel above the
-    normal-marrow range in the top of the window, without saturating large lesions.
-    An empty region falls back to the same percentiles of the whole volume.
+    are left out. On the 8 public scans with a normal-marrow mask this puts the normal
+    marrow's Q3 at 0.15-0.58 of the window and the lower threshold at 0.26-0.75, with
+    at most 12 % of the proposal's voxels at the top (white); with the whole volume's
+    range the lower threshold sits at 0.15-0.25, and lesions look faint. The 99.5th
+    percentile would saturate small lesions (up to 63 % of the proposal on 4386, where
+    lesions are 0.8 % of the region). An empty region falls back to the whole volume.
     """
     values = stir[region > 0]
     where = "disease region"
