@@ -11,8 +11,10 @@ the other session's cleaned path is kept.
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+import requests
 import yaml
 from dicomweb_client import DICOMwebClient
 
@@ -29,6 +32,7 @@ from vhi.config.load import load_config_file
 from vhi.fileio import sha256_file
 from vhi.imaging.seg import read_seg, write_seg
 from vhi.sources.local import StationRecord
+from vhi.viewer import ohif
 from vhi.viewer.local import LocalStation, oedema_window, station_dir
 
 from support.fake_model import write_vhi_shim
@@ -113,8 +117,10 @@ def test_local_station_loads_collects_and_the_workflow_measures(tmp_path, monkey
             first_meta = pydicom.Dataset.from_json(meta[0], bulk_data_uri_handler=lambda *_: b"")
             assert float(first_meta.WindowCenter) == pytest.approx(window.center, abs=0.01)
             assert float(first_meta.WindowWidth) == pytest.approx(window.width, abs=0.01)
-            whole = stir.get_fdata()
-            assert window.high < np.percentile(whole, 99.9)  # not the whole volume's range
+            values = stir.get_fdata()[region > 0]  # the disease region's P1 .. P99.9 (or upper)
+            assert (window.low, window.high) == (np.percentile(values, 1),
+                                                 max(np.percentile(values, 99.9), upper))
+            assert window.low > stir.get_fdata().min()  # not the whole volume's range
             [seg_uid] = [uid for uid, s in series.items() if s["00080060"]["Value"] == ["SEG"]]
             [seg] = client.retrieve_series(item.study_uid, seg_uid)
             path = tmp_path / f"{item.session.session}.seg.dcm"
@@ -180,3 +186,50 @@ def test_local_station_loads_collects_and_the_workflow_measures(tmp_path, monkey
     assert "0 instances sent" in out.stderr
     assert out.stdout == ""
     assert station_dir(settings, SITE).is_dir()
+    if ohif.is_fetched():
+        serve_and_save_again(run, config, station_dir(settings, SITE), cleaned)
+
+
+def serve_and_save_again(run: Path, config: Path, storage: Path, cleaned: Path) -> None:
+    """The serving station writes a second save while it serves; SIGTERM stops it cleanly."""
+    proc = subprocess.Popen([sys.executable, "-m", "vhi.cli", "viewer", "--config", str(config), "--local",
+                             "--port", "0", "--collect-every", "0.5"], cwd=run, env=workflow_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while "cleaning station" not in line:
+            line = proc.stderr.readline()
+            assert line, "vhi viewer --local exited early"
+        assert "0 sessions await cleaning" in line
+        url = line.split(f"local site {SITE}: ", 1)[1].split("/ ", 1)[0]
+        assert requests.get(f"{url}/segmentation", timeout=10).status_code == 200
+        client = DICOMwebClient(f"{url}/dicom-web")  # through the station's proxy, as OHIF saves
+        client._session.trust_env = False
+        [study] = client.search_for_studies(search_filters={"AccessionNumber": "1003"})
+        study_uid = study["0020000D"]["Value"][0]
+        rows = client.search_for_series(study_uid, search_filters={"Modality": "SEG"})
+        newest = max(rows, key=lambda r: int(r["00200011"]["Value"][0]))
+        [seg] = client.retrieve_series(study_uid, newest["0020000E"]["Value"][0])
+        buffer = io.BytesIO()
+        seg.save_as(buffer, enforce_file_format=True)
+        frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), int(seg.Rows), int(seg.Columns))
+        keep = np.ones(frames.shape, dtype=bool)
+        keep[int(np.argmax(frames.sum(axis=(1, 2))))] = False  # the reader removes another slice
+        data, voxels = edit_seg(buffer.getvalue(), keep, description="Cleaned again")
+        again = pydicom.dcmread(io.BytesIO(data))
+        now = datetime.datetime.now()  # a viewer stamps its save
+        again.ContentDate, again.ContentTime = f"{now:%Y%m%d}", f"{now:%H%M%S}"
+        client.store_instances([again], study_uid)
+        deadline = time.monotonic() + 30
+        while int(nib.load(cleaned).get_fdata().sum()) != voxels:
+            assert time.monotonic() < deadline, "the second save was not written while serving"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-2000:]
+        assert "stopping: collecting the last saves" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (storage / "orthanc.log").is_file()
