@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import nibabel as nib
 import numpy as np
@@ -35,7 +36,9 @@ from vhi.sources.local import StationRecord
 from vhi.viewer import ohif
 from vhi.viewer.local import LocalStation, oedema_window, station_dir
 
+from support.browser import needs_browser
 from support.fake_model import write_vhi_shim
+from support.ohif_browser import KNOWN_CONSOLE_ERRORS, clean_in_browser, reader_edit
 from support.orthanc import needs_orthanc
 from support.workflow import snakemake, status_of, workflow_env
 from xnat_emulator.demo import edit_seg
@@ -233,3 +236,54 @@ def serve_and_save_again(run: Path, config: Path, storage: Path, cleaned: Path) 
             proc.kill()
             proc.wait()
     assert (storage / "orthanc.log").is_file()
+
+
+@needs_orthanc
+@needs_browser
+@pytest.mark.skipif(not ohif.is_fetched(), reason="OHIF not fetched (`make setup`)")
+def test_local_station_in_ohif(tmp_path, monkeypatch):
+    """OHIF opens the station's STIR with the oedema window, loads the proposal, a reader's
+    edit is saved through OHIF's own store command, the station writes it to the cleaned
+    path, and the next run measures it."""
+    started = time.monotonic()
+    monkeypatch.setenv("VHI_TEST_BIN", str(write_vhi_shim(tmp_path / "bin")))
+    config = local_cohort(tmp_path / "cohort")
+    run = tmp_path / "run"
+    first = snakemake(run, "--configfile", str(config))
+    assert first.returncode == 0, first.stderr[-3000:]
+    artefacts = tmp_path / "artefacts"
+    artefacts.mkdir()
+    monkeypatch.chdir(run)
+    with LocalStation(load_config_file(config), SITE) as station:
+        station.load()
+        item = station.sessions[f"{SITE}/09/1003"]
+        proposal = np.asarray(nib.load(item.proposal).dataobj)
+        edited, edits = reader_edit(proposal)
+        ny = proposal.shape[1]
+        flip = np.linalg.det(item.grid.affine[:3, :3]) < 0  # rows counted from the last j
+        js_edits = [[str(item.datasets[k].SOPInstanceUID), ny - 1 - j if flip else j, i, v]
+                    for i, j, k, v in edits]
+        browser_started = time.monotonic()
+        with station.server() as server:
+            chromium, requests_seen, console, voi = clean_in_browser(
+                server.url + item.viewer_path, ours=int(np.count_nonzero(proposal >= 1)),
+                saved=lambda: station.collect([item])[0].action == "written", edited=edited,
+                js_edits=js_edits, artefacts=artefacts)
+        browser_s = time.monotonic() - browser_started
+    # OHIF's linear VOI: [centre - 0.5 - (width - 1) / 2, centre - 0.5 + (width - 1) / 2]
+    assert voi["lower"] == pytest.approx(item.window.low, abs=0.01)
+    assert voi["upper"] == pytest.approx(item.window.high - 1, abs=0.01)
+    assert np.array_equal(nib.load(item.cleaned).get_fdata() > 0, edited)
+    hosts = {urlsplit(u).hostname for u in requests_seen if urlsplit(u).scheme in ("http", "https")}
+    assert hosts == {"127.0.0.1"}, hosts
+    unknown = [m for m in console if not any(k in m for k in KNOWN_CONSOLE_ERRORS)]
+    assert unknown == [], unknown
+
+    second = snakemake(run, "--configfile", str(config))
+    assert second.returncode == 0, second.stderr[-3000:]
+    row = cohort_rows(run)["1003"]
+    voxel_ml = float(np.prod(nib.load(item.cleaned).header.get_zooms()[:3])) / 1000
+    assert int(row["vhi_voxels"]) == int(edited.sum())
+    assert float(row["vhi_ml"]) == pytest.approx(int(edited.sum()) * voxel_ml, rel=1e-6)
+    print(f"local station in OHIF (Chromium {chromium}): browser {browser_s:.0f} s, "
+          f"whole test {time.monotonic() - started:.0f} s")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import nibabel as nib
@@ -21,14 +20,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from scipy import ndimage
 
 from vhi.config.load import load_config_file
 from vhi.viewer.ohif import OHIF_VERSION, is_fetched
 from vhi.viewer.station import awaiting_cleaning, station_for
 
-from support.browser import browser_context, needs_browser
+from support.browser import needs_browser
 from support.env import unset_env
+from support.ohif_browser import KNOWN_CONSOLE_ERRORS, clean_in_browser, reader_edit
 from support.orthanc import Orthanc, needs_orthanc, seed_demo
 from support.paths import MODELS
 from support.workflow import job_counts, snakemake, status_of
@@ -37,9 +36,6 @@ log = logging.getLogger(__name__)
 
 USER, CANARY = "vhi-robot", "CANARY-ohif-41d9"
 SESSIONS = ("1003", "4386")  # demo scan ids; site A's series layout
-SEG_LABEL = "VHI inflammation (AI proposal, research use)"
-#: Browser console errors known to be harmless here.
-KNOWN_CONSOLE_ERRORS = ("favicon.ico", "Failed to load resource: the server responded with a status of 404")
 
 needs_weights = pytest.mark.skipif(
     not (MODELS / "sij_disease_region_unet" / "model_1.pt").is_file(),
@@ -47,115 +43,12 @@ needs_weights = pytest.mark.skipif(
 needs_ohif = pytest.mark.skipif(not is_fetched(), reason=f"OHIF {OHIF_VERSION} not fetched "
                                                           "(`make setup` runs `vhi viewer --fetch-only`)")
 
-JS_COUNT = """(segId) => {
-  const seg = window.cornerstoneTools.segmentation.state.getSegmentation(segId);
-  const lm = seg.representationData.Labelmap;
-  let voxels = 0;
-  for (const id of lm.imageIds) {
-    const d = window.cornerstone.cache.getImage(id).getPixelData();
-    for (let n = 0; n < d.length; n++) if (d[n]) voxels++;
-  }
-  return {segments: Object.keys(seg.segments).filter(k => seg.segments[k]).length, voxels};
-}"""
-
-JS_EDIT = """([segId, edits]) => {
-  // edits: [sopInstanceUID, row, column, value]; the labelmap image of each source image
-  // is found through the source image's SOP Instance UID
-  const cs = window.cornerstone;
-  const seg = window.cornerstoneTools.segmentation.state.getSegmentation(segId);
-  const lm = seg.representationData.Labelmap;
-  const bySop = {};
-  for (const id of lm.imageIds) {
-    const image = cs.cache.getImage(id);
-    const sop = cs.metaData.get('sopCommonModule', image.referencedImageId).sopInstanceUID;
-    bySop[sop] = image;
-  }
-  let done = 0;
-  for (const [sop, r, c, v] of edits) {
-    const image = bySop[sop];
-    if (!image) continue;
-    image.getPixelData()[r * image.columns + c] = v;
-    done++;
-  }
-  window.cornerstoneTools.segmentation.triggerSegmentationEvents.triggerSegmentationDataModified(segId);
-  return done;
-}"""
-
 
 @pytest.fixture
 def env(monkeypatch):
     unset_env(monkeypatch, "DICOMWEB_USER", "DICOMWEB_PASS", "DICOMWEB_TOKEN", "REQUESTS_CA_BUNDLE")
     monkeypatch.setenv("DICOMWEB_USER", USER)
     monkeypatch.setenv("DICOMWEB_PASS", CANARY)
-
-
-def reader_edit(proposal: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
-    """Remove the smallest connected component, add a 2×2 square elsewhere: the edited mask
-    and the edits as voxel (i, j, k, value)."""
-    mask = proposal >= 1
-    labels, n = ndimage.label(mask)
-    assert n >= 2, "the proposal needs two components for this test"
-    sizes = ndimage.sum_labels(mask, labels, index=range(1, n + 1))
-    drop = int(np.argmin(sizes)) + 1
-    edits = [(int(i), int(j), int(k), 0) for i, j, k in np.argwhere(labels == drop)]
-    k = int(np.argwhere(mask)[:, 2].mean())
-    free = [(i, j) for i in range(2, mask.shape[0] - 2) for j in range(2, mask.shape[1] - 2)
-            if not mask[i:i + 2, j:j + 2, k].any()]
-    i0, j0 = free[len(free) // 2]
-    edits += [(i, j, k, 1) for i in (i0, i0 + 1) for j in (j0, j0 + 1)]
-    edited = mask.copy()
-    for i, j, kk, v in edits:
-        edited[i, j, kk] = bool(v)
-    return edited, edits
-
-
-def clean_in_browser(server, orthanc: Orthanc, url: str, info: dict, *, ours: int, edited: np.ndarray,
-                     js_edits: list, artefacts: Path) -> tuple[list, str, list[str], list[str]]:
-    """Open the session in OHIF, load the proposal, edit it, save it through OHIF's store
-    command; the study's SEG series afterwards, the Chromium version, the URLs requested
-    and the console errors."""
-    with browser_context() as context:
-        requests_seen: list[str] = []
-        console: list[str] = []
-        context.on("request", lambda r: requests_seen.append(r.url))
-        page = context.new_page()
-        page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-        page.goto(url)
-        page.wait_for_function("() => window.services && window.services.displaySetService"
-                               ".getActiveDisplaySets().length >= 2", timeout=60000)
-        page.get_by_text(SEG_LABEL).first.dblclick()
-        page.get_by_role("button", name="Yes").click()
-        page.wait_for_function("() => window.services.segmentationService.getSegmentations()"
-                               ".length > 0", timeout=60000)
-        seg_id = page.evaluate("() => window.services.segmentationService.getSegmentations()[0]"
-                               ".segmentationId")
-        page.wait_for_timeout(1000)
-        loaded = page.evaluate(JS_COUNT, seg_id)
-        page.screenshot(path=str(artefacts / "loaded.png"))
-        assert loaded == {"segments": 1, "voxels": ours}
-
-        assert page.evaluate(JS_EDIT, [seg_id, js_edits]) == len(js_edits)
-        page.wait_for_timeout(1000)
-        assert page.evaluate(JS_COUNT, seg_id)["voxels"] == int(edited.sum())
-        page.screenshot(path=str(artefacts / "edited.png"))
-
-        # the command's promise settles when the dialog closes: not awaited here
-        page.evaluate("(segId) => { window.commandsManager.runCommand('storeSegmentation', "
-                      "{segmentationId: segId, modality: 'SEG'}); }", seg_id)
-        page.get_by_role("dialog").get_by_role("button", name="Save").click()
-        deadline = time.monotonic() + 60
-        segs: list = []
-        while time.monotonic() < deadline:
-            segs = [s for s in orthanc.series_of_study(info["study"])
-                    if s["00080060"]["Value"] == ["SEG"]]
-            if len(segs) == 2:
-                break
-            time.sleep(0.5)
-        assert len(segs) == 2, "OHIF's save did not reach Orthanc"
-        page.wait_for_timeout(500)
-        page.screenshot(path=str(artefacts / "saved.png"))
-        return segs, context.browser.version, requests_seen, console
 
 
 @pytest.mark.slow
@@ -196,10 +89,16 @@ def test_clean_in_ohif_and_collect(tmp_path, data_dir, env, monkeypatch):
         waiting = {a.key: a for a in awaiting_cleaning(settings, "A")}
         assert set(waiting) == {f"A/{s['subject']}/{name}" for name, s in seeded.items()}
         server, _ = station_for(settings, "A")
+
+        def seg_series() -> list:
+            return [s for s in orthanc.series_of_study(info["study"]) if s["00080060"]["Value"] == ["SEG"]]
+
         with server:
-            segs, chromium, requests_seen, console = clean_in_browser(
-                server, orthanc, waiting[f"A/{info['subject']}/{session}"].url(server.url), info,
-                ours=ours, edited=edited, js_edits=js_edits, artefacts=artefacts)
+            chromium, requests_seen, console, _ = clean_in_browser(
+                waiting[f"A/{info['subject']}/{session}"].url(server.url),
+                saved=lambda: len(seg_series()) == 2, ours=ours, edited=edited, js_edits=js_edits,
+                artefacts=artefacts)
+        segs = seg_series()
         t_browser = time.monotonic() - started - t_run1
         hosts = {urlsplit(u).hostname for u in requests_seen if urlsplit(u).scheme in ("http", "https")}
         assert hosts == {"127.0.0.1"}, hosts

@@ -60,8 +60,7 @@ def _local_station(settings: Any, args: argparse.Namespace) -> int:
     import time
 
     from vhi.viewer.local import LocalStation, summary
-    from vhi.viewer.ohif import OHIF_VERSION, app_config, fetch_ohif
-    from vhi.viewer.server import PROXIED, StationServer
+    from vhi.viewer.ohif import OHIF_VERSION
 
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
@@ -81,10 +80,7 @@ def _local_station(settings: Any, args: argparse.Namespace) -> int:
         if args.no_serve:
             sys.stdout.write("".join(f"{item.key}\t{item.viewer_path}\n" for item in waiting))
             return 1 if any(o.action == "failed" for o in loaded + collected) else 0
-        dist = fetch_ohif()
-        server = StationServer(dist, station.dicomweb, station.orthanc.http(),
-                               app_config((dist / "app-config.js").read_text(), dicomweb_root=PROXIED),
-                               port=args.port)
+        server = station.server(port=args.port)
         log.info("VHI cleaning station (OHIF %s) for local site %s: %s/ - research use only, not for "
                  "clinical decisions; %d sessions await cleaning; saved SEGs are written to the cleaned "
                  "paths every %g s and when the station stops (Ctrl-C)", OHIF_VERSION, station.site.name,

@@ -46,7 +46,9 @@ from vhi.sources.dicomweb import segs
 from vhi.sources.dicomweb.client import DicomwebConnection, DicomwebError
 from vhi.sources.dicomweb.listing import search_all, value
 from vhi.sources.local import LocalSource, StationRecord
+from vhi.viewer.ohif import app_config, fetch_ohif
 from vhi.viewer.orthanc import OrthancServer
+from vhi.viewer.server import PROXIED, StationServer
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +197,13 @@ class LocalStation:
     @property
     def dicomweb(self) -> str:
         return self.orthanc.dicomweb
+
+    def server(self, *, port: int = 0, dist: Path | None = None) -> StationServer:
+        """OHIF in front of the station's Orthanc (not started)."""
+        dist = dist or fetch_ohif()
+        return StationServer(dist, self.dicomweb, self.orthanc.http(),
+                             app_config((dist / "app-config.js").read_text(), dicomweb_root=PROXIED),
+                             port=port)
 
     def _conn(self) -> DicomwebConnection:
         if self.conn is None:
