@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -37,7 +36,7 @@ from vhi.cohort.ids import Session
 from vhi.cohort.layout import Layout
 from vhi.config.load import Settings
 from vhi.errors import ConfigError, InputError
-from vhi.fileio import atomic_path, sha256_file
+from vhi.fileio import atomic_path, read_json, sha256_file
 from vhi.imaging.nifti import grid_mismatch, load_image, load_mask, save_nifti
 from vhi.imaging.seg import read_seg, write_seg
 from vhi.imaging.series import SeriesIds, Window, mr_series, percentile_window, uid_from
@@ -101,6 +100,16 @@ class _Loopback(DicomwebConnection):
         return session
 
 
+@dataclass(frozen=True)
+class Grid:
+    """The STIR's voxel grid (what :func:`save_nifti` and :func:`grid_mismatch` need of an
+    image), without its voxels: the station keeps one per session while it serves."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    header: Any
+
+
 @dataclass
 class StationSession:
     """One session as the station stores it."""
@@ -114,8 +123,8 @@ class StationSession:
     study_uid: str = ""
     series_uid: str = ""
     window: Window | None = None
-    datasets: list[Any] = field(default_factory=list, repr=False)
-    grid: Any = field(default=None, repr=False)
+    datasets: list[Any] = field(default_factory=list, repr=False)  # pixel data dropped once stored
+    grid: Grid | None = field(default=None, repr=False)
 
     @property
     def key(self) -> str:
@@ -129,7 +138,7 @@ class StationSession:
         """The STIR's series (deterministic UIDs, the oedema window), in memory."""
         what = f"session {self.key}"
         stir = load_image(self.stir)
-        sidecar = json.loads(self.proposal_sidecar.read_text()) if self.proposal_sidecar.is_file() else {}
+        sidecar = read_json(self.proposal_sidecar) if self.proposal_sidecar.is_file() else {}
         upper = sidecar.get("upper")
         region = load_mask(self.region)
         why = grid_mismatch(stir.img, region.img)
@@ -141,8 +150,21 @@ class StationSession:
         self.series_uid = uid_from("stir", s.site, s.key, sha256_file(self.stir))
         ids = SeriesIds(self.study_uid, self.series_uid, patient_id=s.subject, accession=s.session,
                         description=STIR_DESCRIPTION)
-        self.grid = stir.img
+        self.grid = Grid(tuple(int(n) for n in stir.img.shape[:3]), np.asarray(stir.img.affine),
+                         stir.img.header)
         self.datasets = mr_series(stir.img, ids, self.window, what=f"{what}: STIR {self.stir}")
+
+    def drop_pixels(self) -> None:
+        """Keep only what SEGs need of the series (geometry, UIDs) once it is stored."""
+        for ds in self.datasets:
+            if "PixelData" in ds:
+                del ds.PixelData
+
+    @property
+    def grid_of_seg(self) -> tuple[np.ndarray, tuple[int, int, int]]:
+        if self.grid is None:
+            raise RuntimeError(f"session {self.key}: not prepared")
+        return self.grid.affine, self.grid.shape
 
 
 @dataclass
@@ -266,13 +288,15 @@ class LocalStation:
             same = False
             if old is not None:
                 (Path(tmp) / "old.dcm").write_bytes(segs.retrieve(self._conn(), what, old))
-                same = bool(np.array_equal(read_seg(Path(tmp) / "old.dcm", item.grid, item.datasets), mask))
+                stored_mask = read_seg(Path(tmp) / "old.dcm", item.grid_of_seg, item.datasets)
+                same = bool(np.array_equal(stored_mask, mask))
             if not same:
                 info = write_seg(mask, item.grid.affine, item.datasets, Path(tmp) / "proposal.seg.dcm",
                                  algorithm_version=version, series_number=1001)
                 self._store(what, item, [pydicom.dcmread(Path(tmp) / "proposal.seg.dcm")],
                             f"the proposal SEG {info.series_instance_uid}")
                 sent += 1
+        item.drop_pixels()
         w = item.window
         detail = (f"STIR {len(item.datasets)} instances ({len(missing)} sent), window "
                   f"{w.low:.0f}-{w.high:.0f}; proposal {int(mask.sum())} voxels "
@@ -315,7 +339,7 @@ class LocalStation:
         with tempfile.TemporaryDirectory(prefix="vhi-station-") as tmp:
             (Path(tmp) / "cleaned.seg.dcm").write_bytes(data)
             try:
-                mask = read_seg(Path(tmp) / "cleaned.seg.dcm", item.grid, item.datasets)
+                mask = read_seg(Path(tmp) / "cleaned.seg.dcm", item.grid_of_seg, item.datasets)
             except InputError as exc:
                 raise DicomwebError(what, f"{label}: {exc.cause}") from None
         dest.parent.mkdir(parents=True, exist_ok=True)
