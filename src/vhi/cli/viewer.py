@@ -2,10 +2,11 @@
 
 Prints one URL per session awaiting cleaning and serves until interrupted.
 ``--fetch-only`` fetches the pinned OHIF build (what ``make setup`` runs) and exits.
-``--local`` (or ``--site`` naming a local site) is the station of a folder cohort: it
-starts its own Orthanc, loads the sessions' STIR and proposals into it, and writes the
-SEGs radiologists save to the cleaned paths (:mod:`vhi.viewer.local`) while it serves
-and when it stops; ``--no-serve`` loads and collects once, then exits.
+``--local`` (or ``--site`` naming a local site, or a config without DICOMweb sites) is
+the station of a folder cohort: it starts its own Orthanc, loads the sessions' STIR and
+proposals into it, and writes the SEGs radiologists save to the cleaned paths
+(:mod:`vhi.viewer.local`) while it serves and when it stops; ``--no-serve`` loads and
+collects once, then exits.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def cmd_viewer(args: argparse.Namespace) -> int:
     from vhi.viewer.station import awaiting_cleaning, station_for
 
     settings = load_config_file(args.config)
-    if args.local or any(s.name == args.site and s.source.get("type") == "local" for s in settings.sites):
+    kinds = {s.name: s.source.get("type") for s in settings.sites}
+    if (args.local or kinds.get(args.site) == "local"
+            or (args.site is None and "dicomweb" not in kinds.values() and "local" in kinds.values())):
         return _local_station(settings, args)
     server, site = station_for(settings, args.site, port=args.port)
     sessions = awaiting_cleaning(settings, site.name)
