@@ -43,3 +43,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_batch_segment.py
 	$(BIN)/python benchmarks/bench_results.py
 	$(BIN)/python benchmarks/bench_report.py
+	$(BIN)/python benchmarks/bench_local_station.py
