@@ -233,8 +233,12 @@ def serve_and_save_again(run: Path, config: Path, storage: Path, cleaned: Path) 
         assert "stopping: collecting the last saves" in err
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            proc.terminate()  # the station stops its Orthanc
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     assert (storage / "orthanc.log").is_file()
 
 

@@ -14,9 +14,12 @@ import contextlib
 import json
 import logging
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """What the Orthanc child runs before exec so that it gets a SIGTERM when the station's
+    process dies, even if it is killed outright: no Orthanc outlives its station (Linux
+    ``prctl(PR_SET_PDEATHSIG)``; looked up here, in the parent, so the child only calls it)."""
+    if sys.platform != "linux":
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def config_template() -> dict:
@@ -113,7 +131,8 @@ class OrthancServer:
         config = self.write_config()
         with self.log_file.open("ab") as out:
             self.proc = subprocess.Popen([str(orthanc_executable()), str(config)], cwd=self.folder,
-                                         stdout=out, stderr=subprocess.STDOUT)
+                                         stdout=out, stderr=subprocess.STDOUT,
+                                         preexec_fn=_die_with_parent())  # noqa: PLW1509 - one libc call
         deadline = time.monotonic() + START_TIMEOUT_S
         with self.http() as http:
             while time.monotonic() < deadline:
