@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -92,12 +93,14 @@ def oedema_window(stir: np.ndarray, region: np.ndarray, upper: float | None) -> 
 
 
 class _Loopback(DicomwebConnection):
-    """The station's own Orthanc: no credentials, no proxies from the environment."""
+    """The station's own Orthanc: its one-run password, no proxies or netrc from the environment."""
+
+    def __init__(self, site: str, orthanc: OrthancServer) -> None:
+        super().__init__(site, orthanc.dicomweb, _CONNECTION)
+        self.orthanc = orthanc
 
     def _session(self) -> Any:
-        session = super()._session()
-        session.trust_env = False
-        return session
+        return self.orthanc.http()
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,10 @@ class LocalStation:
             raise ConfigError(f"site {self.site.name}", "the local source type is not vhi.sources.local")
         self.source = source
         self.layout = Layout.from_settings(settings)
+        # a password for this run only, so other users of the machine cannot read the
+        # station's Orthanc directly (the viewer's proxy adds it)
         self.orthanc = OrthancServer(storage or station_dir(settings, self.site.name),
+                                     users={"vhi-station": secrets.token_urlsafe(24)},
                                      name=f"VHI station {self.site.name}")
         self.conn: DicomwebConnection | None = None
         self.sessions: dict[str, StationSession] = {}
@@ -202,7 +208,7 @@ class LocalStation:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> LocalStation:
         self.orthanc.start()
-        self.conn = _Loopback(self.site.name, self.orthanc.dicomweb, _CONNECTION)
+        self.conn = _Loopback(self.site.name, self.orthanc)
         return self
 
     def stop(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -118,7 +119,10 @@ class OrthancServer:
         if self.users:
             config.update({"AuthenticationEnabled": True, "RegisteredUsers": self.users})
         path = self.folder / "orthanc.json"
-        path.write_text(json.dumps(config, indent=2))
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it may hold passwords
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(config, indent=2))
         return path
 
     def start(self) -> OrthancServer:
