@@ -424,7 +424,9 @@ def test_collect_takes_the_newest_cleaned_seg_after_the_proposal(emu, tmp_path, 
                      "collection": ident, "label": label, "uid": info["seg_sop_instance_uid"],
                      "insert_date": info["insert_date"]}
     assert info["collection"] == ident and info["label"] == label
-    assert info["seg_sop_instance_uid"] == str(pydicom.dcmread(io.BytesIO(cleaned)).SOPInstanceUID)
+    saved = pydicom.dcmread(io.BytesIO(cleaned))
+    assert info["seg_sop_instance_uid"] == str(saved.SOPInstanceUID)
+    assert info["seg_series_instance_uid"] == str(saved.SeriesInstanceUID)
     mask = nib.load(tmp_path / "cleaned.nii.gz")
     stir = nib.load(tmp_path / "1003_pre_stir.nii.gz")
     assert mask.shape == stir.shape and np.allclose(mask.affine, stir.affine)

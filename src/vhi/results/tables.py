@@ -103,7 +103,7 @@ def vhi_row(p: PlannedSession, layout: Layout) -> dict[str, Any]:
         "added_voxels": _get(cleaned, "vs_proposal", "added_voxels"),
         "cleaned_uri": _get(cleaned, "source", "uri"),
         "cleaned_sha256": _get(cleaned, "source", "sha256"),
-        "cleaned_seg_uid": _get(cleaned, "source", "seg_sop_instance_uid"),
+        "cleaned_seg_uid": _get(cleaned, "source", "seg_series_instance_uid"),
         "stir_uri": _get(stir, "source", "uri"),
         "stir_sha256": _get(stir, "source", "sha256"),
         "t1w_uri": _get(t1w, "source", "uri"),
