@@ -57,7 +57,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
     settings = load_config_file(args.config)
     plan = _saved_or_new_plan(settings, args)
-    status = write_results(plan, Layout.from_settings(settings), settings.timepoints, settings.bundle)
+    status = write_results(plan, Layout.from_settings(settings), settings.timepoints, settings.bundle,
+                           viewer_url=settings.viewer_url)
     counts = status["state"].value_counts().to_dict()
     log.info("status: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return 0

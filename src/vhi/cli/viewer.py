@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from vhi.config.load import load_config_file
 from vhi.errors import ConfigError
@@ -30,7 +31,8 @@ def cmd_viewer(args: argparse.Namespace) -> int:
     from vhi.viewer.station import awaiting_cleaning, station_for
 
     settings = load_config_file(args.config)
-    server, site = station_for(settings, args.site, port=args.port)
+    port = args.port if args.port is not None else (urlsplit(settings.viewer_url).port or 8000)
+    server, site = station_for(settings, args.site, port=port)
     sessions = awaiting_cleaning(settings, site.name)
     log.info("VHI cleaning station (OHIF %s) for site %s: %s/ - research use only, not for "
              "clinical decisions; %d sessions await cleaning", OHIF_VERSION, site.name, server.url,
@@ -52,7 +54,8 @@ def register(sub: Any) -> None:
                                       "one URL per session awaiting cleaning")
     p.add_argument("--config", type=Path, help="the run's config (its DICOMweb site)")
     p.add_argument("--site", help="the DICOMweb site (default: the first)")
-    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free one)")
+    p.add_argument("--port", type=int, help="port on 127.0.0.1 (0: any free one; default: the "
+                                            "port of the config's viewer_url, 8000)")
     p.add_argument("--fetch-only", action="store_true",
                    help="fetch and check the pinned OHIF build, then exit")
     p.set_defaults(func=cmd_viewer)
