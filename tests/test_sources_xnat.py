@@ -23,8 +23,8 @@ import xnat
 from vhi.errors import ConfigError, InputError
 from vhi.imaging.nifti import save_nifti
 from vhi.sources import SOURCE_TYPES, make_source
+from vhi.sources.select import ScanRow, compile_rules, format_report, select_scans
 from vhi.sources.xnat import XnatError, XnatSource
-from vhi.sources.xnat.select import ScanRow, compile_rules, format_report, select_scans
 
 from support.env import unset_env
 from xnat_emulator import Behaviour, XnatEmulator

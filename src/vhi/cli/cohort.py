@@ -87,7 +87,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _selection_dry_run(args: argparse.Namespace, kind: str, name: str, unit: str) -> int:
     """Dry run of the ``kind`` sites: per session, which scans are picked or rejected and why."""
     from vhi.sources import make_source
-    from vhi.sources.xnat.select import format_report
+    from vhi.sources.select import format_report
 
     settings = load_config_file(args.config)
     sites = [s for s in settings.sites if s.source.get("type") == kind

@@ -26,10 +26,10 @@ import numpy as np
 from vhi.cohort.ids import Session
 from vhi.errors import ConfigError, InputError
 from vhi.sources import Source, proposal_to_push
+from vhi.sources.select import compile_rules, sessions_of
 from vhi.sources.xnat import listing, roi, transfer
 from vhi.sources.xnat.client import XnatClient, XnatError, server_url
 from vhi.sources.xnat.listing import ListedSession
-from vhi.sources.xnat.select import compile_rules
 from vhi.sources.xnat.uris import collection_uri, parse_scan_uri, scan_uri
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class XnatSource(Source):
         with self._operation():
             plan = self.plan_sessions()
             self._listed.update((item.session.key, item) for item in plan)
-            return listing.sessions_of(plan)
+            return sessions_of(plan)
 
     def fetch_scan(self, session: Session, role: str, dest: str | os.PathLike[str]) -> dict[str, Any]:
         """Download the scan of ``role``, verify it (zip CRCs, sizes, MD5s) and convert it (dcm2niix)."""
