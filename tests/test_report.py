@@ -40,9 +40,10 @@ def cohort_row(site: str, subject: str, session: str, timepoint: str, vhi_ml: fl
 
 
 def status_row(site: str, subject: str, session: str, state: str, *, reason: str = "",
-               step: str = "", log: str = "", timepoint: str = "pre") -> dict[str, Any]:
+               step: str = "", log: str = "", timepoint: str = "pre",
+               viewer_path: str = "") -> dict[str, Any]:
     return {"site": site, "subject": subject, "session": session, "timepoint": timepoint,
-            "state": state, "reason": reason, "step": step, "log": log}
+            "state": state, "reason": reason, "step": step, "log": log, "viewer_path": viewer_path}
 
 
 COHORT = [cohort_row("a", "01", "s1", "pre", 1.23456, proposal_ml=2.5),
@@ -60,12 +61,12 @@ STATUS = [status_row("a", "01", "s1", "measured"),
 
 def render(cohort: list[dict[str, Any]] = COHORT, status: list[dict[str, Any]] = STATUS,
            agreement: list[dict[str, Any]] = (), timepoints: list[str] = ("pre", "post"),
-           images: dict[str, dict[str, str]] | None = None) -> str:
+           images: dict[str, dict[str, str]] | None = None, *, viewer_url: str | None = None) -> str:
     vhi = frame(cohort, VHI_COLUMNS)
     return render_report(cohort=vhi, change=change_table(vhi, timepoints),
                          agreement=frame(list(agreement), AGREEMENT_COLUMNS),
                          status=frame(status, STATUS_COLUMNS), description=DESCRIPTION,
-                         timepoints=timepoints, images=images)
+                         timepoints=timepoints, images=images, viewer_url=viewer_url)
 
 
 def row_html(page: str, attr: str, value: str) -> str:
@@ -150,6 +151,23 @@ def test_vhi_per_site_as_boxes_and_every_session_in_the_table() -> None:
     assert list(rows) == [f"{r['site']}/{r['subject']}/{r['session']}" for r in STATUS]
     assert rows["a/02/s3"]["vhi_ml"] == "" and rows["a/02/s3"]["state"] == "failed"
     assert rows["a/01/s1"]["proposal_ml"] == "2.50" and rows["a/01/s1"]["reference_mode"] == "manual"
+
+
+def test_sessions_awaiting_cleaning_link_to_the_cleaning_station() -> None:
+    route = "/segmentation?StudyInstanceUIDs=1.2.3&x=<b>"
+    status = [*STATUS, status_row("b", "10", "s10", "awaiting_cleaning", viewer_path=route),
+              status_row("b", "11", "s11", "measured", viewer_path="/stale")]
+    page = render(status=status, viewer_url="http://127.0.0.1:8042/")
+    url = "http://127.0.0.1:8042/segmentation?StudyInstanceUIDs=1.2.3&x=<b>"
+    links = re.findall(r'<a class="viewer" href="([^"]*)">([^<]*)</a>', without_script(page))
+    assert links == [("http://127.0.0.1:8042/segmentation?StudyInstanceUIDs=1.2.3&amp;x=&lt;b&gt;",
+                      "b/10/s10")]  # the source without a viewer (b/08/s8) has no link
+    rows = session_data(page)
+    assert rows["b/10/s10"]["viewer"] == url
+    assert rows["b/08/s8"]["viewer"] == rows["b/11/s11"]["viewer"] == ""  # none, or not awaiting
+    # without a station address, no links at all
+    page = render(status=status)
+    assert 'class="viewer"' not in without_script(page) and session_data(page)["b/10/s10"]["viewer"] == ""
 
 
 def test_session_data_cannot_close_its_element() -> None:

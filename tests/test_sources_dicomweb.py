@@ -361,3 +361,25 @@ def test_workflow_dry_run_plans_every_study(pacs, env, tmp_path):
     counts = job_counts(result.stdout + result.stderr)
     assert (counts["pull_scan"], counts["push_proposal"]) == (2 * len(studies), len(studies))
     assert CANARY not in result.stdout + result.stderr + config.read_text()
+
+
+def test_workflow_with_wrong_credentials_stops_before_any_job(pacs, monkeypatch, tmp_path):
+    """A site whose service refuses the credentials cannot be planned: the run stops before
+    any job, naming the site, the variables and the answer, never the password."""
+    import yaml
+
+    from support.workflow import snakemake
+
+    orthanc, _ = pacs
+    unset_env(monkeypatch, *CREDENTIAL_VARS)
+    monkeypatch.setenv("DICOMWEB_USER", USER)
+    monkeypatch.setenv("DICOMWEB_PASS", CANARY + "-wrong")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"sites": [
+        {"name": "X", "reference": "auto", "source": spec(orthanc.dicomweb)}]}))
+    result = snakemake(tmp_path / "run", "--configfile", str(config))
+    assert result.returncode != 0
+    assert ("site X" in result.stderr and "HTTP 401: the service refused the credentials "
+            "($DICOMWEB_USER/$DICOMWEB_PASS)" in result.stderr), result.stderr[-3000:]
+    assert CANARY not in result.stdout + result.stderr
+    assert not (tmp_path / "run" / "work").exists()  # nothing started

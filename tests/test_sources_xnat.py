@@ -23,8 +23,8 @@ import xnat
 from vhi.errors import ConfigError, InputError
 from vhi.imaging.nifti import save_nifti
 from vhi.sources import SOURCE_TYPES, make_source
+from vhi.sources.select import ScanRow, compile_rules, format_report, select_scans
 from vhi.sources.xnat import XnatError, XnatSource
-from vhi.sources.xnat.select import ScanRow, compile_rules, format_report, select_scans
 
 from support.env import unset_env
 from xnat_emulator import Behaviour, XnatEmulator
@@ -424,7 +424,9 @@ def test_collect_takes_the_newest_cleaned_seg_after_the_proposal(emu, tmp_path, 
                      "collection": ident, "label": label, "uid": info["seg_sop_instance_uid"],
                      "insert_date": info["insert_date"]}
     assert info["collection"] == ident and info["label"] == label
-    assert info["seg_sop_instance_uid"] == str(pydicom.dcmread(io.BytesIO(cleaned)).SOPInstanceUID)
+    saved = pydicom.dcmread(io.BytesIO(cleaned))
+    assert info["seg_sop_instance_uid"] == str(saved.SOPInstanceUID)
+    assert info["seg_series_instance_uid"] == str(saved.SeriesInstanceUID)
     mask = nib.load(tmp_path / "cleaned.nii.gz")
     stir = nib.load(tmp_path / "1003_pre_stir.nii.gz")
     assert mask.shape == stir.shape and np.allclose(mask.affine, stir.affine)

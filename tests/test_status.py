@@ -48,3 +48,19 @@ def test_status_table_in_the_terminal(synthetic_cohort: SyntheticCohort, tmp_pat
                                 "failed", "total"]
     assert lines[1].split() == ["a", "1", "1", "1", "1", "1", "5"]
     assert len(lines) == 2  # one site: no "all sites" row
+
+
+def test_a_session_awaiting_cleaning_in_a_viewer_has_its_route(synthetic_cohort: SyntheticCohort) -> None:
+    c = synthetic_cohort
+    [waiting] = [p for p in c.plan if p.session.session == "s2"]
+    receipt = c.layout.work_file(waiting.session, "pushed.json")
+    saved = receipt.read_text()
+    route = "/segmentation?StudyInstanceUIDs=1.2.826.0.1.3680043.8.498.1"
+    try:
+        receipt.write_text(json.dumps({**json.loads(saved), "viewer_path": route}))
+        rows = status_table(c.plan, c.layout).set_index("session")
+        assert rows.loc["s2", "state"] == "awaiting_cleaning"
+        assert rows.loc["s2", "viewer_path"] == route and rows.loc["s2", "reason"].endswith(route)
+        assert set(rows.drop(index="s2")["viewer_path"]) == {""}  # measured, failed, ... have none
+    finally:
+        receipt.write_text(saved)  # the cohort is shared by the module's tests

@@ -122,7 +122,7 @@ def test_clean_in_ohif_and_collect(tmp_path, data_dir, env, monkeypatch):
         saved = next(s for s in segs if s["0020000E"]["Value"][0] != json.loads(
             (work / "pushed.json").read_text())["seg"]["series_uid"])
         assert sidecar["seg_series_instance_uid"] == saved["0020000E"]["Value"][0]
-        assert row.cleaned_seg_uid == sidecar["seg_sop_instance_uid"]
+        assert row.cleaned_seg_uid == sidecar["seg_series_instance_uid"]
         status = status_of(run, by=("site", "session"))
         assert status[f"A/{session}"]["state"] == "measured"
         assert status["A/4386_post"]["state"] == "awaiting_cleaning"

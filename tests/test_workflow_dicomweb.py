@@ -30,9 +30,11 @@ def test_failing_sessions_are_named_and_the_others_complete(tmp_path, data_dir, 
     monkeypatch.setenv("DICOMWEB_PASS", CANARY)
     with Orthanc(tmp_path / "orthanc", users={USER: CANARY}) as orthanc, \
             FaultProxy(orthanc.port) as proxy:
-        seeded = seed_demo(orthanc, data_dir, tmp_path / "dicom", ("1003", "4386", "1234"),
+        seeded = seed_demo(orthanc, data_dir, tmp_path / "dicom", ("1003", "4386", "1234", "1013"),
                            drop_stir_instance=("1234",))
         proxy.add("POST", rf"/dicom-web/studies/{seeded['4386_post']['study']}$", status=500)
+        # the server goes away in the middle of every retrieval of one session's T1W
+        proxy.add("GET", rf"/series/{seeded['1013_pre']['t1w_series']}$", drop=True)
         config = tmp_path / "config.yaml"
         config.write_text(yaml.safe_dump({"timepoints": ["pre", "post"], "sites": [
             {"name": "A", "reference": "auto",
@@ -52,10 +54,14 @@ def test_failing_sessions_are_named_and_the_others_complete(tmp_path, data_dir, 
         row = status["A/1234_pre"]
         assert (row["state"], row["step"]) == ("failed", "pull_scan_stir")
         assert "STIR series" in row["reason"] and "an instance is missing on the server" in row["reason"]
+        row = status["A/1013_pre"]
+        assert (row["state"], row["step"]) == ("failed", "pull_scan_t1w")
+        assert row["reason"].startswith("session A/VHIA14/1013_pre: retrieving T1W series ")
+        assert "(after 3 attempts)" in row["reason"]
         segs = {name: [s for s in orthanc.series_of_study(info["study"])
                        if s["00080060"]["Value"] == ["SEG"]] for name, info in seeded.items()}
         assert {name: len(found) for name, found in segs.items()} == {
-            "1003_pre": 1, "4386_post": 0, "1234_pre": 0}
+            "1003_pre": 1, "4386_post": 0, "1234_pre": 0, "1013_pre": 0}
         assert half_written(run / "work", run / "results") == []
     assert CANARY not in result.stdout + result.stderr
     assert [p for p in [config, *run.rglob("*")] if p.is_file() and CANARY.encode() in p.read_bytes()] == []

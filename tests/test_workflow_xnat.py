@@ -111,8 +111,9 @@ def authenticated_as(emu: XnatEmulator, user: str) -> list:
     return [e for e in emu.log.entries if e.user == user and e.status < 400]
 
 
-def clean_like_a_radiologist(emu: XnatEmulator, demo: DemoSession) -> tuple[str, str, int]:
-    """Open the proposal, remove its busiest slice, save as a new collection (as OHIF does)."""
+def clean_like_a_radiologist(emu: XnatEmulator, demo: DemoSession) -> tuple[str, str, int, str]:
+    """Open the proposal, remove its busiest slice, save as a new collection (as OHIF does);
+    its label, id, kept voxels and SEG Series Instance UID."""
     with xnat.connect(emu.url, user=RADIOLOGIST[0], password=RADIOLOGIST[1],
                       loglevel="WARNING") as conn:
         seg = conn.get(f"/xapi/roi/projects/{demo.project}/collections/"
@@ -124,7 +125,7 @@ def clean_like_a_radiologist(emu: XnatEmulator, demo: DemoSession) -> tuple[str,
         label, ident = save_cleaned(conn, demo.project, demo.experiment, cleaned,
                                     series_number=int(ds.SeriesNumber))
     assert kept < int(frames.sum()) or int(frames.sum()) == 0
-    return label, ident, kept
+    return label, ident, kept, str(pydicom.dcmread(io.BytesIO(cleaned)).SeriesInstanceUID)
 
 
 @pytest.mark.slow
@@ -165,7 +166,7 @@ def test_pull_push_clean_collect_through_the_workflow(tmp_path, xnat_data, env):
         cohort = pd.read_csv(run / "results" / "cohort_vhi.csv", dtype={"subject": str, "session": str})
         assert len(cohort) == 4
         for d in demo:
-            label, ident, kept = cleaned[d.session]
+            label, ident, kept, series_uid = cleaned[d.session]
             row = cohort[(cohort.site == d.site) & (cohort.session == d.session)].iloc[0]
             # voxel volume of the STIR as pulled (dcm2niix's header; the demo NIfTI's to 1e-5)
             mask = nib.load(run / "work" / d.site / d.subject / d.session / "cleaned.nii.gz")
@@ -180,7 +181,7 @@ def test_pull_push_clean_collect_through_the_workflow(tmp_path, xnat_data, env):
             assert (source["label"], source["collection"]) == (label, ident)
             stored = next(a for a in collections(emu, d.experiment) if a.id == ident)
             assert source["seg_sop_instance_uid"] == stored.fields["UID"]  # VHI traces to its SEG
-            assert row.cleaned_seg_uid == stored.fields["UID"]
+            assert row.cleaned_seg_uid == source["seg_series_instance_uid"] == series_uid
             assert len(collections(emu, d.experiment)) == 2  # proposal + the radiologist's
         assert {r["state"] for r in status_of(run, by=("site", "session")).values()} == {"measured"}
 

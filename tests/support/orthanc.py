@@ -199,8 +199,8 @@ class FaultProxy:
 def seed_demo(orthanc: Orthanc, data_dir: Path, work: Path, scan_ids: Iterable[str], *,
               drop_stir_instance: Iterable[str] = ()) -> dict[str, dict]:
     """Demo sessions (site A's series layout, tests/xnat_emulator/demo.py) stored in Orthanc,
-    their session id as AccessionNumber; per session: subject, study, STIR series and its
-    SOP Instance UIDs in slice order. ``drop_stir_instance``: scan ids whose STIR is stored
+    their session id as AccessionNumber; per session: subject, study, T1W series, STIR series
+    and its SOP Instance UIDs in slice order. ``drop_stir_instance``: scan ids whose STIR is stored
     without its third instance."""
     from xnat_emulator.demo import DEMO_SESSIONS, build_demo_series
 
@@ -216,7 +216,8 @@ def seed_demo(orthanc: Orthanc, data_dir: Path, work: Path, scan_ids: Iterable[s
                 files = [f for f in files if f.name != "IM_0003.dcm"]
             orthanc.upload(files, AccessionNumber=session)
         stir_files = sorted(folders["3"].glob("IM_*.dcm"))  # IM_{k+1}: slice k (support.dicom_series)
-        seeded[session] = {"subject": f"VHIA{number:02d}", "study": study, "stir_series": uids["3"],
+        seeded[session] = {"subject": f"VHIA{number:02d}", "study": study, "t1w_series": uids["2"],
+                           "stir_series": uids["3"],
                            "sops": [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
                                     for f in stir_files]}
     return seeded

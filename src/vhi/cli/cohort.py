@@ -57,7 +57,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
     settings = load_config_file(args.config)
     plan = _saved_or_new_plan(settings, args)
-    status = write_results(plan, Layout.from_settings(settings), settings.timepoints, settings.bundle)
+    status = write_results(plan, Layout.from_settings(settings), settings.timepoints, settings.bundle,
+                           viewer_url=settings.viewer_url)
     counts = status["state"].value_counts().to_dict()
     log.info("status: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return 0
@@ -86,7 +87,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _selection_dry_run(args: argparse.Namespace, kind: str, name: str, unit: str) -> int:
     """Dry run of the ``kind`` sites: per session, which scans are picked or rejected and why."""
     from vhi.sources import make_source
-    from vhi.sources.xnat.select import format_report
+    from vhi.sources.select import format_report
 
     settings = load_config_file(args.config)
     sites = [s for s in settings.sites if s.source.get("type") == kind

@@ -16,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from vhi.config.load import load_config_file
 from vhi.errors import ConfigError
@@ -35,11 +36,12 @@ def cmd_viewer(args: argparse.Namespace) -> int:
     from vhi.viewer.station import awaiting_cleaning, station_for
 
     settings = load_config_file(args.config)
+    port = args.port if args.port is not None else (urlsplit(settings.viewer_url).port or 8000)
     kinds = {s.name: s.source.get("type") for s in settings.sites}
     if (args.local or kinds.get(args.site) == "local"
             or (args.site is None and "dicomweb" not in kinds.values() and "local" in kinds.values())):
-        return _local_station(settings, args)
-    server, site = station_for(settings, args.site, port=args.port)
+        return _local_station(settings, args, port)
+    server, site = station_for(settings, args.site, port=port)
     sessions = awaiting_cleaning(settings, site.name)
     log.info("VHI cleaning station (OHIF %s) for site %s: %s/ - research use only, not for "
              "clinical decisions; %d sessions await cleaning", OHIF_VERSION, site.name, server.url,
@@ -56,7 +58,7 @@ def cmd_viewer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _local_station(settings: Any, args: argparse.Namespace) -> int:
+def _local_station(settings: Any, args: argparse.Namespace, port: int) -> int:
     """The station of a folder cohort: its own Orthanc, loaded, collected, served."""
     import signal
     import threading
@@ -83,7 +85,7 @@ def _local_station(settings: Any, args: argparse.Namespace) -> int:
         if args.no_serve:
             sys.stdout.write("".join(f"{item.key}\t{item.viewer_path}\n" for item in waiting))
             return 1 if any(o.action == "failed" for o in loaded + collected) else 0
-        server = station.server(port=args.port)
+        server = station.server(port=port)
         log.info("VHI cleaning station (OHIF %s) for local site %s: %s/ - research use only, not for "
                  "clinical decisions; %d sessions await cleaning; saved SEGs are written to the cleaned "
                  "paths every %g s and when the station stops (Ctrl-C)", OHIF_VERSION, station.site.name,
@@ -120,7 +122,8 @@ def register(sub: Any) -> None:
     p.add_argument("--config", type=Path, help="the run's config (its DICOMweb site)")
     p.add_argument("--site", help="the site (default: the first DICOMweb site, or with --local "
                                   "the first local one)")
-    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free one)")
+    p.add_argument("--port", type=int, help="port on 127.0.0.1 (0: any free one; default: the "
+                                            "port of the config's viewer_url, 8000)")
     p.add_argument("--local", action="store_true",
                    help="the station of a local (folder) site: its own Orthanc in the work folder, "
                         "the proposals loaded, saved SEGs written to the cleaned paths")

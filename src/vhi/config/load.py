@@ -54,6 +54,7 @@ class Settings:
     device: str
     timepoints: tuple[str, ...]
     sites: tuple[SiteConfig, ...]
+    viewer_url: str = "http://127.0.0.1:8000"
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -101,6 +102,7 @@ def resolve_config(config: Mapping[str, Any]) -> Settings:
         device=data["model"]["device"],
         timepoints=tuple(data["timepoints"]),
         sites=sites,
+        viewer_url=data["viewer_url"],
         raw=data,
     )
 

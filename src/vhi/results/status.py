@@ -25,7 +25,8 @@ from vhi.fileio import read_json
 
 STATES = ("pending", "pulled", "segmented", "proposed", "pushed", "awaiting_cleaning",
           "cleaned", "measured", "failed")
-COLUMNS = ["site", "subject", "session", "timepoint", "state", "reason", "step", "log"]
+COLUMNS = ["site", "subject", "session", "timepoint", "state", "reason", "step", "log",
+           "viewer_path"]
 
 _LOG_ERROR = re.compile(r"^\S+ \S+ (?:ERROR|CRITICAL) [\w.]+: (?P<msg>.*)$")
 
@@ -50,7 +51,8 @@ def session_status(p: PlannedSession, layout: Layout) -> dict[str, str]:
     """State, reason, failed step and its log for one planned session."""
     s = p.session
     row = {"site": s.site, "subject": s.subject, "session": s.session, "timepoint": s.timepoint,
-           "state": "pending", "reason": "", "step": "", "log": ""}
+           "state": "pending", "reason": "", "step": "", "log": "",
+           "viewer_path": ""}
     not_run = None
     for step in p.steps():
         marker = layout.work_file(s, step.marker)
@@ -76,19 +78,21 @@ def session_status(p: PlannedSession, layout: Layout) -> dict[str, str]:
     elif not p.has_stir:
         row["reason"] = "T1W only: disease region only"
     elif p.cleaned is None:
-        row.update(state="awaiting_cleaning",
+        path = _viewer_path(layout.work_file(s, "pushed.json"))
+        row.update(state="awaiting_cleaning", viewer_path=path,
                    reason=(p.note or "proposal pushed; no cleaned segmentation on the source yet")
-                   + _viewer_hint(layout.work_file(s, "pushed.json")))
+                   + (f"; open it in `vhi viewer` at {path}" if path else ""))
     return row
 
 
-def _viewer_hint(receipt: Path) -> str:
-    """Where the cleaning station opens the session, for a source that has one (DICOMweb)."""
+def _viewer_path(receipt: Path) -> str:
+    """Where the cleaning station opens the session (its OHIF route), for a source that
+    has one (DICOMweb); "" for one that has none."""
     try:
         path = json.loads(receipt.read_text()).get("viewer_path", "")
     except (OSError, ValueError, AttributeError):
         return ""
-    return f"; open it in `vhi viewer` at {path}" if path else ""
+    return path if isinstance(path, str) and path.startswith("/") else ""
 
 
 def status_table(plan: Sequence[PlannedSession], layout: Layout) -> pd.DataFrame:

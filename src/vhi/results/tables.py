@@ -103,7 +103,7 @@ def vhi_row(p: PlannedSession, layout: Layout) -> dict[str, Any]:
         "added_voxels": _get(cleaned, "vs_proposal", "added_voxels"),
         "cleaned_uri": _get(cleaned, "source", "uri"),
         "cleaned_sha256": _get(cleaned, "source", "sha256"),
-        "cleaned_seg_uid": _get(cleaned, "source", "seg_sop_instance_uid"),
+        "cleaned_seg_uid": _get(cleaned, "source", "seg_series_instance_uid"),
         "stir_uri": _get(stir, "source", "uri"),
         "stir_sha256": _get(stir, "source", "sha256"),
         "t1w_uri": _get(t1w, "source", "uri"),
@@ -205,7 +205,7 @@ def _write_parquet(df: pd.DataFrame, dest: Path) -> None:
 
 def write_results(plan: Sequence[PlannedSession], layout: Layout, timepoints: Sequence[str],
                   bundle: str | None = None, *, partial: str | None = None,
-                  require_complete: bool = False) -> pd.DataFrame:
+                  require_complete: bool = False, viewer_url: str | None = None) -> pd.DataFrame:
     """Write every file of the results folder (atomically) and return the status table.
 
     ``results/`` holds the results of a finished cohort only: every session measured, or
@@ -213,6 +213,7 @@ def write_results(plan: Sequence[PlannedSession], layout: Layout, timepoints: Se
     run yet, or when ``partial`` says why the run stopped, the files go to
     ``results/partial/`` and the report says so; ``require_complete`` (the workflow's
     final rule) raises instead. A complete write removes a stale ``results/partial/``.
+    ``viewer_url``: where the cleaning station serves, for the report's links.
     """
     status = status_table(plan, layout)
     unfinished = status[status["step"] != ""]
@@ -240,7 +241,8 @@ def write_results(plan: Sequence[PlannedSession], layout: Layout, timepoints: Se
     # last: the report is drawn from the same frames, after every table is safely written
     images = publish_qc_images(plan, dest)
     write_report(dest.result("report"), cohort=cohort, change=change, agreement=agreement,
-                 status=status, description=description, timepoints=timepoints, images=images)
+                 status=status, description=description, timepoints=timepoints, images=images,
+                 viewer_url=viewer_url)
     log.info("results: %d measured of %d sessions -> %s%s", len(cohort), len(plan), dest.results,
              " (partial)" if partial is not None else "")
     return status
@@ -270,7 +272,8 @@ def write_results_logged(plan: Sequence[PlannedSession], layout: Layout, setting
             partial = ("the run stopped before every session was finished: these results "
                        "hold the sessions that were; run the same command again to finish")
         status = write_results(plan, layout, settings.timepoints, settings.bundle,
-                               partial=partial, require_complete=not after_failure)
+                               partial=partial, require_complete=not after_failure,
+                               viewer_url=settings.viewer_url)
         if after_failure:
             failed = status[status["state"] == "failed"]
             for row in failed.itertuples():

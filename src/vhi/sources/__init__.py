@@ -122,20 +122,6 @@ def make_source(spec: Mapping[str, Any], site: str) -> Source:
 __all__ = ["SOURCE_TYPES", "Source", "make_source", "source_class"]
 
 
-def checked_url(site: str, key: str, value: Any, credentials: str) -> str:
-    """A remote source's ``source.<key>``: an http(s) URL without credentials (they come
-    from ``credentials``: the environment variables named in the config, or ~/.netrc),
-    without a trailing slash."""
-    from urllib.parse import urlsplit
-
-    url = str(value or "").rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"site {site} source.{key}", f"not an http(s) URL: {url!r}")
-    if parts.username or parts.password:
-        raise ConfigError(f"site {site} source.{key}", "credentials do not belong in the URL: "
-                          f"set them in the environment ({credentials}) or ~/.netrc")
-    return url
 
 
 def proposal_to_push(files: Mapping[str, Path]) -> tuple[Any, str]:

@@ -26,6 +26,20 @@ def _finite(values: Sequence[float]) -> np.ndarray:
     return x[np.isfinite(x)]
 
 
+#: Both charts: total width, the margin left of the plot (site names), right of it, above it.
+WIDTH, LEFT, RIGHT, TOP = 760.0, 170.0, 24.0, 6.0
+
+
+def _rows_axis(groups: Sequence[Group], row_h: float, xlabel: str,
+               ) -> tuple[str, list[float], float, float, float]:
+    """The shared value axis of a chart with one row of ``row_h`` per group: its SVG,
+    ticks, first tick, pixels per unit and the plot's bottom."""
+    every = np.concatenate([_finite(v) for _, v, _ in groups]) if groups else np.zeros(0)
+    lo, hi = (min(0.0, float(every.min())), float(every.max())) if every.size else (0.0, 1.0)
+    bottom = TOP + row_h * len(groups)
+    return (*_axis(lo, hi, LEFT, WIDTH - LEFT - RIGHT, TOP, bottom, xlabel), bottom)
+
+
 def _axis(lo: float, hi: float, left: float, width: float, top: float, bottom: float,
           xlabel: str) -> tuple[str, list[float], float, float]:
     ticks = ticks_between(lo, hi)
@@ -46,12 +60,8 @@ def box_svg(groups: Sequence[Group], *, xlabel: str, label: str, colours: dict[s
     """One horizontal box plot per group (site): quartiles, median, whiskers to the last
     value within 1.5 × IQR; every value as a point while a group has at most
     :data:`MAX_POINTS_PER_SITE`, else only those beyond the whiskers."""
-    width, left, right, row_h, top = 760.0, 170.0, 24.0, 36.0, 6.0
-    plot_w = width - left - right
-    every = np.concatenate([_finite(v) for _, v, _ in groups]) if groups else np.zeros(0)
-    lo, hi = (min(0.0, float(every.min())), float(every.max())) if every.size else (0.0, 1.0)
-    bottom = top + row_h * len(groups)
-    axis, _, x0, scale = _axis(lo, hi, left, plot_w, top, bottom, xlabel)
+    left, top, row_h = LEFT, TOP, 36.0
+    axis, _, x0, scale, bottom = _rows_axis(groups, row_h, xlabel)
     sx = lambda v: left + (v - x0) * scale  # noqa: E731
     parts = []
     for i, (name, values, tips) in enumerate(groups):
@@ -81,18 +91,14 @@ def box_svg(groups: Sequence[Group], *, xlabel: str, label: str, colours: dict[s
         # a fixed spread across the row (golden-ratio steps), so the page is reproducible
         parts.append(dots([(sx(v), y - 8 + 16 * ((j * 0.618034) % 1.0), t)
                            for j, (v, t) in enumerate(keep)], colour, 2.5))
-    return svg_doc(width, bottom + 38, axis + "".join(parts), label)
+    return svg_doc(WIDTH, bottom + 38, axis + "".join(parts), label)
 
 
 def histogram_svg(groups: Sequence[Group], *, xlabel: str, label: str,
                   colours: dict[str, str]) -> str:
     """A histogram per group (site) on shared bins, stacked, each scaled to its own peak."""
-    width, left, right, row_h, top = 760.0, 170.0, 24.0, 56.0, 6.0
-    plot_w = width - left - right
-    every = np.concatenate([_finite(v) for _, v, _ in groups]) if groups else np.zeros(0)
-    lo, hi = (min(0.0, float(every.min())), float(every.max())) if every.size else (0.0, 1.0)
-    bottom = top + row_h * len(groups)
-    axis, ticks, x0, scale = _axis(lo, hi, left, plot_w, top, bottom, xlabel)
+    left, top, row_h = LEFT, TOP, 56.0
+    axis, ticks, x0, scale, bottom = _rows_axis(groups, row_h, xlabel)
     edges = np.linspace(ticks[0], ticks[-1], HIST_BINS + 1)
     parts = []
     for i, (name, values, _) in enumerate(groups):
@@ -109,4 +115,4 @@ def histogram_svg(groups: Sequence[Group], *, xlabel: str, label: str,
             parts.append(f'<rect class="hbar" x="{left + (a - x0) * scale:.1f}" y="{base - h:.1f}" '
                          f'width="{max((b - a) * scale - 1, 1):.1f}" height="{h:.1f}" fill="{colour}">'
                          f"<title>{esc(name)}: {int(n)} in {a:g}–{b:g}</title></rect>")
-    return svg_doc(width, bottom + 38, axis + "".join(parts), label)
+    return svg_doc(WIDTH, bottom + 38, axis + "".join(parts), label)

@@ -46,23 +46,25 @@ def content_security_policy() -> str:
 def render_report(*, cohort: pd.DataFrame, change: pd.DataFrame, agreement: pd.DataFrame,
                   status: pd.DataFrame, description: Mapping[str, Any],
                   timepoints: Sequence[str] = (),
-                  images: Mapping[str, Mapping[str, str]] | None = None) -> str:
+                  images: Mapping[str, Mapping[str, str]] | None = None,
+                  viewer_url: str | None = None) -> str:
     """The whole report as one HTML document (pure: the tables in, a string out).
 
     ``cohort``, ``change``, ``agreement`` and ``status`` are the frames of
     :mod:`vhi.results.tables` / :mod:`vhi.results.status`; ``description`` the ``dataset_description.json``
     dict; ``timepoints`` the config's order of timepoints (for the change plot's axis);
     ``images`` per session key, the QC images relative to the page
-    (:func:`.images.publish_qc_images`).
+    (:func:`.images.publish_qc_images`); ``viewer_url`` where the cleaning station
+    (``vhi viewer``) serves: sessions awaiting cleaning on a source with a viewer link to it.
     """
     images = images or {}
     body = "".join([
         header(description, cohort),
-        status_section(status, images),
+        status_section(status, images, viewer_url),
         vhi_section(cohort),
         change_section(change, timepoints),
         agreement_section(cohort, agreement),
-        sessions_section(status, cohort, images),
+        sessions_section(status, cohort, images, viewer_url),
         footer(),
     ])
     return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"

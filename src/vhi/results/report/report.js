@@ -30,7 +30,8 @@
       td("num vhi", esc(r[F.vhi_ml])) +
       ["proposal_ml", "dice_cleaned_vs_proposal", "removed_voxels", "added_voxels"]
         .map((f) => td("num", esc(r[F[f]]))).join("") +
-      td("", esc(r[F.reference_mode])) + td("reason", esc(r[F.reason])) + "</tr>";
+      td("", esc(r[F.reference_mode])) + td("reason", esc(r[F.reason]) + (r[F.viewer] ?
+        ' <a class="viewer" href="' + esc(r[F.viewer]) + '">open in the viewer</a>' : "")) + "</tr>";
   }
   function draw() {
     const pages = Math.max(1, Math.ceil(shown.length / pageRows));

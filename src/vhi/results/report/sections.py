@@ -29,6 +29,7 @@ from vhi.results.report.text import (
     order,
     records,
     session_id,
+    viewer_link,
 )
 from vhi.results.status import state_counts
 
@@ -73,9 +74,16 @@ def header(description: Mapping[str, Any], cohort: pd.DataFrame) -> str:
             f'<p class="ruo">{esc(RESEARCH_USE)}</p>{warning}<dl class="meta">{meta}</dl></header>')
 
 
-def status_section(status: pd.DataFrame, images: Mapping[str, Mapping[str, str]]) -> str:
+#: Sessions awaiting cleaning listed by name with their viewer links (the rest are rows of
+#: the session table, which links them too).
+AWAITING_LISTED = 100
+
+
+def status_section(status: pd.DataFrame, images: Mapping[str, Mapping[str, str]],
+                   viewer_url: str | None = None) -> str:
     """Counts per state and site (plot and table), failed sessions (with whatever QC image
-    exists), sessions awaiting cleaning (a count: they are rows of the session table)."""
+    exists), sessions awaiting cleaning (a count, and the first of them with a link to the
+    cleaning station where their source has one)."""
     out = ["<section id=status><h2>Status of every session</h2>"]
     if status.empty:
         return out[0] + '<p class="empty">No sessions in the sheet.</p></section>'
@@ -116,6 +124,15 @@ def status_section(status: pd.DataFrame, images: Mapping[str, Mapping[str, str]]
         out.append(f'<p class="note">The proposal is on the source; a radiologist has not '
                    f"saved a cleaned segmentation yet ({per_site}). The next run collects it. "
                    "They are the rows in state awaiting_cleaning of the session table.</p>")
+        linked = [(r, url) for r in waiting if (url := viewer_link(r, viewer_url))]
+        if linked:
+            items = "".join(f'<li><a class="viewer" href="{esc(url)}">{esc(session_id(r))}</a></li>'
+                            for r, url in linked[:AWAITING_LISTED])
+            more = (f'<p class="note">{len(linked) - AWAITING_LISTED} more: filter the session '
+                    "table by state.</p>" if len(linked) > AWAITING_LISTED else "")
+            out.append(f'<p class="note">Open each in the cleaning station (start it with '
+                       f"<code>vhi viewer --config …</code>; it serves {esc(viewer_url)}):</p>"
+                       f'<ul class="awaiting">{items}</ul>{more}')
     else:
         out.append('<p class="empty">None.</p>')
     out.append("</section>")

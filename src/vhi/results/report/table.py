@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from vhi.results.report.images import KINDS
-from vhi.results.report.text import esc, fmt, fmt_int, fmt_ml, order, records, session_id
+from vhi.results.report.text import esc, fmt, fmt_int, fmt_ml, order, records, session_id, viewer_link
 from vhi.results.status import STATES
 
 HEADERS = [("", "QC"), ("", "site"), ("", "subject"), ("", "session"), ("", "timepoint"),
@@ -24,10 +24,11 @@ HEADERS = [("", "QC"), ("", "site"), ("", "subject"), ("", "session"), ("", "tim
            ("num", "Dice cleaned vs proposal"), ("num", "removed voxels"), ("num", "added voxels"),
            ("", "reference"), ("", "reason")]
 #: The fields of a row in the data block: the headers after "QC", then the QC image and
-#: the one before cleaning (paths relative to the page, or "").
+#: the one before cleaning (paths relative to the page, or ""), and the session's address
+#: in the cleaning station while it awaits cleaning (or "").
 FIELDS = ["site", "subject", "session", "timepoint", "state", "vhi_ml", "proposal_ml",
           "dice_cleaned_vs_proposal", "removed_voxels", "added_voxels", "reference_mode",
-          "reason", "qc_image", "qc_before_cleaning"]
+          "reason", "qc_image", "qc_before_cleaning", "viewer"]
 PAGE_ROWS = 100
 
 
@@ -60,7 +61,8 @@ def _images(images: Mapping[str, str] | None) -> list[str]:
 
 
 def session_rows(status: pd.DataFrame, cohort: pd.DataFrame,
-                 images: Mapping[str, Mapping[str, str]]) -> list[list[str]]:
+                 images: Mapping[str, Mapping[str, str]],
+                 viewer_url: str | None = None) -> list[list[str]]:
     """One list of :data:`FIELDS` (as printed) per session, in the status table's order."""
     measured = {session_id(r): r for r in records(cohort)}
     rows = []
@@ -72,7 +74,8 @@ def session_rows(status: pd.DataFrame, cohort: pd.DataFrame,
                     fmt_int(m.get("added_voxels")), str(m.get("reference_mode") or "")]
                    if m else [""] * 6)
         rows.append([str(r[k]) for k in ("site", "subject", "session", "timepoint", "state")]
-                    + numbers + [str(r["reason"] or "")] + _images(images.get(key)))
+                    + numbers + [str(r["reason"] or "")] + _images(images.get(key))
+                    + [viewer_link(r, viewer_url)])
     return rows
 
 
@@ -84,7 +87,7 @@ def data_block(rows: list[list[str]]) -> str:
 
 
 def sessions_section(status: pd.DataFrame, cohort: pd.DataFrame,
-                     images: Mapping[str, Mapping[str, str]]) -> str:
+                     images: Mapping[str, Mapping[str, str]], viewer_url: str | None = None) -> str:
     """Every session of the sheet, none dropped (nothing without sessions)."""
     if status.empty:
         return ""
@@ -100,4 +103,4 @@ def sessions_section(status: pd.DataFrame, cohort: pd.DataFrame,
             f"<thead><tr>{head}</tr></thead><tbody></tbody></table>"
             '<noscript><p class="empty">The session table needs JavaScript; every session is '
             "in status.csv and cohort_vhi.csv.</p></noscript>"
-            + data_block(session_rows(status, cohort, images)) + "</section>")
+            + data_block(session_rows(status, cohort, images, viewer_url)) + "</section>")

@@ -81,3 +81,12 @@ def order(values: Iterable[Any], first: Sequence[str] = ()) -> list[str]:
     """Distinct values as text, ``first``'s order first, the rest sorted."""
     rank = {v: i for i, v in enumerate(first)}
     return sorted({str(v) for v in values}, key=lambda v: (rank.get(v, len(rank)), v))
+
+
+def viewer_link(row: Mapping[str, Any], viewer_url: str | None) -> str:
+    """The session's address in the cleaning station (``viewer_url`` + its OHIF route), or
+    "" when it does not await cleaning there."""
+    path = str(row.get("viewer_path") or "")
+    if not viewer_url or not path or row.get("state") != "awaiting_cleaning":
+        return ""
+    return viewer_url.rstrip("/") + path

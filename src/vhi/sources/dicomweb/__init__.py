@@ -13,7 +13,7 @@ Config (``sites[].source`` with ``type: dicomweb``; every key in
     subject_label, session_label: templates of study attributes (default {PatientID},
                    {AccessionNumber})
     modalities:    the series modalities that may be scans (default [MR])
-    selection:     per-role series rules, as for XNAT (:mod:`vhi.sources.xnat.select`;
+    selection:     per-role series rules, as for XNAT (:mod:`vhi.sources.select`;
                    ``most_frames`` = most instances)
     timepoint_pattern: regex on the session id; group 1 is the timepoint (default: the study date)
     retries, backoff_s, timeout_s: transient-error handling (default 3, 1.0 s doubling, 120 s)

@@ -12,21 +12,16 @@ No credential is ever echoed in a message (:meth:`DicomwebConnection.scrub`).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, TypeVar
 
-from vhi.errors import ConfigError, InputError
-from vhi.sources import checked_url
+from vhi.errors import InputError
+from vhi.sources.remote import RETRY_STATUS, RemoteConnection, checked_url, env_value
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: Statuses worth another try: the server or a proxy had a bad moment.
-RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class DicomwebError(InputError):
@@ -37,41 +32,26 @@ class _Damaged(Exception):  # noqa: N818 - internal signal, never escapes this p
     """A retrieval arrived incomplete or damaged: worth another try."""
 
 
-def _env(name: str) -> str | None:
-    value = os.environ.get(name) if name else None
-    return value or None
-
-
 def service_url(site: str, spec: Mapping[str, Any]) -> str:
     """``source.url`` checked: an http(s) URL without credentials, no trailing slash."""
     return checked_url(site, "url", spec.get("url"), "user_env/password_env/token_env")
 
 
-class DicomwebConnection:
+class DicomwebConnection(RemoteConnection):
     """One DICOMweb root (QIDO-RS, WADO-RS and STOW-RS under the same URL)."""
 
     def __init__(self, site: str, url: str, spec: Mapping[str, Any]) -> None:
-        self.site = site
+        super().__init__(site, spec)
         self.url = url
-        self.user_env = str(spec["user_env"])
-        self.password_env = str(spec["password_env"])
-        self.token_env = str(spec["token_env"])
-        self.verify = bool(spec["verify"])
-        self.ca_bundle = str(spec["ca_bundle"])
-        if self.ca_bundle and not Path(self.ca_bundle).is_file():
-            raise ConfigError(f"site {site} source.ca_bundle", f"file not found: {self.ca_bundle}")
-        self.retries = int(spec["retries"])
-        self.backoff_s = float(spec["backoff_s"])
-        self.timeout_s = float(spec["timeout_s"])
         self._client: Any = None
         self._http: Any = None  # the requests session the client runs on
 
     # ------------------------------------------------------------------ connection
     def credentials(self) -> str:
         """Where the credentials come from, for messages (never the credentials)."""
-        if _env(self.token_env):
+        if env_value(self.token_env):
             return f"a bearer token from ${self.token_env}"
-        if _env(self.user_env) or _env(self.password_env):
+        if env_value(self.user_env) or env_value(self.password_env):
             return f"${self.user_env}/${self.password_env}"
         return "~/.netrc (no credentials in the environment)"
 
@@ -80,8 +60,8 @@ class DicomwebConnection:
 
         session = requests.Session()
         session.verify = self.ca_bundle or self.verify
-        token = _env(self.token_env)
-        user, password = _env(self.user_env), _env(self.password_env)
+        token = env_value(self.token_env)
+        user, password = env_value(self.user_env), env_value(self.password_env)
         if token:
             session.headers["Authorization"] = f"Bearer {token}"
         elif user or password:
@@ -107,14 +87,6 @@ class DicomwebConnection:
         if self._client is not None:
             self._client = None
             self._http.close()
-
-    def scrub(self, text: str) -> str:
-        """Never echo a credential in a message."""
-        for name in (self.password_env, self.token_env):
-            secret = _env(name)
-            if secret:
-                text = text.replace(secret, "***")
-        return text if len(text) <= 300 else text[:300] + "…"
 
     # ------------------------------------------------------------------ requests
     def call(self, what: str, action: str, fn: Callable[[Any], T]) -> T:

@@ -5,7 +5,7 @@ Each study is one session: its subject and session ids come from the ``subject_l
 and ``session_label`` templates of study attributes (default ``{PatientID}`` and
 ``{AccessionNumber}``), its timepoint from ``timepoint_pattern`` on the session id, else
 the study date. Its series of the accepted modalities are the candidate scans, picked by
-the same per-role rules as XNAT scans (:mod:`vhi.sources.xnat.select`): series
+the same per-role rules as XNAT scans (:mod:`vhi.sources.select`): series
 description patterns, and among several candidates the last, first, unique or the one with
 most instances (``most_frames``).
 """
@@ -15,15 +15,22 @@ from __future__ import annotations
 import logging
 import re
 import string
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vhi.cohort.ids import ID_PATTERN, ROLE_NAMES, Session
+from vhi.cohort.ids import ID_PATTERN, Session
 from vhi.errors import ConfigError
 from vhi.sources.dicomweb.client import DicomwebConnection
 from vhi.sources.dicomweb.uris import series_uri
-from vhi.sources.xnat.select import RoleRule, ScanRow, Selection, format_report, select_scans
+from vhi.sources.select import (
+    RoleRule,
+    ScanRow,
+    Selection,
+    format_report,
+    select_scans,
+    timepoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +95,6 @@ def scan_row(series: Mapping[str, str]) -> ScanRow:
                    xsi_type=series.get("Modality", ""))
 
 
-def timepoint(pattern: re.Pattern[str] | None, label: str, date: str) -> str:
-    if pattern is not None:
-        match = pattern.search(label)
-        if match:
-            return match.group(1) if match.groups() else match.group(0)
-    return date or "unknown"
 
 
 #: Results asked for per QIDO-RS request; further pages follow with ``offset``.
@@ -163,16 +164,3 @@ def _number(text: str) -> float:
     except ValueError:
         return float("inf")
 
-
-def sessions_of(plan: Iterable[ListedStudy]) -> list[Session]:
-    """Every study of the plan. One without a T1W stays and fails at its pull, so
-    status.csv lists it with the reason; one without a STIR gets the disease region only."""
-    sessions = []
-    for item in plan:
-        for role, consequence in (("t1w", "it will fail at the pull"),
-                                  ("stir", "disease region only, no proposal")):
-            if role not in item.selection.picked:
-                log.warning("session %s: no %s (%s): %s", item.session.key, ROLE_NAMES[role],
-                            item.selection.problems.get(role, "no candidate"), consequence)
-        sessions.append(item.session)
-    return sessions

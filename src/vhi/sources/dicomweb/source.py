@@ -25,9 +25,9 @@ from vhi.errors import ConfigError, InputError
 from vhi.sources import Source, proposal_to_push
 from vhi.sources.dicomweb import segs, transfer
 from vhi.sources.dicomweb.client import DicomwebConnection, DicomwebError, service_url
-from vhi.sources.dicomweb.listing import ListedStudy, check_template, plan_studies, sessions_of
+from vhi.sources.dicomweb.listing import ListedStudy, check_template, plan_studies
 from vhi.sources.dicomweb.uris import instance_uri, parse_series_uri
-from vhi.sources.xnat.select import compile_rules
+from vhi.sources.select import compile_rules, sessions_of
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ Config (``sites[].source`` with ``type: xnat``; every key in
                   neither set: xnatpy's own variables, then ~/.netrc
     verify:       verify the server's TLS certificate (default true)
     ca_bundle:    PEM file of the site's CA (for a server with a site-internal CA)
-    selection:    per-role scan rules, see :mod:`vhi.sources.xnat.select`
+    selection:    per-role scan rules, see :mod:`vhi.sources.select`
     timepoint_pattern: regex on the session label; group 1 is the timepoint
                   (default: the session date)
     proposal_label: label of the proposal collection, default ``VHI_PROPOSAL_{session}``
@@ -36,7 +36,7 @@ series. It is decoded onto the STIR grid with highdicom; its collection ID, labe
 SEG SOP Instance UID go into ``cleaned.json``.
 
 Modules: :mod:`~vhi.sources.xnat.client` (connection, TLS, login, retries),
-:mod:`~vhi.sources.xnat.uris` (scan and collection URIs), :mod:`~vhi.sources.xnat.select`
+:mod:`~vhi.sources.xnat.uris` (scan and collection URIs), :mod:`~vhi.sources.select`
 (which scan is the STIR, the T1W), :mod:`~vhi.sources.xnat.listing` (sessions and their
 scans), :mod:`~vhi.sources.xnat.transfer` (scan download, verified, to NIfTI),
 :mod:`~vhi.sources.xnat.roi` (ROI collections), :mod:`~vhi.sources.xnat.source`

@@ -14,19 +14,16 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import Any, TypeVar
 
-from vhi.errors import ConfigError, InputError
-from vhi.sources import checked_url
+from vhi.errors import InputError
+from vhi.sources.remote import RETRY_STATUS, RemoteConnection, checked_url, env_value
 
 #: xnatpy's own messages go to this logger too (it is passed to ``xnat.connect``).
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Statuses worth another try: the server or a proxy had a bad moment.
-RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 ANY_STATUS = range(100, 600)
 OCTET = {"Content-Type": "application/octet-stream"}
 
@@ -37,11 +34,6 @@ class XnatError(InputError):
 
 class _Transfer(Exception):  # noqa: N818 - internal signal, never escapes this package
     """A download arrived damaged (zip, size or digest): worth another try."""
-
-
-def _env(name: str) -> str | None:
-    value = os.environ.get(name) if name else None
-    return value or None
 
 
 def rows(data: Any) -> list[dict[str, Any]]:
@@ -57,28 +49,23 @@ def server_url(site: str, spec: Mapping[str, Any]) -> str:
     return checked_url(site, "server", spec.get("server"), "user_env/password_env")
 
 
-class XnatClient:
+class XnatClient(RemoteConnection):
     """One XNAT server as a site's config describes it (``server`` from :func:`server_url`)."""
 
+    #: xnatpy's own password variables: never echoed either.
+    SECRET_ENVS = ("XNAT_PASS", "XNATPY_PASS")
+    MESSAGE_CHARS = 200
+
     def __init__(self, site: str, server: str, spec: Mapping[str, Any]) -> None:
-        self.site = site
+        super().__init__(site, spec)
         self.server = server
-        self.user_env = str(spec["user_env"])
-        self.password_env = str(spec["password_env"])
-        self.verify = bool(spec["verify"])
-        self.ca_bundle = str(spec["ca_bundle"])
-        if self.ca_bundle and not Path(self.ca_bundle).is_file():
-            raise ConfigError(f"site {site} source.ca_bundle", f"file not found: {self.ca_bundle}")
-        self.retries = int(spec["retries"])
-        self.backoff_s = float(spec["backoff_s"])
-        self.timeout_s = float(spec["timeout_s"])
         self._conn: Any = None
         self.held = False  # inside ``with source:``: one connection for every operation
         self._depth = 0
 
     # ------------------------------------------------------------------ connection
     @contextlib.contextmanager
-    def ca_env(self) -> Iterator[None]:
+    def caenv_value(self) -> Iterator[None]:
         """xnatpy's ``verify`` is bool-only: a site CA goes through REQUESTS_CA_BUNDLE."""
         if not self.ca_bundle:
             yield
@@ -99,9 +86,9 @@ class XnatClient:
         from xnat.exceptions import XNATError, XNATLoginFailedError, XNATSSLError
 
         where = f"XNAT {self.server} (site {self.site})"
-        user, password = _env(self.user_env), _env(self.password_env)
+        user, password = env_value(self.user_env), env_value(self.password_env)
         try:
-            with self.ca_env():
+            with self.caenv_value():
                 conn = xnat.connect(self.server, user=user, password=password, verify=self.verify,
                                     logger=log, loglevel="WARNING", default_timeout=self.timeout_s,
                                     pilot_timeout=min(self.timeout_s, 30.0))
@@ -117,14 +104,6 @@ class XnatClient:
         if self.ca_bundle:
             conn.interface.verify = self.ca_bundle
         return conn
-
-    def scrub(self, text: str) -> str:
-        """Never echo a credential in a message."""
-        for name in (self.password_env, "XNAT_PASS", "XNATPY_PASS"):
-            secret = _env(name)
-            if secret:
-                text = text.replace(secret, "***")
-        return text if len(text) <= 200 else text[:200] + "…"
 
     def connection(self) -> Any:
         if self._conn is None:
@@ -165,7 +144,7 @@ class XnatClient:
         while True:
             attempt += 1
             try:
-                with self.ca_env():
+                with self.caenv_value():
                     return fn(self.connection())
             except XNATResponseError as exc:
                 status = int(getattr(exc, "status_code", 0) or 0)

@@ -1,7 +1,7 @@
 """The MR sessions of an XNAT project and their scans: the plan of sessions a site gives.
 
 Every MR session whose subject and session labels are valid IDs is listed with its scan
-selection (:mod:`vhi.sources.xnat.select`: picked and rejected, and why); its timepoint
+selection (:mod:`vhi.sources.select`: picked and rejected, and why); its timepoint
 comes from ``timepoint_pattern`` on the session label, else the session date.
 """
 
@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vhi.cohort.ids import ID_PATTERN, ROLE_NAMES, Session
+from vhi.cohort.ids import ID_PATTERN, Session
+from vhi.sources.select import (
+    RoleRule,
+    ScanRow,
+    Selection,
+    format_report,
+    select_scans,
+    timepoint,
+)
 from vhi.sources.xnat.client import XnatClient, XnatError
 from vhi.sources.xnat.roi import collections_in
-from vhi.sources.xnat.select import RoleRule, ScanRow, Selection, format_report, select_scans
 from vhi.sources.xnat.uris import parse_scan_uri, scan_uri
 
 log = logging.getLogger(__name__)
@@ -44,13 +51,6 @@ class ListedSession:
                 **self.selection.as_dict()}
 
 
-def timepoint(pattern: re.Pattern[str] | None, label: str, date: str) -> str:
-    """Group 1 (else the whole match) of ``pattern`` on the session label; else the date."""
-    if pattern is not None:
-        match = pattern.search(label)
-        if match:
-            return match.group(1) if match.groups() else match.group(0)
-    return date or "unknown"
 
 
 def plan_sessions(client: XnatClient, *, site: str, project: str,
@@ -127,18 +127,6 @@ def scan_row(client: XnatClient, session: Session, exp: str, scan_id: str,
                                  **items[0].get("data_fields", {})})
 
 
-def sessions_of(plan: Iterable[ListedSession]) -> list[Session]:
-    """Every MR session of the plan. One without a T1W stays and fails at its pull, so
-    status.csv lists it with the reason; one without a STIR gets the disease region only."""
-    sessions = []
-    for item in plan:
-        for role, consequence in (("t1w", "it will fail at the pull"),
-                                  ("stir", "disease region only, no proposal")):
-            if role not in item.selection.picked:
-                log.warning("session %s: no %s (%s): %s", item.session.key, ROLE_NAMES[role],
-                            item.selection.problems.get(role, "no candidate"), consequence)
-        sessions.append(item.session)
-    return sessions
 
 
 def stir_uid(client: XnatClient, session: Session, listed: ListedSession | None) -> tuple[str, str]:

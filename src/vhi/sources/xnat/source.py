@@ -26,10 +26,10 @@ import numpy as np
 from vhi.cohort.ids import Session
 from vhi.errors import ConfigError, InputError
 from vhi.sources import Source, proposal_to_push
+from vhi.sources.select import compile_rules, sessions_of
 from vhi.sources.xnat import listing, roi, transfer
 from vhi.sources.xnat.client import XnatClient, XnatError, server_url
 from vhi.sources.xnat.listing import ListedSession
-from vhi.sources.xnat.select import compile_rules
 from vhi.sources.xnat.uris import collection_uri, parse_scan_uri, scan_uri
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class XnatSource(Source):
         with self._operation():
             plan = self.plan_sessions()
             self._listed.update((item.session.key, item) for item in plan)
-            return listing.sessions_of(plan)
+            return sessions_of(plan)
 
     def fetch_scan(self, session: Session, role: str, dest: str | os.PathLike[str]) -> dict[str, Any]:
         """Download the scan of ``role``, verify it (zip CRCs, sizes, MD5s) and convert it (dcm2niix)."""
@@ -345,6 +345,7 @@ class XnatSource(Source):
     def _fetch_cleaned(self, session: Session, dest: str | os.PathLike[str],
                        files: dict[str, Path]) -> dict[str, Any] | None:
         import nibabel as nib
+        import pydicom
 
         from vhi.imaging.nifti import save_nifti
         from vhi.imaging.seg import read_seg
@@ -371,6 +372,7 @@ class XnatSource(Source):
             seg_path.write_bytes(data)
             try:
                 mask = read_seg(seg_path, grid, datasets)
+                series_uid = str(pydicom.dcmread(seg_path, stop_before_pixels=True).SeriesInstanceUID)
             except InputError as exc:
                 raise XnatError(what, f"ROI collection {chosen['label']} ({chosen['id']}): "
                                       f"{exc.cause}") from None
@@ -379,7 +381,8 @@ class XnatSource(Source):
                  chosen["label"], chosen["id"], chosen["uid"], int(mask.sum()))
         return {"uri": self.collection_uri(chosen["id"]), "sha256": hashlib.sha256(data).hexdigest(),
                 "size": len(data), "collection": chosen["id"], "label": chosen["label"],
-                "name": chosen["name"], "seg_sop_instance_uid": chosen["uid"],
+                "name": chosen["name"], "seg_series_instance_uid": series_uid,
+                "seg_sop_instance_uid": chosen["uid"],
                 "insert_date": chosen["insert_date"], "proposal_label": self.proposal_label(session),
                 "stir": {"scan": stir["scan"], "series_uid": stir["series_uid"]},
                 "rule": "newest SEG collection on the STIR series saved after the proposal was "

@@ -17,9 +17,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vhi.cohort.ids import ROLE_NAMES, Session
+from vhi.sources.select import ROLES
 from vhi.sources.xnat.client import XnatClient, XnatError, _Transfer
 from vhi.sources.xnat.listing import scan_row
-from vhi.sources.xnat.select import ROLES
 from vhi.sources.xnat.uris import parse_scan_uri, scan_uri
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,7 @@
-"""Which scans of an XNAT session are its STIR and its T1W: per-site rules, pure functions.
+"""Which scans of a session are its STIR and its T1W: per-site rules, pure functions.
+
+Shared by the sources that list sessions from a server: XNAT (its scans) and DICOMweb
+(a study's series, as :class:`ScanRow`).
 
 A site's ``selection`` config names, per role (``stir``, ``t1w``), regular expressions
 that a scan's ``type`` or ``series_description`` must match (``match``) or must not
@@ -13,12 +16,16 @@ STIR; ``T1``/``T1W`` (not T2, not a STIR) for the T1W; scouts and localisers nev
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from vhi.cohort.ids import ROLE_NAMES, Session
 from vhi.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 ROLES = ("stir", "t1w")
 FIELDS = ("type", "series_description")
@@ -243,3 +250,36 @@ def format_report(session: str, selection: Selection) -> str:
                 mark = "+" if d.picked else "-"
                 lines.append(f"    {mark} {d.scan.label()} [{d.scan.quality or '?'}]: {d.reason}")
     return "\n".join(lines)
+
+
+def timepoint(pattern: re.Pattern[str] | None, label: str, date: str) -> str:
+    """Group 1 (else the whole match) of ``pattern`` on the session label; else the date."""
+    if pattern is not None:
+        match = pattern.search(label)
+        if match:
+            return match.group(1) if match.groups() else match.group(0)
+    return date or "unknown"
+
+
+class Listed(Protocol):
+    """A session as a server's listing planned it, with its scan selection."""
+
+    @property
+    def session(self) -> Session: ...
+
+    @property
+    def selection(self) -> Selection: ...
+
+
+def sessions_of(plan: Iterable[Listed]) -> list[Session]:
+    """Every session of the plan. One without a T1W stays and fails at its pull, so
+    status.csv lists it with the reason; one without a STIR gets the disease region only."""
+    sessions = []
+    for item in plan:
+        for role, consequence in (("t1w", "it will fail at the pull"),
+                                  ("stir", "disease region only, no proposal")):
+            if role not in item.selection.picked:
+                log.warning("session %s: no %s (%s): %s", item.session.key, ROLE_NAMES[role],
+                            item.selection.problems.get(role, "no candidate"), consequence)
+        sessions.append(item.session)
+    return sessions

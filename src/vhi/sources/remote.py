@@ -1,0 +1,75 @@
+"""What the server sources (XNAT, DICOMweb) share about their connection.
+
+The URL check (:func:`checked_url`), and :class:`RemoteConnection`: the settings every
+site's connection has (the environment variables its credentials come from, TLS
+verification and a site CA, retries with back-off, a timeout) and the scrubbing that
+keeps any credential out of a message. Credentials are read from the environment only
+when used, never kept in the config or written anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from vhi.errors import ConfigError
+
+#: Statuses worth another try: the server or a proxy had a bad moment.
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def env_value(name: str) -> str | None:
+    """The environment variable ``name`` (None when unnamed, unset or empty)."""
+    value = os.environ.get(name) if name else None
+    return value or None
+
+
+def checked_url(site: str, key: str, value: Any, credentials: str) -> str:
+    """A remote source's ``source.<key>``: an http(s) URL without credentials (they come
+    from ``credentials``: the environment variables named in the config, or ~/.netrc),
+    without a trailing slash."""
+    url = str(value or "").rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"site {site} source.{key}", f"not an http(s) URL: {url!r}")
+    if parts.username or parts.password:
+        raise ConfigError(f"site {site} source.{key}", "credentials do not belong in the URL: "
+                          f"set them in the environment ({credentials}) or ~/.netrc")
+    return url
+
+
+class RemoteConnection:
+    """The connection settings of one site's server, from its (validated) source config."""
+
+    #: Further environment variables whose values never appear in a message.
+    SECRET_ENVS: ClassVar[tuple[str, ...]] = ()
+    #: Messages from the server are cut to this many characters.
+    MESSAGE_CHARS: ClassVar[int] = 300
+
+    def __init__(self, site: str, spec: Mapping[str, Any]) -> None:
+        self.site = site
+        self.user_env = str(spec["user_env"])
+        self.password_env = str(spec["password_env"])
+        self.token_env = str(spec.get("token_env", ""))
+        self.verify = bool(spec["verify"])
+        self.ca_bundle = str(spec["ca_bundle"])
+        if self.ca_bundle and not Path(self.ca_bundle).is_file():
+            raise ConfigError(f"site {site} source.ca_bundle", f"file not found: {self.ca_bundle}")
+        self.retries = int(spec["retries"])
+        self.backoff_s = float(spec["backoff_s"])
+        self.timeout_s = float(spec["timeout_s"])
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every credential of this connection replaced by ``***``, cut short."""
+        for name in (self.password_env, self.token_env, *self.SECRET_ENVS):
+            secret = env_value(name)
+            if secret:
+                text = text.replace(secret, "***")
+        limit = self.MESSAGE_CHARS
+        return text if len(text) <= limit else text[:limit] + "…"
+
+
+__all__ = ["RETRY_STATUS", "RemoteConnection", "checked_url", "env_value"]
