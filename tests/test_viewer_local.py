@@ -64,7 +64,7 @@ def local_cohort(root: Path) -> Path:
     config.write_text(yaml.safe_dump({"timepoints": ["pre", "post"], "sites": [
         {"name": SITE, "reference": "auto",
          "source": {"type": "local", "root": str(root), "sheet": str(sheet),
-                    "outbox": str(root / "outbox")}}]}))
+                    "outbox": str(root / "outbox"), "station": True}}]}))
     return config
 
 
@@ -99,6 +99,9 @@ def test_local_station_loads_collects_and_the_workflow_measures(tmp_path, monkey
         print(f"local station: 2 sessions loaded in {time.monotonic() - started:.1f} s")
         assert [(o.key, o.action) for o in loaded] == [(f"{SITE}/09/1003", "loaded"),
                                                         (f"{SITE}/03/4386", "loaded")]
+        status = status_of(run)  # the report's link: the session's address at the station
+        assert [station.sessions[o.key].viewer_path for o in loaded] == [
+            status["1003"]["viewer_path"], status["4386"]["viewer_path"]]
         # the station's Orthanc answers only with the run's password (the viewer's proxy adds it)
         assert requests.get(f"{station.dicomweb}/studies", timeout=10).status_code == 401
         client = DICOMwebClient(station.dicomweb, session=station.orthanc.http())

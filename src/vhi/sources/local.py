@@ -8,9 +8,13 @@ Config (``sites[].source`` with ``type: local``)::
     cleaned: where radiologists save cleaned masks, default
              cleaned/{site}/{subject}/{session}.nii.gz (relative to root)
     readers: reader name -> pattern of independent reader masks (agreement only)
+    station: the site cleans at the local cleaning station (``vhi viewer --local``); push
+             receipts then carry the session's address there (``viewer_path``)
 
-Everything under ``root`` is read only: a fetch copies, a push refuses any destination
-that is a listed scan, a reader mask or a cleaned mask.
+Everything under ``root`` is read only to this source: a fetch copies, a push refuses
+any destination that is a listed scan, a reader mask or a cleaned mask. (The local
+cleaning station, :mod:`vhi.viewer.local`, writes the masks saved in OHIF to the cleaned
+paths and records them: :class:`StationRecord`.)
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from vhi.cohort.ids import ROLE_NAMES, Session
 from vhi.cohort.sheet import demo_sessions, read_sheet
 from vhi.errors import ConfigError, InputError
 from vhi.fileio import copy_hashed, save_json, sha256_file
+from vhi.imaging.series import uid_from
 from vhi.sources import Source
 
 
@@ -49,6 +54,11 @@ class _OutboxRecord:
         if not self.wrote(target, sha256):
             self.hashes.setdefault(target.name, []).append(sha256)
             save_json(self.hashes, self.path)
+
+
+def station_study_uid(session: Session) -> str:
+    """The Study Instance UID the local cleaning station gives a session (the same every time)."""
+    return uid_from("study", session.site, session.subject, session.session)
 
 
 class StationRecord:
@@ -85,7 +95,7 @@ class LocalSource(Source):
     SPEC_KEYS: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "list": ("root", "sheet", "readers"),
         "fetch": (),  # scans are located by the absolute paths in the session record
-        "push": ("root", "outbox", "cleaned", "readers"),
+        "push": ("root", "outbox", "cleaned", "readers", "station"),
         "cleaned": ("root", "cleaned"),
     }
 
@@ -98,6 +108,7 @@ class LocalSource(Source):
         self.outbox = Path(spec["outbox"]).expanduser().absolute()
         self.cleaned = spec["cleaned"]
         self.readers = dict(spec["readers"])
+        self.station = bool(spec.get("station", False))
         for key, pattern in [("cleaned", self.cleaned), *self.readers.items()]:
             try:
                 pattern.format(site="s", subject="s", session="s")
@@ -163,9 +174,12 @@ class LocalSource(Source):
                                          f"move or delete this file, then run again")
             written.add(target, new)  # recorded before the copy: a crash in between is safe
             pushed[role] = {"uri": str(target), **copy_hashed(Path(path), target)}
-        return {"source": "local", "site": session.site, "session": session.key,
-                "files": pushed, "cleaned_expected_at": str(self.cleaned_path(session)),
-                "pushed_at": datetime.now(UTC).isoformat()}
+        receipt = {"source": "local", "site": session.site, "session": session.key,
+                   "files": pushed, "cleaned_expected_at": str(self.cleaned_path(session)),
+                   "pushed_at": datetime.now(UTC).isoformat()}
+        if self.station:  # where `vhi viewer --local` opens it
+            receipt["viewer_path"] = f"/segmentation?StudyInstanceUIDs={station_study_uid(session)}"
+        return receipt
 
     def find_cleaned(self, sessions: Sequence[Session],
                      receipts: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:

@@ -45,7 +45,7 @@ from vhi.sources import make_source, proposal_to_push
 from vhi.sources.dicomweb import segs
 from vhi.sources.dicomweb.client import DicomwebConnection, DicomwebError
 from vhi.sources.dicomweb.listing import search_all, value
-from vhi.sources.local import LocalSource, StationRecord
+from vhi.sources.local import LocalSource, StationRecord, station_study_uid
 from vhi.viewer.ohif import app_config, fetch_ohif
 from vhi.viewer.orthanc import OrthancServer
 from vhi.viewer.server import PROXIED, StationServer
@@ -149,7 +149,7 @@ class StationSession:
             raise InputError(what, f"disease region {self.region} is not on the STIR's grid: {why}")
         self.window = oedema_window(stir.data, region.data, float(upper) if upper is not None else None)
         s = self.session
-        self.study_uid = uid_from("study", s.site, s.subject, s.session)
+        self.study_uid = station_study_uid(s)
         self.series_uid = uid_from("stir", s.site, s.key, sha256_file(self.stir))
         ids = SeriesIds(self.study_uid, self.series_uid, patient_id=s.subject, accession=s.session,
                         description=STIR_DESCRIPTION)
