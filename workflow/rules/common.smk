@@ -82,6 +82,12 @@ def pull_only(rule):
     return only
 
 
+def pull_scan_args(wildcards, output):
+    """``--scan ROLE=PATH`` for each scan the pull rule writes, T1W first (vhi pull)."""
+    return " ".join(f"--scan {shlex.quote(f'{role}={output[role]}')}"
+                    for role in ("t1w", "stir", "reference") if role in output.keys())
+
+
 def propose_inputs(wildcards):
     files = {name: LAYOUT.work_pattern(f"{name}.nii.gz").format(**wildcards)
              for name in ("stir", "disease_region")}

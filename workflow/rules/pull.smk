@@ -18,12 +18,14 @@ for _rule, _roles in PULL_RULES.items():
         params:
             source=source_json("fetch"),
             session=session_json,
+            scans=pull_scan_args,
         log:
             LAYOUT.log_pattern(PULL_LOG),
+        # the same command for every set of scans: a loop variable here would be read
+        # when the job runs, not when the rule is made
         shell:
-            "vhi --no-progress pull --source {params.source:q} --session {params.session:q} "
-            + " ".join(f"--scan {role}={{output.{role}:q}}" for role in _roles)
-            + " > {log:q} 2>&1"
+            "vhi --no-progress pull --source {params.source:q} --session {params.session:q}"
+            " {params.scans} > {log:q} 2>&1"
 
 
 ruleorder: pull_scans_stir_reference > pull_scans_stir > pull_scans
