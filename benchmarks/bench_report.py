@@ -67,12 +67,12 @@ def generate(folder: Path, n: int, n_sites: int) -> dict:
         ids = {"site": site, "subject": subject, "session": session, "timepoint": timepoint}
         reason = {"failed": f"session {site}/{subject}/{session}: STIR /data/{session}.nii.gz: "
                             "cannot read as NIfTI", "segmented": "T1W only: disease region only",
-                  "pending": "pull_scan_t1w not run yet",
+                  "pending": "pull_scans not run yet",
                   "awaiting_cleaning": "proposal pushed; no cleaned segmentation on the source yet"
                   }.get(state, "")
         status.append({**ids, "state": state, "reason": reason,
-                       "step": "pull_scan_stir" if state == "failed" else "",
-                       "log": f"logs/{site}/{subject}/{session}/pull_scan_stir.log"
+                       "step": "pull_scans" if state == "failed" else "",
+                       "log": f"logs/{site}/{subject}/{session}/pull_scans.log"
                        if state == "failed" else ""})
         key = f"{site}/{subject}/{session}"
         if state != "pending":

@@ -359,7 +359,7 @@ def test_workflow_dry_run_plans_every_study(pacs, env, tmp_path):
     result = snakemake(tmp_path / "run", "--configfile", str(config), "-n")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout + result.stderr)
-    assert (counts["pull_scan"], counts["push_proposal"]) == (2 * len(studies), len(studies))
+    assert (counts["pull_scans_stir"], counts["push_proposal"]) == (len(studies), len(studies))
     assert CANARY not in result.stdout + result.stderr + config.read_text()
 
 

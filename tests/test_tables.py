@@ -99,11 +99,11 @@ def test_status_states_and_failure_reason(synthetic_cohort: SyntheticCohort) -> 
     status = status_table(c.plan, c.layout)
     assert dict(zip(status["session"], status["state"], strict=True)) == EXPECTED_STATES
     rows = {r["session"]: r for r in status.to_dict("records")}
-    failed = c.planned("s4")  # its T1W was pulled, its STIR is not where the sheet says
+    failed = c.planned("s4")  # its pull job fetched the T1W; its STIR is not where the sheet says
     assert rows["s4"]["reason"] == f"session a/03/s4: STIR {failed.session.scans['stir']}: file not found"
-    log = c.layout.log_file(failed.session, "pull_scan_stir")
-    assert rows["s4"]["step"] == "pull_scan_stir" and rows["s4"]["log"] == str(log)
-    assert (rows["s5"]["step"], rows["s5"]["reason"]) == ("pull_scan_t1w", "pull_scan_t1w not run yet")
+    log = c.layout.log_file(failed.session, "pull_scans")
+    assert rows["s4"]["step"] == "pull_scans" and rows["s4"]["log"] == str(log)
+    assert (rows["s5"]["step"], rows["s5"]["reason"]) == ("pull_scans", "pull_scans not run yet")
     assert rows["s3"]["reason"] == "T1W only: disease region only"
     assert rows["s2"]["reason"] == "proposal pushed; no cleaned segmentation on the source yet"
     assert rows["s1"]["reason"] == rows["s1"]["step"] == ""

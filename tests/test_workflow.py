@@ -94,14 +94,14 @@ def test_demo_cohort_end_to_end_and_resume(demo_run: DemoRun, tmp_path: Path,
     again = snakemake(run, "--configfile", str(config))
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
-    # a cleaned mask saved later: only collection, measurement and the tables rerun
+    # a cleaned mask saved later: only its collection (with the measurement and the cleaned
+    # QC image) and the tables rerun
     dest = cleaned / "demo" / "09" / "1003.nii.gz"
     dest.parent.mkdir(parents=True)
     shutil.copy(r11(data_dir, "1003"), dest)
     dry = snakemake(run, "-n", "--configfile", str(config))
     assert job_counts(dry.stdout + dry.stderr) == {
-        "collect_cleaned": 1, "measure_vhi": 1, "draw_qc_cleaned": 1, "build_cohort_tables": 1,
-        "all": 1, "total": 5}
+        "collect_cleaned": 1, "build_cohort_tables": 1, "all": 1, "total": 3}
     assert snakemake(run, "--configfile", str(config)).returncode == 0
     cohort = pd.read_csv(results / "cohort_vhi.csv", dtype={"subject": str, "session": str})
     row = cohort[(cohort["site"] == "demo") & (cohort["session"] == "1003")].iloc[0]
@@ -149,9 +149,9 @@ def test_broken_sessions_fail_alone(tmp_path: Path, data_dir: Path) -> None:
     assert not (run / "results" / "cohort_vhi.csv").exists()
     status = status_of(run, partial=True)
     assert status["1003"]["state"] == "measured"
-    expected = {"m1": ("pull_scan_t1w", "gone_T1W.nii.gz: file not found"),
-                "c1": ("pull_scan_stir", "corrupt_STIR.nii.gz: cannot read"),
-                "g1": ("pull_scan_stir", "is not on the T1W's voxel grid")}
+    expected = {"m1": ("pull_scans", "gone_T1W.nii.gz: file not found"),
+                "c1": ("pull_scans", "corrupt_STIR.nii.gz: cannot read"),
+                "g1": ("pull_scans", "is not on the T1W's voxel grid")}
     for session, (step, cause) in expected.items():
         row = status[session]
         assert row["state"] == "failed" and row["step"] == step, row

@@ -52,10 +52,10 @@ def test_failing_sessions_are_named_and_the_others_complete(tmp_path, data_dir, 
         assert row["reason"].startswith("session A/VHIA03/4386_post: storing SEG ")
         assert "(STOW-RS): HTTP 500 from the service (injected fault) (after 3 attempts)" in row["reason"]
         row = status["A/1234_pre"]
-        assert (row["state"], row["step"]) == ("failed", "pull_scan_stir")
+        assert (row["state"], row["step"]) == ("failed", "pull_scans")
         assert "STIR series" in row["reason"] and "an instance is missing on the server" in row["reason"]
         row = status["A/1013_pre"]
-        assert (row["state"], row["step"]) == ("failed", "pull_scan_t1w")
+        assert (row["state"], row["step"]) == ("failed", "pull_scans")
         assert row["reason"].startswith("session A/VHIA14/1013_pre: retrieving T1W series ")
         assert "(after 3 attempts)" in row["reason"]
         segs = {name: [s for s in orthanc.series_of_study(info["study"])

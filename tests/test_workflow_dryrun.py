@@ -26,21 +26,41 @@ def test_dry_run_no_cleaned_masks(tmp_path: Path) -> None:
     counts = dry_run(tmp_path, write_cohort(tmp_path / "cohort", 6, t1w_only=2))
     assert counts["segment_disease_region"] == 6
     assert counts["propose_lesions"] == counts["push_proposal"] == 4
-    assert counts["pull_scan"] == 6 + 4 + 4  # t1w, stir, manual reference
-    assert "collect_cleaned" not in counts and "measure_vhi" not in counts
+    # one pull job per session: T1W only, or T1W + STIR + manual reference
+    assert (counts["pull_scans"], counts["pull_scans_stir_reference"]) == (2, 4)
+    assert "pull_scans_stir" not in counts
+    assert "collect_cleaned" not in counts
     assert counts["build_cohort_tables"] == 1
 
 
 def test_dry_run_some_cleaned_masks(tmp_path: Path) -> None:
     counts = dry_run(tmp_path, write_cohort(tmp_path / "cohort", 6, cleaned=3, readers=True))
-    assert counts["collect_cleaned"] == counts["measure_vhi"] == 3
+    assert counts["collect_cleaned"] == 3  # collect, measure and the cleaned QC image
+    assert "measure_vhi" not in counts and "draw_qc_cleaned" not in counts
     assert counts["measure_agreement"] == 3  # reader masks exist for those three
     assert counts["push_proposal"] == 6
 
 
 def test_dry_run_all_cleaned_masks(tmp_path: Path) -> None:
     counts = dry_run(tmp_path, write_cohort(tmp_path / "cohort", 6, cleaned=6))
-    assert counts["collect_cleaned"] == counts["measure_vhi"] == counts["propose_lesions"] == 6
+    assert counts["collect_cleaned"] == counts["propose_lesions"] == counts["draw_qc"] == 6
+    assert counts["total"] == 6 * 6 + 2  # pull, segment, propose, push, collect, QC + tables, all
+
+
+def test_dry_run_automatic_reference_pulls_no_mask(tmp_path: Path) -> None:
+    """A site with the automatic reference: each STIR session's one pull job fetches the
+    T1W and the STIR only (the rule for that set of scans)."""
+    config = write_cohort(tmp_path / "cohort", 6, t1w_only=2)
+    settings = yaml.safe_load(config.read_text())
+    settings["sites"][0]["reference"] = "auto"
+    config.write_text(yaml.safe_dump(settings))
+    result = snakemake(tmp_path / "run", "-n", "-p", "--configfile", str(config))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    counts = job_counts(output)
+    assert (counts["pull_scans"], counts["pull_scans_stir"]) == (2, 4), counts
+    assert "pull_scans_stir_reference" not in counts and "reference=" not in output
+    assert output.count("--scan t1w=") == 6 and output.count("--scan stir=") == 4
 
 
 def test_dry_run_missing_scan_plans_the_rest(tmp_path: Path) -> None:
@@ -49,7 +69,7 @@ def test_dry_run_missing_scan_plans_the_rest(tmp_path: Path) -> None:
     config = write_cohort(tmp_path / "cohort", 4, missing_t1w=1)  # no file exists at all
     counts = dry_run(tmp_path, config)
     assert counts["segment_disease_region"] == 4
-    assert counts["pull_scan"] == 12
+    assert counts["pull_scans_stir_reference"] == 4
 
 
 def test_dry_run_demo_config(tmp_path: Path, data_dir: Path) -> None:
@@ -58,7 +78,7 @@ def test_dry_run_demo_config(tmp_path: Path, data_dir: Path) -> None:
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout + result.stderr)
     assert counts["segment_disease_region"] == 11
-    assert counts["propose_lesions"] == counts["measure_vhi"] == 8
+    assert counts["propose_lesions"] == counts["collect_cleaned"] == 8
     assert counts["measure_agreement"] == 8
 
 

@@ -29,7 +29,7 @@ import yaml
 from support.env import unset_env
 from support.fake_model import write_vhi_shim
 from support.paths import MODELS
-from support.workflow import half_written, job_counts, snakemake, status_of, workflow_env
+from support.workflow import half_written, job_counts, pull_jobs, snakemake, status_of, workflow_env
 from xnat_emulator import XnatEmulator
 from xnat_emulator.demo import (
     SITE_PROJECTS,
@@ -140,7 +140,7 @@ def test_pull_push_clean_collect_through_the_workflow(tmp_path, xnat_data, env):
         first = snakemake(run, "--configfile", str(config))
         assert first.returncode == 0, first.stderr[-5000:]
         counts = job_counts(first.stdout + first.stderr)
-        assert counts["pull_scan"] == 8 and counts["push_proposal"] == 4, counts
+        assert pull_jobs(counts) == 4 and counts["push_proposal"] == 4, counts
         status = status_of(run, by=("site", "session"))
         assert {k: r["state"] for k, r in status.items()} == {
             f"{d.site}/{d.session}": "awaiting_cleaning" for d in demo}
@@ -159,9 +159,8 @@ def test_pull_push_clean_collect_through_the_workflow(tmp_path, xnat_data, env):
         second = snakemake(run, "--configfile", str(config))
         assert second.returncode == 0, second.stderr[-5000:]
         counts = job_counts(second.stdout + second.stderr)
-        assert counts.get("collect_cleaned") == 4 and counts.get("measure_vhi") == 4, counts
-        assert not {"pull_scan", "segment_disease_region", "propose_lesions",
-                    "push_proposal"} & set(counts), counts
+        assert counts.get("collect_cleaned") == 4 and not pull_jobs(counts), counts
+        assert not {"segment_disease_region", "propose_lesions", "push_proposal"} & set(counts), counts
         assert len(emu.log.find("PUT", r"^/xapi/roi/")) == puts_before  # nothing pushed again
         cohort = pd.read_csv(run / "results" / "cohort_vhi.csv", dtype={"subject": str, "session": str})
         assert len(cohort) == 4
@@ -236,7 +235,7 @@ def test_failing_sessions_are_reported_and_the_others_complete(tmp_path, xnat_da
         status = status_of(run, by=("site", "session"), partial=True)
         assert status["A/1234_pre"]["state"] == "awaiting_cleaning"
         row = status["A/1003_pre"]
-        assert (row["state"], row["step"]) == ("failed", "pull_scan_t1w")
+        assert (row["state"], row["step"]) == ("failed", "pull_scans")
         assert row["reason"].startswith("session A/A09/1003_pre: downloading T1W scan 2: HTTP 500")
         assert "(after 4 attempts)" in row["reason"]
         row = status["A/1007_pre"]
@@ -271,7 +270,7 @@ def test_self_signed_server_refused_unless_its_ca_is_configured(tmp_path, xnat_d
                             str(xnat_config(tmp_path / "ca.yaml", emu.url, sites=("A",),
                                             ca_bundle=str(cert))), "-n")
         assert trusted.returncode == 0, trusted.stderr[-3000:]
-        assert job_counts(trusted.stdout + trusted.stderr)["pull_scan"] == 2
+        assert pull_jobs(job_counts(trusted.stdout + trusted.stderr)) == 1
 
 
 def test_xnat_plan_explains_the_selection(tmp_path, xnat_data, env):

@@ -222,10 +222,8 @@ def run_step(cohort: SyntheticCohort, p: PlannedSession, step: str) -> int:
     session = json.dumps(p.session.to_dict(), sort_keys=True)
     pull = ["pull", "--source", source("fetch"), "--session", session]
     commands = {
-        "pull_scan_t1w": [*pull, "--role", "t1w", "--out", work("t1w.nii.gz")],
-        "pull_scan_stir": [*pull, "--role", "stir", "--out", work("stir.nii.gz"),
-                           "--same-grid-as", work("t1w.nii.gz")],
-        "pull_scan_reference": [*pull, "--role", "reference", "--out", work("reference.nii.gz")],
+        "pull_scans": [*pull, *(arg for role in p.pulled_roles()
+                                for arg in ("--scan", f"{role}={work(f'{role}.nii.gz')}"))],
         "propose_lesions": [
             "propose", "--stir", work("stir.nii.gz"), "--disease-region", work("disease_region.nii.gz"),
             "--reference", work("reference.nii.gz") if p.reference == "manual" else "auto",
@@ -239,14 +237,13 @@ def run_step(cohort: SyntheticCohort, p: PlannedSession, step: str) -> int:
                                 for arg in ("--reader", f"{name}={path}")),
                               "--scan", p.key, "--out", work("agreement.json")],
         "collect_cleaned": ["collect", "--source", source("cleaned"), "--session", session,
-                            "--like", work("proposal.nii.gz"), "--out", work("cleaned.nii.gz")],
-        "measure_vhi": ["measure", "--mask", work("cleaned.nii.gz"), "--out", work("vhi.json")],
+                            "--like", work("proposal.nii.gz"), "--out", work("cleaned.nii.gz"),
+                            "--vhi-out", work("vhi.json"), "--qc-slices", work("qc_slices.npz"),
+                            "--qc-out", work("qc_cleaned.png")],
         "draw_qc": ["qc", "--t1w", work("t1w.nii.gz"), "--disease-region", work("disease_region.nii.gz"),
                     *(["--stir", work("stir.nii.gz"), "--proposal", work("proposal.nii.gz")]
                       if p.has_stir else []),
                     "--scan", p.key, "--out", work("qc.png"), "--slices-out", work("qc_slices.npz")],
-        "draw_qc_cleaned": ["qc-cleaned", "--slices", work("qc_slices.npz"), "--cleaned",
-                            work("cleaned.nii.gz"), "--out", work("qc_cleaned.png")],
     }
     cohort.layout.session_dir(p.session).mkdir(parents=True, exist_ok=True)
     with _logged_to(cohort.layout.log_file(p.session, step)):
@@ -257,14 +254,13 @@ def run_step(cohort: SyntheticCohort, p: PlannedSession, step: str) -> int:
 
 
 def run_session(cohort: SyntheticCohort, p: PlannedSession) -> str | None:
-    """The session's steps in pipeline order, up to the first failure, then its QC images
-    (workflow/rules/qc.smk); returns the step that failed, or None."""
-    for step in p.steps():
-        if run_step(cohort, p, step.log) != 0:
-            return step.log
-    for step in ("draw_qc", "draw_qc_cleaned")[:1 + ("qc_cleaned.png" in p.qc_files())]:
-        if run_step(cohort, p, step) != 0:
-            return step
+    """The session's jobs in pipeline order, up to the first failure, its QC image before
+    the collection (which draws the cleaned one); returns the job (log) that failed, or None."""
+    jobs = list(dict.fromkeys(step.log for step in p.steps()))
+    jobs.insert(jobs.index("collect_cleaned") if "collect_cleaned" in jobs else len(jobs), "draw_qc")
+    for job in jobs:
+        if run_step(cohort, p, job) != 0:
+            return job
     return None
 
 
@@ -285,6 +281,6 @@ def build_synthetic_cohort(root: Path) -> SyntheticCohort:
         how = SESSIONS[p.session.session][3]
         if how != "none":
             failed = run_session(cohort, p)
-            expected = "pull_scan_stir" if how == "failed" else None
+            expected = "pull_scans" if how == "failed" else None
             assert failed == expected, f"{p.key}: {failed} failed, expected {expected}"
     return cohort

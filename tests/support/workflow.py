@@ -54,6 +54,13 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+def pull_jobs(counts: dict[str, int]) -> int:
+    """Pull jobs in :func:`job_counts` (one per session, by the rule for its set of scans)."""
+    from vhi.cohort.layout import PULL_RULES
+
+    return sum(counts.get(rule, 0) for rule in PULL_RULES)
+
+
 def status_of(run: Path, *, by: tuple[str, ...] = ("session",),
               partial: bool = False) -> dict[str, dict[str, str]]:
     """The rows of a run's results/status.csv (``partial``: results/partial/status.csv,

@@ -6,8 +6,8 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
-from vhi.cohort.layout import QC_FILES, RESULT_FILES, Layout
-from vhi.cohort.plan import (PLAN_ENV, load_plan, plan_cohort, plan_digest, run_plan_path,
+from vhi.cohort.layout import PULL_LOG, PULL_RULES, QC_FILES, RESULT_FILES, Layout
+from vhi.cohort.plan import (PLAN_DIR, PLAN_ENV, load_plan, plan_cohort, plan_digest, run_plan_path,
                              save_run_plan, wildcard_constraints)
 from vhi.config.load import resolve_config
 from vhi.provenance import mark_run
@@ -71,14 +71,21 @@ def source_json(operation):
     return spec
 
 
-def pull_scan_inputs(wildcards):
-    """A STIR is checked against the session's T1W grid."""
-    return {"grid": LAYOUT.work_pattern("t1w.nii.gz").format(**wildcards)} if (
-        wildcards.role == "stir") else {}
+def pull_only(rule):
+    """Input function of a pull rule: nothing for the sessions whose scans it pulls, else a
+    file that never exists, so that Snakemake takes the rule of the session's set."""
+    absent = [os.path.join(LAYOUT.work, PLAN_DIR, f"not-pulled-by-{rule}")]
+
+    def only(wildcards):
+        return [] if planned(wildcards).pull_rule() == rule else absent
+
+    return only
 
 
-def same_grid_flag(wildcards, input):
-    return f"--same-grid-as {shlex.quote(input.grid)}" if "grid" in input.keys() else ""
+def pull_scan_args(wildcards, output):
+    """``--scan ROLE=PATH`` for each scan the pull rule writes, T1W first (vhi pull)."""
+    return " ".join(f"--scan {shlex.quote(f'{role}={output[role]}')}"
+                    for role in ("t1w", "stir", "reference") if role in output.keys())
 
 
 def propose_inputs(wildcards):

@@ -1,6 +1,7 @@
 # QC images per session (vhi.results.qc): after the proposal (the disease region for a
 # T1W-only session) the slices with the most proposal voxels, with the region, the
-# proposal and the T1W's region; after collection the same slices with the cleaned mask.
+# proposal and the T1W's region; after collection the same slices with the cleaned mask
+# (drawn by the collect job, collect.smk).
 # Input functions: qc_inputs, qc_scan_args, all_qc_files (common.smk).
 
 
@@ -20,15 +21,3 @@ rule draw_qc:
         " {params.scans} --scan {params.scan:q} --out {output.image:q}"
         " --slices-out {output.slices:q} > {log:q} 2>&1"
 
-
-rule draw_qc_cleaned:
-    input:
-        slices=LAYOUT.work_pattern(QC_FILES["slices"]),
-        cleaned=LAYOUT.work_pattern("cleaned.nii.gz"),
-    output:
-        image=LAYOUT.work_pattern(QC_FILES["cleaned"]),
-    log:
-        LAYOUT.log_pattern("draw_qc_cleaned"),
-    shell:
-        "vhi --no-progress qc-cleaned --slices {input.slices:q} --cleaned {input.cleaned:q}"
-        " --out {output.image:q} > {log:q} 2>&1"

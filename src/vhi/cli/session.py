@@ -1,5 +1,6 @@
 """``vhi pull | push | collect | agreement | qc | qc-cleaned``: the steps on one session
-that the rules call.
+that the rules call (``collect --vhi-out --qc-out`` also measures the cleaned mask and
+draws its QC image, in the same job).
 
 Each acts on one session: its record and its source's spec come as JSON from the
 workflow. Every output is written atomically; every error names the session.
@@ -16,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from vhi import api
 from vhi.cohort.ids import ROLE_NAMES, Session
 from vhi.cohort.layout import STEPS
 from vhi.errors import ConfigError, InputError
 from vhi.fileio import atomic_path, read_json, save_json, sha256_file, sidecar_path
-from vhi.imaging.nifti import grid_mismatch, load_header, load_image, load_mask
+from vhi.imaging.nifti import grid_mismatch, load_image, load_mask
 from vhi.method.measure import agreement
 from vhi.provenance import build_provenance
 from vhi.sources import Source, make_source
@@ -45,30 +47,44 @@ def _image_info(img: Any) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- pull
 def cmd_pull(args: argparse.Namespace) -> int:
+    """Fetch the session's scans in the order given (one job per session): each written
+    with its sidecar before the next; a STIR must be on the grid of the T1W pulled first."""
     source, session = _source_and_session(args)
+    roles = [role for role, _ in args.scan]
+    if len(set(roles)) != len(roles):
+        raise ConfigError("--scan", f"a role is given twice: {', '.join(roles)}")
+    grid = None
+    for role, out in args.scan:
+        img = _pull_one(source, session, role, out, grid if role == "stir" else None)
+        if role == "t1w":
+            grid = img
+    return 0
+
+
+def _pull_one(source: Source, session: Session, role: str, out: Path, grid: Any) -> Any:
     started = datetime.now(UTC)
-    name = ROLE_NAMES.get(args.role, args.role)
-    with atomic_path(args.out) as tmp:
-        info = source.fetch_scan(session, args.role, tmp)
+    name = ROLE_NAMES.get(role, role)
+    with atomic_path(out) as tmp:
+        info = source.fetch_scan(session, role, tmp)
         try:
-            volume = load_mask(tmp) if args.role == "reference" else load_image(tmp)
+            volume = load_mask(tmp) if role == "reference" else load_image(tmp)
         except InputError as exc:
             raise InputError(f"session {session.key}", f"{name} {info['uri']}: {exc.cause}") from None
-        if args.same_grid_as:
-            why = grid_mismatch(load_header(args.same_grid_as), volume.img)
+        if grid is not None:
+            why = grid_mismatch(grid, volume.img)
             if why:
                 raise InputError(f"session {session.key}",
                                  f"{name} {info['uri']} is not on the T1W's voxel grid: {why}")
     save_json({
         "session": session.to_dict(),
-        "role": args.role,
+        "role": role,
         "source": info,
         "image": _image_info(volume.img),
-        "provenance": build_provenance(step="pull_scan", started=started, extra={
-            "output": str(args.out)}),
-    }, sidecar_path(args.out))
-    log.info("%s: %s %s -> %s", session.key, name, info["uri"], args.out)
-    return 0
+        "provenance": build_provenance(step="pull_scans", started=started, extra={
+            "output": str(out)}),
+    }, sidecar_path(out))
+    log.info("%s: %s %s -> %s", session.key, name, info["uri"], out)
+    return volume.img
 
 
 # --------------------------------------------------------------------------- push
@@ -77,7 +93,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     files = {"proposal": Path(args.proposal), "sidecar": Path(args.sidecar)}
     # nothing broken reaches the radiologist: the proposal must read as labels 0/1/2 and
     # its sidecar must be the propose step's record
-    read_json(files["sidecar"], STEPS["propose_lesions"].required)
+    read_json(files["sidecar"], STEPS["proposal.json"].required)
     labels = set(np.unique(load_mask(files["proposal"]).data).astype(int).tolist())
     if not labels <= {0, 1, 2}:
         raise InputError(files["proposal"], f"session {session.key}: labels {sorted(labels)} are "
@@ -99,6 +115,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- collect
 def cmd_collect(args: argparse.Namespace) -> int:
+    if bool(args.qc_out) != bool(args.qc_slices):
+        raise ConfigError("--qc-out", "--qc-out and --qc-slices go together")
     source, session = _source_and_session(args)
     started = datetime.now(UTC)
     proposal = load_mask(args.like)
@@ -136,6 +154,15 @@ def cmd_collect(args: argparse.Namespace) -> int:
     }, sidecar_path(args.out))
     log.info("%s: cleaned segmentation %s: %d voxels (Dice %.3f with the proposal)",
              session.key, info["uri"], vs.voxels_b, vs.dice)
+    if args.vhi_out:  # the measurement is cheap: the same job (vhi measure's api.measure)
+        result = api.measure(args.out, args.vhi_out)
+        log.info("%s: VHI %.3f ml (%d voxels) -> %s", session.key, result["vhi_ml"],
+                 result["voxels"], args.vhi_out)
+    if args.qc_out:  # and the QC image again, with the cleaned mask (vhi qc-cleaned)
+        from vhi.results.qc import draw_cleaned_qc
+
+        draw_cleaned_qc(args.qc_slices, args.out, args.qc_out)
+        log.info("%s: QC image with the cleaned mask -> %s", session.key, args.qc_out)
     return 0
 
 
@@ -188,17 +215,27 @@ def cmd_qc_cleaned(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+def _scan_arg(text: str) -> tuple[str, Path]:
+    role, sep, path = text.partition("=")
+    if not sep or role not in ROLE_NAMES or not path:
+        raise argparse.ArgumentTypeError(
+            f"expected ROLE=PATH with ROLE one of {', '.join(ROLE_NAMES)}, got {text!r}")
+    return role, Path(path)
+
+
+
 def register(sub: Any) -> None:
     """Add the per-session sub-commands to the ``vhi`` parser's sub-parsers."""
     source_help = "the site's source spec as JSON (written by the workflow)"
     session_help = "the session record as JSON (written by the workflow)"
 
-    p = sub.add_parser("pull", help="fetch one scan of a session from its source into NIfTI")
+    p = sub.add_parser("pull", help="fetch scans of a session from its source into NIfTI")
     p.add_argument("--source", required=True, help=source_help)
     p.add_argument("--session", required=True, help=session_help)
-    p.add_argument("--role", required=True, choices=["stir", "t1w", "reference"])
-    p.add_argument("--out", required=True, type=Path, help="NIfTI to write (+ sidecar JSON)")
-    p.add_argument("--same-grid-as", type=Path, help="fail unless the scan is on this image's grid")
+    p.add_argument("--scan", required=True, action="append", type=_scan_arg, metavar="ROLE=PATH",
+                   help="a scan to fetch (stir, t1w, reference) and the NIfTI to write it to "
+                        "(+ sidecar JSON); repeatable, fetched in order; a STIR is checked "
+                        "against the grid of a T1W given before it")
     p.set_defaults(func=cmd_pull)
 
     p = sub.add_parser("push", help="push a proposal to the session's source for cleaning")
@@ -217,6 +254,10 @@ def register(sub: Any) -> None:
                    help="the proposal: the cleaned mask must be on its grid")
     p.add_argument("--out", required=True, type=Path, help="cleaned NIfTI (+ sidecar JSON)")
     p.add_argument("--receipt", type=Path, help="the push receipt (pushed.json)")
+    p.add_argument("--vhi-out", type=Path, help="also measure VHI on it (JSON, as vhi measure --out)")
+    p.add_argument("--qc-slices", type=Path, help="qc_slices.npz of `vhi qc` (with --qc-out)")
+    p.add_argument("--qc-out", type=Path, help="also draw the QC image with the cleaned mask "
+                                               "(PNG, as vhi qc-cleaned)")
     p.add_argument("--stir-sidecar", type=Path, help="the STIR's pull sidecar (its kept DICOM headers)")
     p.set_defaults(func=cmd_collect)
 

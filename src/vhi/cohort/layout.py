@@ -15,7 +15,11 @@ from vhi.config.load import Settings
 
 @dataclass(frozen=True)
 class Step:
-    """One per-session step: its rule, log name, the file that marks it done, its state."""
+    """One per-session step: its rule, log name, the file that marks it done, its state.
+
+    One job may mark several steps done (its log is theirs): the session's scans are
+    pulled by one job, and the cleaned mask is collected and measured by one job.
+    """
 
     rule: str
     log: str
@@ -24,10 +28,21 @@ class Step:
     required: tuple[str, ...] = ()  # keys the marker's JSON must have (read by the tables)
 
 
-STEPS: dict[str, Step] = {s.log: s for s in (
-    Step("pull_scan", "pull_scan_t1w", "t1w.json", "pulled"),
-    Step("pull_scan", "pull_scan_stir", "stir.json", "pulled"),
-    Step("pull_scan", "pull_scan_reference", "reference.json", "pulled"),
+#: The scans a session's pull job fetches, by the scans the session has: the rule that
+#: pulls them (one job per session; workflow/rules/pull.smk) and the roles, in order
+#: (a STIR is checked against the T1W's grid, so the T1W comes first).
+PULL_RULES: dict[str, tuple[str, ...]] = {
+    "pull_scans": ("t1w",),
+    "pull_scans_stir": ("t1w", "stir"),
+    "pull_scans_stir_reference": ("t1w", "stir", "reference"),
+}
+PULL_LOG = "pull_scans"
+
+#: The per-session steps by marker file, in pipeline order.
+STEPS: dict[str, Step] = {s.marker: s for s in (
+    Step("pull_scans", PULL_LOG, "t1w.json", "pulled"),
+    Step("pull_scans", PULL_LOG, "stir.json", "pulled"),
+    Step("pull_scans", PULL_LOG, "reference.json", "pulled"),
     Step("segment_disease_region", "segment_disease_region", "disease_region.json", "segmented"),
     Step("propose_lesions", "propose_lesions", "proposal.json", "proposed",
          ("lower", "upper", "thresholds", "voxels", "proposal_ml")),
@@ -35,9 +50,15 @@ STEPS: dict[str, Step] = {s.log: s for s in (
     Step("measure_agreement", "measure_agreement", "agreement.json", "pushed", ("readers",)),
     Step("collect_cleaned", "collect_cleaned", "cleaned.json", "cleaned",
          ("source", "voxels", "vs_proposal")),
-    Step("measure_vhi", "measure_vhi", "vhi.json", "measured",
+    Step("collect_cleaned", "collect_cleaned", "vhi.json", "measured",
          ("vhi_ml", "voxels", "voxel_volume_ml")),
 )}
+
+
+def pull_rule(roles: tuple[str, ...]) -> str:
+    """The rule that pulls a session's scans ``roles`` (:data:`PULL_RULES`)."""
+    return next(rule for rule, pulled in PULL_RULES.items() if pulled == roles)
+
 
 #: The QC images of a session (:mod:`vhi.results.qc`): after the proposal (or the disease
 #: region of a T1W-only session) with the slices it shows, and after collection.

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vhi.cohort.ids import ID_PATTERN, Session, check_unique
-from vhi.cohort.layout import QC_FILES, STEPS, Layout, Step
+from vhi.cohort.layout import QC_FILES, STEPS, Layout, Step, pull_rule
 from vhi.config.load import Settings
 from vhi.errors import ConfigError
 from vhi.fileio import atomic_path, save_json
@@ -46,20 +46,28 @@ class PlannedSession:
 
     def steps(self) -> list[Step]:
         """The steps that apply to this session, in pipeline order."""
-        names = ["pull_scan_t1w", "segment_disease_region"]
+        names = [f"{role}.json" for role in self.pulled_roles()] + ["disease_region.json"]
         if self.has_stir:
-            names[1:1] = ["pull_scan_stir"] + (["pull_scan_reference"]
-                                                if self.reference == "manual" else [])
-            names += ["propose_lesions", "push_proposal"]
+            names += ["proposal.json", "pushed.json"]
             if self.readers:
-                names.append("measure_agreement")
+                names.append("agreement.json")
             if self.cleaned is not None:
-                names += ["collect_cleaned", "measure_vhi"]
+                names += ["cleaned.json", "vhi.json"]
         return [STEPS[n] for n in names]
+
+    def pulled_roles(self) -> tuple[str, ...]:
+        """The scans this session's pull job fetches, in order (:data:`vhi.cohort.layout.PULL_RULES`)."""
+        if not self.has_stir:
+            return ("t1w",)
+        return ("t1w", "stir", "reference") if self.reference == "manual" else ("t1w", "stir")
+
+    def pull_rule(self) -> str:
+        """The rule that pulls this session's scans (one job; workflow/rules/pull.smk)."""
+        return pull_rule(self.pulled_roles())
 
     def final_files(self) -> list[str]:
         """Work files the cohort tables read for this session."""
-        return [step.marker for step in self.steps() if step.log != "pull_scan_reference"]
+        return [step.marker for step in self.steps() if step.marker != "reference.json"]
 
     def qc_files(self) -> list[str]:
         """The QC images this session gets (:data:`vhi.cohort.layout.QC_FILES`)."""
