@@ -223,7 +223,6 @@ def _scan_arg(text: str) -> tuple[str, Path]:
     return role, Path(path)
 
 
-
 def register(sub: Any) -> None:
     """Add the per-session sub-commands to the ``vhi`` parser's sub-parsers."""
     source_help = "the site's source spec as JSON (written by the workflow)"
