@@ -39,7 +39,7 @@ from vhi.config.load import Settings
 from vhi.errors import ConfigError, InputError
 from vhi.fileio import atomic_path, read_json, sha256_file
 from vhi.imaging.nifti import grid_mismatch, load_image, load_mask, save_nifti
-from vhi.imaging.seg import read_seg, write_seg
+from vhi.imaging.seg import write_seg
 from vhi.imaging.series import SeriesIds, Window, mr_series, percentile_window, uid_from
 from vhi.sources import make_source, proposal_to_push
 from vhi.sources.dicomweb import segs
@@ -267,13 +267,7 @@ class LocalStation:
 
     def _store(self, what: str, item: StationSession, datasets: list[Any], label: str) -> None:
         for start in range(0, len(datasets), STOW_BATCH):
-            batch = datasets[start:start + STOW_BATCH]
-            answer = self._conn().call(what, f"storing {label} (STOW-RS)", lambda c, b=batch:
-                                       c.store_instances(b, study_instance_uid=item.study_uid))
-            failed = list(answer.get("FailedSOPSequence", []) if answer is not None else [])
-            if failed:
-                raise DicomwebError(what, f"the station's Orthanc refused {len(failed)} instances of "
-                                          f"{label} (reason {failed[0].get('FailureReason', '?')})")
+            segs.store(self._conn(), what, item.study_uid, datasets[start:start + STOW_BATCH], label)
 
     def load_one(self, item: StationSession) -> Outcome:
         """Store one session's STIR series and proposal SEG unless already there."""
@@ -289,19 +283,16 @@ class LocalStation:
             raise InputError(what, f"the proposal {item.proposal} is not on the STIR's grid: {why}")
         mask = proposal.data >= 1
         sent = len(missing)
-        with tempfile.TemporaryDirectory(prefix="vhi-station-") as tmp:
-            old = segs.newest_proposal(segs.list_segs(self._conn(), what, item.study_uid), item.series_uid)
-            same = False
-            if old is not None:
-                (Path(tmp) / "old.dcm").write_bytes(segs.retrieve(self._conn(), what, old))
-                stored_mask = read_seg(Path(tmp) / "old.dcm", item.grid_of_seg, item.datasets)
-                same = bool(np.array_equal(stored_mask, mask))
-            if not same:
+        old = segs.newest_proposal(segs.list_segs(self._conn(), what, item.study_uid), item.series_uid)
+        same = old is not None and bool(np.array_equal(
+            segs.decode(segs.retrieve(self._conn(), what, old), item.grid_of_seg, item.datasets), mask))
+        if not same:
+            with tempfile.TemporaryDirectory(prefix="vhi-station-") as tmp:
                 info = write_seg(mask, item.grid.affine, item.datasets, Path(tmp) / "proposal.seg.dcm",
                                  algorithm_version=version, series_number=1001)
                 self._store(what, item, [pydicom.dcmread(Path(tmp) / "proposal.seg.dcm")],
                             f"the proposal SEG {info.series_instance_uid}")
-                sent += 1
+            sent += 1
         item.drop_pixels()
         w = item.window
         detail = (f"STIR {len(item.datasets)} instances ({len(missing)} sent), window "
@@ -325,11 +316,8 @@ class LocalStation:
         chosen = segs.choose_cleaned(segs.list_segs(self._conn(), what, item.study_uid), item.series_uid)
         if chosen is None:
             return Outcome(item.key, "none", "no cleaned SEG saved yet")
-        label = f"SEG series {chosen['series_uid']} ('{chosen['series_description']}')"
-        if chosen["foreign"]:
-            raise DicomwebError(what, f"the newest cleaned segmentation, {label}, references series "
-                                      f"{', '.join(chosen['referenced_series'])}, none of which is in "
-                                      "this study: not collected")
+        label = segs.label(chosen)
+        segs.refuse_foreign(what, chosen)
         dest = item.cleaned
         record = StationRecord(dest)
         if dest.is_file():
@@ -342,12 +330,10 @@ class LocalStation:
             if seg.get("seg_sop_instance_uid") == chosen["sop_uid"]:
                 return Outcome(item.key, "unchanged", f"{dest} already holds {label}")
         data = segs.retrieve(self._conn(), what, chosen)
-        with tempfile.TemporaryDirectory(prefix="vhi-station-") as tmp:
-            (Path(tmp) / "cleaned.seg.dcm").write_bytes(data)
-            try:
-                mask = read_seg(Path(tmp) / "cleaned.seg.dcm", item.grid_of_seg, item.datasets)
-            except InputError as exc:
-                raise DicomwebError(what, f"{label}: {exc.cause}") from None
+        try:
+            mask = segs.decode(data, item.grid_of_seg, item.datasets)
+        except InputError as exc:
+            raise DicomwebError(what, f"{label}: {exc.cause}") from None
         dest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dest) as tmp_path:
             save_nifti(mask.astype(np.uint8), item.grid, tmp_path)

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import io
 import logging
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from vhi.sources.dicomweb.client import DicomwebConnection, DicomwebError
 from vhi.sources.dicomweb.listing import list_series
@@ -93,6 +97,30 @@ def choose_cleaned(segs: Sequence[Mapping[str, Any]], stir_uid: str) -> dict[str
     return dict(candidates[-1]) if candidates else None
 
 
+def label(seg: Mapping[str, Any]) -> str:
+    """How messages name a SEG: its series and description."""
+    return f"SEG series {seg['series_uid']} ('{seg['series_description']}')"
+
+
+def refuse_foreign(what: str, chosen: Mapping[str, Any]) -> None:
+    """The chosen cleaned SEG must be drawn on this study: one drawn on another fails by name."""
+    if chosen["foreign"]:
+        raise DicomwebError(what, f"the newest cleaned segmentation, {label(chosen)}, references "
+                                  f"series {', '.join(chosen['referenced_series'])}, none of which "
+                                  "is in this study (drawn on another study?): not collected")
+
+
+def decode(data: bytes, grid: Any, datasets: Sequence[Any]) -> np.ndarray:
+    """A retrieved SEG as a bool mask on the STIR's grid (:func:`vhi.imaging.seg.read_seg`;
+    ``grid`` the STIR image or ``(affine, shape)``, ``datasets`` its series)."""
+    from vhi.imaging.seg import read_seg
+
+    with tempfile.TemporaryDirectory(prefix="vhi-seg-") as tmp:
+        path = Path(tmp) / "seg.dcm"
+        path.write_bytes(data)
+        return read_seg(path, grid, datasets)
+
+
 def retrieve(conn: DicomwebConnection, what: str, seg: Mapping[str, Any]) -> bytes:
     """The SEG instance as a DICOM file (WADO-RS)."""
     ds = conn.call(what, f"retrieving SEG {seg['sop_uid']}", lambda c: c.retrieve_instance(
@@ -102,12 +130,15 @@ def retrieve(conn: DicomwebConnection, what: str, seg: Mapping[str, Any]) -> byt
     return buffer.getvalue()
 
 
-def store(conn: DicomwebConnection, what: str, study_uid: str, dataset: Any) -> None:
-    """STOW-RS one instance into its study; refused instances raise DicomwebError."""
-    answer = conn.call(what, f"storing SEG {dataset.SOPInstanceUID} (STOW-RS)",
-                       lambda c: c.store_instances([dataset], study_instance_uid=study_uid))
+def store(conn: DicomwebConnection, what: str, study_uid: str, datasets: Sequence[Any],
+          stored: str | None = None) -> None:
+    """STOW-RS instances into their study in one request; refused instances raise
+    DicomwebError. ``stored`` names them in messages (default: the first as a SEG)."""
+    stored = stored or f"SEG {datasets[0].SOPInstanceUID}"
+    answer = conn.call(what, f"storing {stored} (STOW-RS)",
+                       lambda c: c.store_instances(list(datasets), study_instance_uid=study_uid))
     failed = list(answer.get("FailedSOPSequence", []) if answer is not None else [])
     if failed:
         reason = failed[0].get("FailureReason", "?")
-        raise DicomwebError(what, f"the service refused SEG {dataset.SOPInstanceUID} "
+        raise DicomwebError(what, f"the service refused {len(failed)} instance(s) of {stored} "
                                   f"(STOW-RS failure reason {reason})")

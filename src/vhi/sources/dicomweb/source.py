@@ -9,6 +9,7 @@ the collection of the cleaned segmentation are here.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
@@ -97,7 +98,7 @@ class DicomwebSource(Source):
         import pydicom
 
         from vhi.imaging.nifti import grid_mismatch
-        from vhi.imaging.seg import is_platform_seg, read_seg, write_seg
+        from vhi.imaging.seg import is_platform_seg, write_seg
 
         what = f"session {session.key}"
         proposal, version = proposal_to_push(files)
@@ -113,9 +114,8 @@ class DicomwebSource(Source):
             old = segs.newest_proposal(segs.list_segs(self.conn, what, study_uid), stir["series_uid"])
             if old is not None:
                 data = segs.retrieve(self.conn, what, old)
-                (work / "old.dcm").write_bytes(data)
                 try:
-                    same = bool(np.array_equal(read_seg(work / "old.dcm", grid, datasets), mask))
+                    same = bool(np.array_equal(segs.decode(data, grid, datasets), mask))
                 except InputError as exc:
                     log.warning("%s: the stored proposal %s does not fit the STIR (%s): storing a "
                                 "new one", what, old["series_uid"], exc.cause)
@@ -129,14 +129,12 @@ class DicomwebSource(Source):
             number = int(getattr(datasets[0], "SeriesNumber", 0) or 0) + 1000
             info = write_seg(mask, grid.affine, datasets, seg_path, algorithm_version=version,
                              series_number=number)
-            segs.store(self.conn, what, study_uid, pydicom.dcmread(seg_path))
+            segs.store(self.conn, what, study_uid, [pydicom.dcmread(seg_path)])
             stored = {"study_uid": study_uid, "series_uid": info.series_instance_uid,
                       "sop_uid": info.sop_instance_uid}
             data = segs.retrieve(self.conn, what, stored)
-            (work / "readback.dcm").write_bytes(data)
-            back = pydicom.dcmread(work / "readback.dcm", stop_before_pixels=True)
-            if not is_platform_seg(back) or not np.array_equal(
-                    read_seg(work / "readback.dcm", grid, datasets), mask):
+            back = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            if not is_platform_seg(back) or not np.array_equal(segs.decode(data, grid, datasets), mask):
                 raise DicomwebError(what, f"SEG {info.sop_instance_uid} read back from the service "
                                           "does not match what was sent")
             log.info("%s: proposal stored as SEG series %s (%d voxels), verified", what,
@@ -189,24 +187,18 @@ class DicomwebSource(Source):
                       context: Mapping[str, Path] | None = None) -> dict[str, Any] | None:
         """Decode the chosen cleaned SEG onto the STIR grid; None while there is none."""
         from vhi.imaging.nifti import save_nifti
-        from vhi.imaging.seg import read_seg
 
         what = f"session {session.key}"
         chosen = self._chosen(session)
         if chosen is None:
             return None
-        label = f"SEG series {chosen['series_uid']} ('{chosen['series_description']}')"
-        if chosen["foreign"]:
-            raise DicomwebError(what, f"the newest cleaned segmentation, {label}, references series "
-                                      f"{', '.join(chosen['referenced_series'])}, none of which is in "
-                                      "this study (drawn on another study?): not collected")
+        label = segs.label(chosen)
+        segs.refuse_foreign(what, chosen)
         data = segs.retrieve(self.conn, what, chosen)
         with tempfile.TemporaryDirectory(prefix="vhi-dicomweb-collect-") as tmp:
-            work = Path(tmp)
-            stir, datasets, grid = transfer.stir_grid(self.conn, session, work)
-            (work / "cleaned.seg.dcm").write_bytes(data)
+            stir, datasets, grid = transfer.stir_grid(self.conn, session, Path(tmp))
             try:
-                mask = read_seg(work / "cleaned.seg.dcm", grid, datasets)
+                mask = segs.decode(data, grid, datasets)
             except InputError as exc:
                 raise DicomwebError(what, f"{label}: {exc.cause}") from None
             save_nifti(mask.astype(np.uint8), grid, dest)
