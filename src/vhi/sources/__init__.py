@@ -119,9 +119,12 @@ def make_source(spec: Mapping[str, Any], site: str) -> Source:
     return cls(site, validate(copy.deepcopy(dict(spec)), schema, f"site {site} source"))
 
 
-__all__ = ["SOURCE_TYPES", "Source", "make_source", "source_class"]
 
 
+def viewer_route(study_uid: str) -> str:
+    """The OHIF route that opens a study for cleaning (segmentation mode), as ``vhi viewer``
+    serves it: what push receipts record as ``viewer_path``."""
+    return f"/segmentation?StudyInstanceUIDs={study_uid}"
 
 
 def proposal_to_push(files: Mapping[str, Path]) -> tuple[Any, str]:
@@ -138,3 +141,6 @@ def proposal_to_push(files: Mapping[str, Path]) -> tuple[Any, str]:
         sidecar = json.loads(Path(files["sidecar"]).read_text())
     version = str(sidecar.get("provenance", {}).get("software", {}).get("version") or "")
     return proposal, version or vhi.__version__
+
+
+__all__ = ["SOURCE_TYPES", "Source", "make_source", "proposal_to_push", "source_class", "viewer_route"]

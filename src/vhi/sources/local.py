@@ -31,7 +31,7 @@ from vhi.cohort.sheet import demo_sessions, read_sheet
 from vhi.errors import ConfigError, InputError
 from vhi.fileio import copy_hashed, save_json, sha256_file
 from vhi.imaging.series import uid_from
-from vhi.sources import Source
+from vhi.sources import Source, viewer_route
 
 
 class _OutboxRecord:
@@ -178,7 +178,7 @@ class LocalSource(Source):
                    "files": pushed, "cleaned_expected_at": str(self.cleaned_path(session)),
                    "pushed_at": datetime.now(UTC).isoformat()}
         if self.station:  # where `vhi viewer --local` opens it
-            receipt["viewer_path"] = f"/segmentation?StudyInstanceUIDs={station_study_uid(session)}"
+            receipt["viewer_path"] = viewer_route(station_study_uid(session))
         return receipt
 
     def find_cleaned(self, sessions: Sequence[Session],

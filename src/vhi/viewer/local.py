@@ -41,7 +41,7 @@ from vhi.fileio import atomic_path, read_json, sha256_file
 from vhi.imaging.nifti import grid_mismatch, load_image, load_mask, save_nifti
 from vhi.imaging.seg import write_seg
 from vhi.imaging.series import SeriesIds, Window, mr_series, percentile_window, uid_from
-from vhi.sources import make_source, proposal_to_push
+from vhi.sources import make_source, proposal_to_push, viewer_route
 from vhi.sources.dicomweb import segs
 from vhi.sources.dicomweb.client import DicomwebConnection, DicomwebError
 from vhi.sources.dicomweb.listing import search_all, value
@@ -135,7 +135,7 @@ class StationSession:
 
     @property
     def viewer_path(self) -> str:
-        return f"/segmentation?StudyInstanceUIDs={self.study_uid}"
+        return viewer_route(self.study_uid)
 
     def prepare(self) -> None:
         """The STIR's series (deterministic UIDs, the oedema window), in memory."""

@@ -17,7 +17,7 @@ from vhi.cohort.layout import Layout
 from vhi.cohort.plan import plan_cohort
 from vhi.config.load import Settings
 from vhi.errors import ConfigError
-from vhi.sources import make_source
+from vhi.sources import make_source, viewer_route
 from vhi.sources.dicomweb import DicomwebSource
 from vhi.viewer.ohif import app_config, fetch_ohif
 from vhi.viewer.server import PROXIED, StationServer
@@ -60,7 +60,7 @@ def awaiting_cleaning(settings: Settings, site_name: str) -> list[Awaiting]:
         seg = json.loads(Path(receipt).read_text()).get("seg", {})
         study = str(seg.get("study_uid", ""))
         if study:
-            out.append(Awaiting(s.key, study, f"/segmentation?StudyInstanceUIDs={study}"))
+            out.append(Awaiting(s.key, study, viewer_route(study)))
     return out
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from vhi.cohort.ids import Session
 from vhi.errors import ConfigError, InputError
-from vhi.sources import Source, proposal_to_push
+from vhi.sources import Source, proposal_to_push, viewer_route
 from vhi.sources.dicomweb import segs, transfer
 from vhi.sources.dicomweb.client import DicomwebConnection, DicomwebError, service_url
 from vhi.sources.dicomweb.listing import ListedStudy, check_template, plan_studies
@@ -80,11 +80,6 @@ class DicomwebSource(Source):
     def fetch_scan(self, session: Session, role: str, dest: str | os.PathLike[str]) -> dict[str, Any]:
         """Retrieve the series of ``role`` (WADO-RS), verify it and convert it (dcm2niix)."""
         return transfer.fetch_scan(self.conn, session, role, dest)
-
-    def viewer_path(self, session: Session) -> str:
-        """The OHIF route that opens the session's study for cleaning (see vhi viewer)."""
-        study, _ = parse_series_uri(self.url, session, "stir")
-        return f"/segmentation?StudyInstanceUIDs={study}"
 
     # ------------------------------------------------------------------ push
     def push_proposal(self, session: Session, files: Mapping[str, Path],
@@ -152,7 +147,7 @@ class DicomwebSource(Source):
                     "sop_uid": seg["sop_uid"]},
             "stir": {"series_uid": stir["series_uid"], "uri": stir["uri"]},
             "proposal_voxels": int(mask.sum()),
-            "viewer_path": f"/segmentation?StudyInstanceUIDs={seg['study_uid']}",
+            "viewer_path": viewer_route(seg["study_uid"]),
             "files": {"seg": {"uri": uri, "sha256": hashlib.sha256(data).hexdigest(),
                               "size": len(data)}},
             "pushed_at": datetime.now(UTC).isoformat(),
