@@ -137,3 +137,12 @@ def test_viewer_command_serves_until_stopped(tmp_path):
         finally:
             proc.terminate()
             proc.wait(timeout=20)
+
+
+def test_the_station_listens_where_the_report_links() -> None:
+    from vhi.cli.viewer import station_port
+
+    assert station_port(None, "http://127.0.0.1:8000") == 8000
+    assert station_port(None, "http://127.0.0.1:8042/") == 8042
+    assert station_port(None, "http://station.example") == 8000
+    assert station_port(0, "http://127.0.0.1:8042") == 0  # --port wins

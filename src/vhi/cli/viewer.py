@@ -24,6 +24,14 @@ from vhi.errors import ConfigError
 log = logging.getLogger("vhi")
 
 
+def station_port(given: int | None, viewer_url: str) -> int:
+    """The port the station listens on: ``--port``, else the config's ``viewer_url``'s (the
+    address the report links to), else 8000."""
+    if given is not None:
+        return given
+    return urlsplit(viewer_url).port or 8000
+
+
 def cmd_viewer(args: argparse.Namespace) -> int:
     from vhi.viewer.ohif import OHIF_VERSION, fetch_ohif
 
@@ -36,7 +44,7 @@ def cmd_viewer(args: argparse.Namespace) -> int:
     from vhi.viewer.station import awaiting_cleaning, station_for
 
     settings = load_config_file(args.config)
-    port = args.port if args.port is not None else (urlsplit(settings.viewer_url).port or 8000)
+    port = station_port(args.port, settings.viewer_url)
     kinds = {s.name: s.source.get("type") for s in settings.sites}
     if (args.local or kinds.get(args.site) == "local"
             or (args.site is None and "dicomweb" not in kinds.values() and "local" in kinds.values())):
