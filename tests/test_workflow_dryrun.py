@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from support.cohorts import write_cohort
+from support.paths import PROJECT_ROOT
 from support.workflow import job_counts, snakemake
 
 
@@ -31,6 +32,14 @@ def test_dry_run_no_cleaned_masks(tmp_path: Path) -> None:
     assert "pull_scans_stir" not in counts
     assert "collect_cleaned" not in counts
     assert counts["build_cohort_tables"] == 1
+
+
+@pytest.mark.parametrize("profile", ["local", "slurm"])
+def test_profile_disk_is_a_constant(profile: str) -> None:
+    """A profile's default-resources switch Snakemake to sizing every job's disk from its
+    inputs (a stat of each input, per job) unless disk_mb is given: keep it a number."""
+    settings = yaml.safe_load((PROJECT_ROOT / "profiles" / profile / "config.yaml").read_text())
+    assert isinstance(settings["default-resources"]["disk_mb"], int)
 
 
 def test_dry_run_some_cleaned_masks(tmp_path: Path) -> None:
