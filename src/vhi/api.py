@@ -110,14 +110,15 @@ def propose(stir: PathLike, disease_region: PathLike, reference: PathLike, out: 
     }, out)
 
 
-def measure(mask: PathLike, out: PathLike | None = None) -> dict[str, Any]:
-    """VHI of a cleaned mask: voxels with label ≥ 1 × voxel volume, in ml.
+def measure(mask: PathLike | Volume, out: PathLike | None = None) -> dict[str, Any]:
+    """VHI of a cleaned mask (a path, or the mask already read): voxels with label ≥ 1 ×
+    voxel volume, in ml.
 
     With ``out``, the result is also written there as JSON with its provenance.
     """
     from vhi.method.measure import vhi_ml
 
-    volume = load_mask(mask)
+    volume = mask if isinstance(mask, Volume) else load_mask(mask)
     voxels = int(np.count_nonzero(volume.data))
     result = {
         "mask": str(volume.path),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         if why:
             raise InputError(f"session {session.key}", f"cleaned segmentation {info['uri']} is "
                              f"not on the proposal's (STIR) grid: {why}")
+    cleaned = replace(cleaned, path=Path(args.out))  # measured and drawn below as read
     labels = sorted(int(v) for v in np.unique(cleaned.data))
     vs = agreement(proposal.data >= 1, cleaned.data > 0, cleaned.voxel_volume_ml)
     save_json({
@@ -155,13 +157,13 @@ def cmd_collect(args: argparse.Namespace) -> int:
     log.info("%s: cleaned segmentation %s: %d voxels (Dice %.3f with the proposal)",
              session.key, info["uri"], vs.voxels_b, vs.dice)
     if args.vhi_out:  # the measurement is cheap: the same job (vhi measure's api.measure)
-        result = api.measure(args.out, args.vhi_out)
+        result = api.measure(cleaned, args.vhi_out)
         log.info("%s: VHI %.3f ml (%d voxels) -> %s", session.key, result["vhi_ml"],
                  result["voxels"], args.vhi_out)
     if args.qc_out:  # and the QC image again, with the cleaned mask (vhi qc-cleaned)
         from vhi.results.qc import draw_cleaned_qc
 
-        draw_cleaned_qc(args.qc_slices, args.out, args.qc_out)
+        draw_cleaned_qc(args.qc_slices, cleaned, args.qc_out)
         log.info("%s: QC image with the cleaned mask -> %s", session.key, args.qc_out)
     return 0
 

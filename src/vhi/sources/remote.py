@@ -9,13 +9,17 @@ when used, never kept in the config or written anywhere.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from vhi.errors import ConfigError
+from vhi.errors import ConfigError, VhiError
+
+log = logging.getLogger(__name__)
 
 #: Statuses worth another try: the server or a proxy had a bad moment.
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -70,6 +74,23 @@ class RemoteConnection:
                 text = text.replace(secret, "***")
         limit = self.MESSAGE_CHARS
         return text if len(text) <= limit else text[:limit] + "…"
+
+    @property
+    def attempts(self) -> int:
+        """Tries of one request: the first and ``retries`` more."""
+        return max(self.retries, 0) + 1
+
+    def give_up_or_wait(self, error: type[VhiError], what: str, action: str, cause: str, *,
+                        retry: bool, attempt: int) -> None:
+        """After failed try ``attempt``: raise ``error(what, "<action>: <cause>")`` when the
+        cause is final or the tries are spent, else wait the back-off (doubling each time)."""
+        if not retry or attempt >= self.attempts:
+            tries = f" (after {attempt} attempts)" if attempt > 1 else ""
+            raise error(what, f"{action}: {cause}{tries}")
+        delay = self.backoff_s * 2 ** (attempt - 1)
+        log.warning("%s: %s: %s; retry %d of %d in %.1f s", what, action, cause, attempt,
+                    self.attempts - 1, delay)
+        time.sleep(delay)
 
 
 __all__ = ["RETRY_STATUS", "RemoteConnection", "checked_url", "env_value"]

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from vhi.errors import InputError
-from vhi.imaging.nifti import grid_mismatch, load_image, load_mask
+from vhi.imaging.nifti import Volume, grid_mismatch, load_image, load_mask
 from vhi.results.qc.draw import render_qc, write_png
 from vhi.results.qc.slices import N_SLICES, QcSlices, choose_slices, cut_like, cut_slices
 
@@ -45,10 +45,11 @@ def draw_session_qc(session: str, *, t1w: PathLike, region: PathLike, out: PathL
     return qc
 
 
-def draw_cleaned_qc(slices: PathLike, cleaned: PathLike, out: PathLike) -> Path:
-    """``qc_cleaned.png``: the saved slices with the cleaned mask's outline added."""
+def draw_cleaned_qc(slices: PathLike, cleaned: PathLike | Volume, out: PathLike) -> Path:
+    """``qc_cleaned.png``: the saved slices with the cleaned mask's outline added (the mask
+    as a path, or already read)."""
     qc = QcSlices.load(slices)
-    mask = load_mask(cleaned)
+    mask = cleaned if isinstance(cleaned, Volume) else load_mask(cleaned)
     if mask.data.ndim != 3 or max(int(k) for k in qc.slices) >= mask.data.shape[2]:
-        raise InputError(cleaned, f"session {qc.session}: not on the grid of the QC slices")
+        raise InputError(mask.path, f"session {qc.session}: not on the grid of the QC slices")
     return write_png(render_qc(qc, cut_like(qc, mask.data)), out)

@@ -11,15 +11,11 @@ No credential is ever echoed in a message (:meth:`DicomwebConnection.scrub`).
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from vhi.errors import InputError
 from vhi.sources.remote import RETRY_STATUS, RemoteConnection, checked_url, env_value
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -98,7 +94,6 @@ class DicomwebConnection(RemoteConnection):
         """
         import requests
 
-        attempts = max(self.retries, 0) + 1
         attempt = 0
         while True:
             attempt += 1
@@ -120,10 +115,4 @@ class DicomwebConnection(RemoteConnection):
                 retry = True
                 if isinstance(exc, requests.exceptions.RequestException):
                     self.close()  # a half-read stream leaves the connection unusable
-            if not retry or attempt >= attempts:
-                tries = f" (after {attempt} attempts)" if attempt > 1 else ""
-                raise DicomwebError(what, f"{action}: {cause}{tries}") from None
-            delay = self.backoff_s * 2 ** (attempt - 1)
-            log.warning("%s: %s: %s; retry %d of %d in %.1f s", what, action, cause, attempt,
-                        attempts - 1, delay)
-            time.sleep(delay)
+            self.give_up_or_wait(DicomwebError, what, action, cause, retry=retry, attempt=attempt)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -138,7 +137,6 @@ class XnatClient(RemoteConnection):
         import requests
         from xnat.exceptions import XNATResponseError, XNATSSLError, XNATValueError
 
-        attempts = max(self.retries, 0) + 1
         relogged = False
         attempt = 0
         while True:
@@ -163,13 +161,7 @@ class XnatClient(RemoteConnection):
                 retry = True
                 if isinstance(exc, requests.exceptions.RequestException):
                     self.close()  # a half-read stream leaves the connection unusable
-            if not retry or attempt >= attempts:
-                tries = f" (after {attempt} attempts)" if attempt > 1 else ""
-                raise XnatError(what, f"{action}: {cause}{tries}") from None
-            delay = self.backoff_s * 2 ** (attempt - 1)
-            log.warning("%s: %s: %s; retry %d of %d in %.1f s", what, action, cause, attempt,
-                        attempts - 1, delay)
-            time.sleep(delay)
+            self.give_up_or_wait(XnatError, what, action, cause, retry=retry, attempt=attempt)
 
     def get_rows(self, what: str, action: str, path: str,
                  query: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
