@@ -22,6 +22,7 @@ from vhi.viewer.station import awaiting_cleaning, station_for
 
 from support.env import unset_env
 from support.orthanc import Orthanc, needs_orthanc
+from support.viewer import announced_url
 
 USER, CANARY = "vhi-robot", "CANARY-station-93b1"
 
@@ -124,12 +125,8 @@ def test_viewer_command_serves_until_stopped(tmp_path):
         proc = subprocess.Popen(["vhi", "viewer", "--config", str(config), "--port", "0"], cwd=tmp_path,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            line = ""
-            while "cleaning station" not in line:
-                line = proc.stderr.readline()
-                assert line, "vhi viewer exited early"
-            assert "site C: http://127.0.0.1:" in line and "0 sessions await cleaning" in line
-            url = line.split("site C: ", 1)[1].split("/ ", 1)[0]
+            line, url = announced_url(proc, "site C")
+            assert "0 sessions await cleaning" in line
             page = requests.get(f"{url}/segmentation", timeout=10)
             assert page.status_code == 200 and "<html" in page.text.lower()
             config_js = requests.get(f"{url}/app-config.js", timeout=10).text

@@ -40,6 +40,7 @@ from support.browser import needs_browser
 from support.fake_model import write_vhi_shim
 from support.ohif_browser import KNOWN_CONSOLE_ERRORS, clean_in_browser, reader_edit
 from support.orthanc import needs_orthanc
+from support.viewer import announced_url
 from support.workflow import snakemake, status_of, workflow_env
 from xnat_emulator.demo import edit_seg
 from xnat_emulator.synthetic_demo import write_synthetic_demo
@@ -203,12 +204,8 @@ def serve_and_save_again(run: Path, config: Path, storage: Path, cleaned: Path) 
                              "--port", "0", "--collect-every", "0.5"], cwd=run, env=workflow_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        line = ""
-        while "cleaning station" not in line:
-            line = proc.stderr.readline()
-            assert line, "vhi viewer --local exited early"
+        line, url = announced_url(proc, f"local site {SITE}")
         assert "0 sessions await cleaning" in line
-        url = line.split(f"local site {SITE}: ", 1)[1].split("/ ", 1)[0]
         assert requests.get(f"{url}/segmentation", timeout=10).status_code == 200
         client = DICOMwebClient(f"{url}/dicom-web")  # through the station's proxy, as OHIF saves
         client._session.trust_env = False
