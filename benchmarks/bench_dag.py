@@ -40,21 +40,16 @@ QUIET = {"full": ["rules"], "stats": ["rules", "progress"], "floor": ["rules"]}
 TARGETS = {2000: 30, 10000: 60}
 #: The baseline: one file per step, six steps per session, nothing else.
 FLOOR_STEPS = 6
-FLOOR_SNAKEFILE = """\
-SESSIONS = [f"S{{i:05d}}" for i in range({n})]
-wildcard_constraints:
-    session="S[0-9]+"
-rule all:
-    input: expand("w/{{session}}/step{last}.txt", session=SESSIONS)
-rule step0:
-    output: "w/{{session}}/step0.txt"
-    shell: "touch {{output:q}}"
-""" + "".join(f"""\
-rule step{i}:
-    input: "w/{{{{session}}}}/step{i - 1}.txt"
-    output: "w/{{{{session}}}}/step{i}.txt"
-    shell: "cp {{{{input:q}}}} {{{{output:q}}}}"
-""" for i in range(1, FLOOR_STEPS))
+def floor_snakefile(n: int) -> str:
+    """The baseline workflow: ``n`` sessions, a chain of FLOOR_STEPS one-file rules each."""
+    last = FLOOR_STEPS - 1
+    rules = [f'rule all:\n    input: expand("w/{{session}}/step{last}.txt", session=SESSIONS)\n',
+             'rule step0:\n    output: "w/{session}/step0.txt"\n    shell: "touch {output:q}"\n']
+    rules += [f'rule step{i}:\n    input: "w/{{session}}/step{i - 1}.txt"\n'
+              f'    output: "w/{{session}}/step{i}.txt"\n    shell: "cp {{input:q}} {{output:q}}"\n'
+              for i in range(1, FLOOR_STEPS)]
+    return (f'SESSIONS = [f"S{{i:05d}}" for i in range({n})]\n'
+            'wildcard_constraints:\n    session="S[0-9]+"\n' + "".join(rules))
 
 
 def dry_run(args: list[str], mode: str) -> tuple[float, str]:
@@ -77,7 +72,7 @@ def workflow_args(folder: Path, config: Path, profile: str, cores: int) -> list[
 def floor_args(folder: Path, n: int, cores: int) -> list[str]:
     snakefile = folder / "floor" / "Snakefile"
     snakefile.parent.mkdir(exist_ok=True)
-    snakefile.write_text(FLOOR_SNAKEFILE.format(n=n, last=FLOOR_STEPS - 1))
+    snakefile.write_text(floor_snakefile(n))
     return ["-s", str(snakefile), "--cores", str(cores), "--directory", str(snakefile.parent)]
 
 

@@ -58,8 +58,6 @@ WINDOW_LOW_PERCENTILE = 1.0
 WINDOW_HIGH_PERCENTILE = 99.9
 #: How the station's STIR series describes itself.
 STIR_DESCRIPTION = "STIR (VHI cleaning station)"
-#: Instances per STOW-RS request.
-STOW_BATCH = 16
 _CONNECTION = {"user_env": "", "password_env": "", "token_env": "", "verify": True, "ca_bundle": "",
                "retries": 2, "backoff_s": 0.5, "timeout_s": 120}
 
@@ -265,10 +263,6 @@ class LocalStation:
                           fields=["SOPInstanceUID"])
         return {value(r, "SOPInstanceUID") for r in rows} - {""}
 
-    def _store(self, what: str, item: StationSession, datasets: list[Any], label: str) -> None:
-        for start in range(0, len(datasets), STOW_BATCH):
-            segs.store(self._conn(), what, item.study_uid, datasets[start:start + STOW_BATCH], label)
-
     def load_one(self, item: StationSession) -> Outcome:
         """Store one session's STIR series and proposal SEG unless already there."""
         what = f"session {item.key}"
@@ -276,7 +270,8 @@ class LocalStation:
         stored = self._stored_sops(what, item)
         missing = [ds for ds in item.datasets if str(ds.SOPInstanceUID) not in stored]
         if missing:
-            self._store(what, item, missing, f"the STIR series {item.series_uid}")
+            segs.store(self._conn(), what, item.study_uid, missing,
+                       f"the STIR series {item.series_uid}")
         proposal, version = proposal_to_push({"proposal": item.proposal, "sidecar": item.proposal_sidecar})
         why = grid_mismatch(item.grid, proposal.img)
         if why:
@@ -290,8 +285,9 @@ class LocalStation:
             with tempfile.TemporaryDirectory(prefix="vhi-station-") as tmp:
                 info = write_seg(mask, item.grid.affine, item.datasets, Path(tmp) / "proposal.seg.dcm",
                                  algorithm_version=version, series_number=1001)
-                self._store(what, item, [pydicom.dcmread(Path(tmp) / "proposal.seg.dcm")],
-                            f"the proposal SEG {info.series_instance_uid}")
+                segs.store(self._conn(), what, item.study_uid,
+                           [pydicom.dcmread(Path(tmp) / "proposal.seg.dcm")],
+                           f"the proposal SEG {info.series_instance_uid}")
             sent += 1
         item.drop_pixels()
         w = item.window

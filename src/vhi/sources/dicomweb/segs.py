@@ -28,6 +28,9 @@ from vhi.sources.dicomweb.listing import list_series
 
 log = logging.getLogger(__name__)
 
+#: Instances per STOW-RS request (a series of a few dozen slices takes a few).
+STOW_BATCH = 16
+
 
 def _when(ds: Any) -> str:
     """When a SEG was made, as sortable text: content, else series, else instance creation."""
@@ -132,13 +135,15 @@ def retrieve(conn: DicomwebConnection, what: str, seg: Mapping[str, Any]) -> byt
 
 def store(conn: DicomwebConnection, what: str, study_uid: str, datasets: Sequence[Any],
           stored: str | None = None) -> None:
-    """STOW-RS instances into their study in one request; refused instances raise
-    DicomwebError. ``stored`` names them in messages (default: the first as a SEG)."""
+    """STOW-RS instances into their study, ``STOW_BATCH`` per request; refused instances
+    raise DicomwebError. ``stored`` names them in messages (default: the first as a SEG)."""
     stored = stored or f"SEG {datasets[0].SOPInstanceUID}"
-    answer = conn.call(what, f"storing {stored} (STOW-RS)",
-                       lambda c: c.store_instances(list(datasets), study_instance_uid=study_uid))
-    failed = list(answer.get("FailedSOPSequence", []) if answer is not None else [])
-    if failed:
-        reason = failed[0].get("FailureReason", "?")
-        raise DicomwebError(what, f"the service refused {len(failed)} instance(s) of {stored} "
-                                  f"(STOW-RS failure reason {reason})")
+    for start in range(0, len(datasets), STOW_BATCH):
+        batch = list(datasets[start:start + STOW_BATCH])
+        answer = conn.call(what, f"storing {stored} (STOW-RS)", lambda c, b=batch:
+                           c.store_instances(b, study_instance_uid=study_uid))
+        failed = list(answer.get("FailedSOPSequence", []) if answer is not None else [])
+        if failed:
+            reason = failed[0].get("FailureReason", "?")
+            raise DicomwebError(what, f"the service refused {len(failed)} instance(s) of {stored} "
+                                      f"(STOW-RS failure reason {reason})")
