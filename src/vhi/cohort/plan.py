@@ -2,7 +2,17 @@
 
 The plan is what the workflow is built from: STIR or T1W only, manual or automatic
 reference, whether a cleaned segmentation is waiting on the source, which reader
-masks exist. Making it asks every site's source (:mod:`vhi.sources`).
+masks exist, each scan's identity (a scan replaced at the same path is pulled again).
+Making it asks every site's source (:mod:`vhi.sources`): *listing*.
+
+The plan is a file (:class:`CohortPlan`, a versioned JSON format): the listing of a
+config's sites is saved as ``work/.vhi/plans/<sites digest>.json`` by ``vhi plan`` and by
+every run or dry run that lists, and read by the workflow (``plan: saved``), ``vhi
+status``, ``vhi tables`` and ``vhi viewer``, which list again only when asked
+(``--refresh``) or when none is saved. A site whose server cannot be reached stops the
+listing naming the site, or, with ``unreachable_sites: saved``, is planned from its last
+saved listing. A run keeps the plan its DAG was built from as ``work/.vhi/plan-<digest>.json``
+(never changed), named by its run marker (:mod:`vhi.cohort.run`); its jobs read that one.
 """
 
 from __future__ import annotations
@@ -11,16 +21,20 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import vhi
 from vhi.cohort.ids import ID_PATTERN, Session, check_unique
 from vhi.cohort.layout import QC_FILES, STEPS, Layout, Step, pull_rule
-from vhi.config.load import Settings
-from vhi.errors import ConfigError
-from vhi.fileio import atomic_path, save_json
+from vhi.cohort.run import STATE_DIR, RunMarker, claim, marker_path, read_marker, refuse_if_held, release
+from vhi.config.load import Settings, SiteConfig
+from vhi.errors import ConfigError, UnreachableError
+from vhi.fileio import save_json
 from vhi.sources import make_source
 
 log = logging.getLogger(__name__)
@@ -35,6 +49,7 @@ class PlannedSession:
     cleaned: Mapping[str, Any] | None = None  # fingerprint of the cleaned mask on the source
     readers: Mapping[str, str] = field(default_factory=dict)  # reader -> mask path
     note: str = ""  # why a cleaning on the source is not collected (e.g. contours only)
+    identity: Mapping[str, Any] = field(default_factory=dict)  # role -> what changes with the scan
 
     @property
     def key(self) -> str:
@@ -61,6 +76,11 @@ class PlannedSession:
             return ("t1w",)
         return ("t1w", "stir", "reference") if self.reference == "manual" else ("t1w", "stir")
 
+    def pulled_identity(self) -> dict[str, Any]:
+        """The identity of the scans the pull job fetches (a pull rule's parameter: a scan
+        replaced at the same path, with another size or time, is pulled again)."""
+        return {role: self.identity[role] for role in self.pulled_roles() if role in self.identity}
+
     def pull_rule(self) -> str:
         """The rule that pulls this session's scans (one job; workflow/rules/pull.smk)."""
         return pull_rule(self.pulled_roles())
@@ -79,13 +99,13 @@ class PlannedSession:
     def to_dict(self) -> dict[str, Any]:
         return {**self.session.to_dict(), "reference": self.reference,
                 "cleaned": dict(self.cleaned) if self.cleaned else None,
-                "readers": dict(self.readers), "note": self.note}
+                "readers": dict(self.readers), "note": self.note, "identity": dict(self.identity)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PlannedSession:
         return cls(session=Session.from_dict(data), reference=str(data["reference"]),
                    cleaned=data.get("cleaned"), readers=dict(data.get("readers") or {}),
-                   note=str(data.get("note") or ""))
+                   note=str(data.get("note") or ""), identity=dict(data.get("identity") or {}))
 
 
 def reference_mode(site_mode: str, session: Session) -> str:
@@ -95,29 +115,42 @@ def reference_mode(site_mode: str, session: Session) -> str:
     return site_mode
 
 
+def list_site(site: SiteConfig, layout: Layout) -> tuple[list[PlannedSession], list[dict[str, str]]]:
+    """Ask one site's source for its sessions (and cleaned segmentations, reader masks, scan
+    identities): the planned sessions, and what the source found and skipped (with the
+    reasons). Raises :class:`vhi.errors.UnreachableError` when its server cannot be reached."""
+    source = make_source(site.source, site=site.name)
+    sessions = source.list_sessions()
+    check_unique(sessions, f"site {site.name}")
+    cleaned = source.find_cleaned(sessions, receipts=_receipts(layout, sessions))
+    planned = []
+    for s in sessions:
+        entry = cleaned.get(s.key) if s.has_stir else None
+        note = str(entry.get("pending") or "") if entry else ""
+        planned.append(PlannedSession(
+            session=s,
+            reference=reference_mode(site.reference, s),
+            cleaned=None if note else entry,
+            readers=source.reader_masks(s) if s.has_stir else {},
+            note=note,
+            identity=source.scan_identity(s),
+        ))
+    skipped = [{**{k: str(v) for k, v in item.items()}, "site": site.name} for item in source.skipped]
+    return planned, skipped
+
+
 def plan_cohort(settings: Settings) -> list[PlannedSession]:
-    """Every session of every site, sorted by key, with what applies to it."""
-    plan = []
+    """Every session of every site, listed now, sorted by key (no file is read or written)."""
     layout = Layout.from_settings(settings)
-    for site in settings.sites:
-        source = make_source(site.source, site=site.name)
-        sessions = source.list_sessions()
-        check_unique(sessions, f"site {site.name}")
-        cleaned = source.find_cleaned(sessions, receipts=_receipts(layout, sessions))
-        for s in sessions:
-            entry = cleaned.get(s.key) if s.has_stir else None
-            note = str(entry.get("pending") or "") if entry else ""
-            plan.append(PlannedSession(
-                session=s,
-                reference=reference_mode(site.reference, s),
-                cleaned=None if note else entry,
-                readers=source.reader_masks(s) if s.has_stir else {},
-                note=note,
-            ))
-    plan.sort(key=lambda p: p.key)
+    plan = sorted((p for site in settings.sites for p in list_site(site, layout)[0]),
+                  key=lambda p: p.key)
+    _log_counts(plan)
+    return plan
+
+
+def _log_counts(plan: Sequence[PlannedSession]) -> None:
     log.info("cohort plan: %d sessions, %d with STIR, %d cleaned", len(plan),
              sum(p.has_stir for p in plan), sum(p.cleaned is not None for p in plan))
-    return plan
 
 
 def _receipts(layout: Layout, sessions: Sequence[Session]) -> dict[str, dict[str, Any]]:
@@ -134,68 +167,264 @@ def _receipts(layout: Layout, sessions: Sequence[Session]) -> dict[str, dict[str
     return found
 
 
-#: Where a run's plans are kept, under the work folder: ``plan-<digest>.json`` files,
-#: never changed once written, and ``latest`` naming the plan of the last run started.
-PLAN_DIR = ".vhi"
-#: The environment variable that tells a job process which plan its run was built from.
-PLAN_ENV = "VHI_PLAN"
+# --------------------------------------------------------------------------- the plan file
+#: What a plan file says it is, and the version of its layout: a reader refuses a file of
+#: another format or a newer version (naming it), so an old vhi never misreads a new plan.
+PLAN_FORMAT = "vhi-cohort-plan"
+PLAN_VERSION = 1
+#: The folder under the work folder with the saved listings, one per config's sites.
+PLANS_DIR = "plans"
 
 
-def save_plan(plan: Sequence[PlannedSession], path: str | os.PathLike[str]) -> None:
-    """Write the plan (atomically)."""
-    save_json([p.to_dict() for p in plan], path)
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def load_plan(path: str | os.PathLike[str]) -> list[PlannedSession]:
-    """Read a saved plan."""
+@dataclass(frozen=True)
+class CohortPlan:
+    """The sessions of a config's sites, what was skipped, and when each site was listed.
+
+    ``sites``: site -> ``listed_at`` (when the sessions given for it were listed),
+    ``origin`` (``listed`` now, or ``saved``: an earlier listing, used because the server
+    could not be reached, with the ``cause``), ``sessions`` and ``skipped`` (counts).
+    ``skipped``: one ``{"site", "label", "reason"}`` (and ``subject``/``session`` where
+    known) per study or session a source found and did not list.
+    """
+
+    sites_digest: str
+    sessions: tuple[PlannedSession, ...]
+    skipped: tuple[Mapping[str, str], ...] = ()
+    sites: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    created: str = ""
+
+    @property
+    def digest(self) -> str:
+        """16 hex digits: changes when any session's ids, scans or status inputs, or what was
+        skipped, change (never with the listing's time)."""
+        return plan_digest(self.sessions, self.skipped)
+
+    @property
+    def by_key(self) -> dict[str, PlannedSession]:
+        return {p.key: p for p in self.sessions}
+
+    def site_part(self, site: str) -> tuple[list[PlannedSession], list[dict[str, str]]] | None:
+        """The sessions and skipped entries of one site; None when the site was never listed."""
+        if site not in self.sites:
+            return None
+        return ([p for p in self.sessions if p.session.site == site],
+                [dict(s) for s in self.skipped if s.get("site") == site])
+
+    def describe(self) -> str:
+        """One line per site: sessions, skipped, when listed (and why not now)."""
+        lines = []
+        for name, info in self.sites.items():
+            line = (f"site {name}: {info.get('sessions', 0)} sessions, {info.get('skipped', 0)} "
+                    f"skipped, listed {info.get('listed_at', '?')}")
+            if info.get("origin") == "saved":
+                line += f" (saved listing: the server could not be reached: {info.get('cause', '')})"
+            lines.append(line)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": PLAN_FORMAT, "version": PLAN_VERSION, "sites_digest": self.sites_digest,
+                "created": self.created, "vhi_version": vhi.__version__, "digest": self.digest,
+                "sites": {k: dict(v) for k, v in self.sites.items()},
+                "skipped": [dict(s) for s in self.skipped],
+                "sessions": [p.to_dict() for p in self.sessions]}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: object) -> CohortPlan:
+        if not isinstance(data, Mapping) or data.get("format") != PLAN_FORMAT:
+            raise ConfigError(where, f"not a cohort plan (no \"format\": \"{PLAN_FORMAT}\"); "
+                                     "`vhi plan --config CONFIG --refresh` writes one")
+        version = data.get("version")
+        if not isinstance(version, int) or version > PLAN_VERSION or version < 1:
+            raise ConfigError(where, f"cohort plan version {version!r}, this vhi "
+                                     f"({vhi.__version__}) reads version {PLAN_VERSION}: use the "
+                                     "vhi that wrote it, or `vhi plan --refresh` to list again")
+        try:
+            return cls(sites_digest=str(data["sites_digest"]),
+                       sessions=tuple(PlannedSession.from_dict(r) for r in data["sessions"]),
+                       skipped=tuple(dict(s) for s in data.get("skipped") or ()),
+                       sites={str(k): dict(v) for k, v in dict(data.get("sites") or {}).items()},
+                       created=str(data.get("created") or ""))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(where, f"cannot read the cohort plan ({type(exc).__name__}: {exc})") from None
+
+
+def save_plan(plan: CohortPlan, path: str | os.PathLike[str]) -> Path:
+    """Write the plan file (atomically)."""
+    return save_json(plan.to_dict(), path)
+
+
+def load_plan(path: str | os.PathLike[str], settings: Settings | None = None) -> CohortPlan:
+    """Read a plan file; with ``settings``, refuse one made for other sites (another config's)."""
     try:
-        records = json.loads(Path(path).read_text())
-        return [PlannedSession.from_dict(r) for r in records]
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
         raise ConfigError(str(path), f"cannot read the cohort plan ({exc})") from None
+    plan = CohortPlan.from_dict(data, path)
+    if settings is not None and plan.sites_digest != settings.sites_digest:
+        raise ConfigError(str(path), f"the plan of other sites (sites digest {plan.sites_digest}, "
+                                     f"this config's is {settings.sites_digest}): another config's "
+                                     "plan is never read; `vhi plan --config CONFIG` lists this one's")
+    return plan
 
 
-def run_plan_path(work: str | os.PathLike[str], plan: Sequence[PlannedSession]) -> Path:
-    """The file a run's plan is kept in: named by the plan's digest, so a run's jobs read
-    the plan their DAG was built from whatever another invocation plans meanwhile."""
-    return Path(work, PLAN_DIR, f"plan-{plan_digest(plan)}.json")
+def saved_plan_path(settings: Settings) -> Path:
+    """Where the listing of ``settings``' sites is saved: one file per set of sites."""
+    return Path(settings.work_dir, STATE_DIR, PLANS_DIR, f"{settings.sites_digest}.json")
 
 
-def save_run_plan(plan: Sequence[PlannedSession], work: str | os.PathLike[str]) -> Path:
-    """Keep the plan of a run that starts (never called by a dry run or lint) and mark it
-    as the latest, which ``vhi tables`` reads instead of asking every source again."""
-    path = run_plan_path(work, plan)
+def saved_plan(settings: Settings) -> CohortPlan | None:
+    """The saved listing of this config's sites; None when there is none (or it cannot be
+    read, which is said)."""
+    path = saved_plan_path(settings)
     if not path.is_file():
-        save_plan(plan, path)
-    latest = path.with_name("latest")
-    with atomic_path(latest) as tmp:
-        tmp.write_text(path.name + "\n")
-    return path
-
-
-def load_latest_plan(work: str | os.PathLike[str]) -> list[PlannedSession] | None:
-    """The plan of the last run started in ``work``; None when no run has started there."""
-    latest = Path(work, PLAN_DIR, "latest")
-    try:
-        name = latest.read_text().strip()
-    except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise ConfigError(str(latest), f"cannot read the latest plan's name ({exc})") from None
-    return load_plan(latest.with_name(name))
+    try:
+        return load_plan(path, settings)
+    except ConfigError as exc:
+        log.warning("%s: listed again", exc)
+        return None
 
 
-def plan_digest(plan: Sequence[PlannedSession]) -> str:
+def make_plan(settings: Settings, saved: CohortPlan | None = None) -> CohortPlan:
+    """List every site now. A site whose server cannot be reached stops the listing
+    (:class:`UnreachableError` naming the site, the cause and what can be done), unless the
+    config says ``unreachable_sites: saved`` and ``saved`` has a listing of it: then its
+    sessions are those, with a warning."""
+    layout = Layout.from_settings(settings)
+    sessions: list[PlannedSession] = []
+    skipped: list[dict[str, str]] = []
+    sites: dict[str, dict[str, Any]] = {}
+    for site in settings.sites:
+        listed_at = _now()
+        try:
+            found, lost = list_site(site, layout)
+            info: dict[str, Any] = {"listed_at": listed_at, "origin": "listed"}
+        except UnreachableError as exc:
+            found, lost, info = _saved_site(settings, site.name, saved, exc)
+        sites[site.name] = {**info, "sessions": len(found), "skipped": len(lost)}
+        sessions += found
+        skipped += lost
+    sessions.sort(key=lambda p: p.key)
+    _log_counts(sessions)
+    return CohortPlan(settings.sites_digest, tuple(sessions), tuple(skipped), sites, _now())
+
+
+def _saved_site(settings: Settings, site: str, saved: CohortPlan | None,
+                exc: UnreachableError) -> tuple[list[PlannedSession], list[dict[str, str]], dict[str, Any]]:
+    """An unreachable site's part of the saved listing, where the config allows it."""
+    part = saved.site_part(site) if saved is not None else None
+    if part is None:
+        raise UnreachableError(site, f"{exc.cause}; no listing of this site is saved "
+                                     f"({saved_plan_path(settings)}), so it cannot be planned "
+                                     "without its server") from None
+    when = saved.sites[site].get("listed_at", "?") if saved is not None else "?"
+    if settings.unreachable_sites != "saved":
+        raise UnreachableError(site, f"{exc.cause}; to plan it from its listing saved at {when}, "
+                                     "set unreachable_sites: saved in the config (snakemake: "
+                                     "--config unreachable_sites=saved)") from None
+    log.warning("site %s: server cannot be reached (%s): planned from its listing saved at %s "
+                "(unreachable_sites: saved); new sessions and cleaned saves there are not seen",
+                site, exc.cause, when)
+    return part[0], part[1], {"listed_at": when, "origin": "saved", "cause": exc.cause}
+
+
+def obtain_plan(settings: Settings, *, refresh: bool) -> CohortPlan:
+    """The plan of ``settings``' sites: the saved listing, unless ``refresh`` or none is
+    saved; then every site is listed (:func:`make_plan`) and the listing saved."""
+    saved = saved_plan(settings)
+    if saved is not None and not refresh:
+        log.info("cohort plan: the listing saved at %s (%s; --refresh lists again)", saved.created,
+                 saved_plan_path(settings))
+        return saved
+    plan = make_plan(settings, saved)
+    save_plan(plan, saved_plan_path(settings))
+    return plan
+
+
+def run_plan_path(work: str | os.PathLike[str], plan: CohortPlan) -> Path:
+    """The file a run's plan is kept in while it runs: named by the plan's digest, never
+    changed, so a run's jobs read the plan their DAG was built from whatever another
+    invocation lists meanwhile."""
+    return Path(work, STATE_DIR, f"plan-{plan.digest}.json")
+
+
+def plan_digest(plan: Sequence[PlannedSession], skipped: Sequence[Mapping[str, str]] = ()) -> str:
     """A short hash of the plan: changes when any session's ids, scans or status inputs do."""
-    text = json.dumps([p.to_dict() for p in plan], sort_keys=True)
+    text = json.dumps([[p.to_dict() for p in plan], [dict(s) for s in skipped]], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def wildcard_constraints(plan: Sequence[PlannedSession]) -> dict[str, str]:
-    """Constraints for the {site}, {subject}, {session} wildcards, from the validated plan.
+def wildcard_constraints(settings: Settings) -> dict[str, str]:
+    """Constraints for the {site}, {subject}, {session} wildcards, from the validated config.
 
     Sites are few and listed; subjects and sessions use the id pattern the sheet schema
     enforces (an alternation of thousands of ids would slow every match of the DAG).
     """
-    sites = sorted({p.session.site for p in plan})
+    sites = sorted(s.name for s in settings.sites)
     return {"site": "|".join(sites) or ID_PATTERN, "subject": ID_PATTERN, "session": ID_PATTERN}
+
+
+# --------------------------------------------------------------------------- the workflow's plan
+class WorkflowPlan:
+    """The plan of one Snakemake invocation (workflow/rules/common.smk).
+
+    Made on first use, when Snakemake builds the DAG (a run, a dry run): never when the
+    Snakefile is only parsed (``--unlock``, ``--lint``), so those contact no server. The
+    main process lists every site (``plan: list``) or reads the saved listing (``plan:
+    saved``); a run that executes is refused first if another run holds the work folder.
+    A job process (a cluster job reads the Snakefile again) reads the plan of the run that
+    holds the work folder, named by its run marker and never changed while it runs.
+    """
+
+    def __init__(self, settings: Settings, *, main_process: bool, executing: Callable[[], bool],
+                 config_files: Sequence[str] = ()) -> None:
+        self.settings = settings
+        self.work = settings.work_dir
+        self.main_process = main_process
+        self.executing = executing
+        self.config_files = [str(Path(f).absolute()) for f in config_files]
+        self.marker: RunMarker | None = None
+
+    @cached_property
+    def plan(self) -> CohortPlan:
+        if not self.main_process:
+            return self._run_plan()
+        if self.executing():
+            refuse_if_held(self.work)
+        return obtain_plan(self.settings, refresh=self.settings.plan == "list")
+
+    @cached_property
+    def sessions(self) -> dict[str, PlannedSession]:
+        return self.plan.by_key
+
+    def _run_plan(self) -> CohortPlan:
+        marker = read_marker(self.work)
+        if marker is None:
+            raise ConfigError(marker_path(self.work), "no run holds this work folder, so this job "
+                                                      "cannot know its run's plan (a job process reads it "
+                                                      "from the run marker its run wrote when it started)")
+        return load_plan(marker_path(self.work).with_name(marker.plan))
+
+    def start(self) -> None:
+        """The run starts (``onstart``): take the work folder (or stop, naming the run that
+        holds it) and keep the plan its jobs read; older runs' plan files are removed."""
+        path = run_plan_path(self.work, self.plan)
+        marker = RunMarker.this_process(self.config_files, path.name)
+        claim(self.work, marker)
+        self.marker = marker
+        if not path.is_file():
+            save_plan(self.plan, path)
+        for old in path.parent.glob("plan-*.json"):
+            if old != path:
+                old.unlink(missing_ok=True)
+        path.with_name("latest").unlink(missing_ok=True)  # the run-plan pointer of earlier versions
+
+    def finish(self) -> None:
+        """The run ends (``onsuccess``, ``onerror``): give the work folder back."""
+        if self.marker is not None:
+            release(self.work, self.marker)
+            self.marker = None

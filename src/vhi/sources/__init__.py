@@ -43,10 +43,14 @@ class Source(ABC):
     def __init__(self, site: str, spec: Mapping[str, Any]) -> None:
         self.site = site
         self.spec = dict(spec)
+        #: What :meth:`list_sessions` found and did not list, one ``{"label": …, "reason": …}``
+        #: per study or session (optionally ``subject`` and ``session`` where known): the
+        #: cohort plan keeps them and ``status.csv`` shows each as a ``skipped`` row.
+        self.skipped: list[dict[str, str]] = []
 
     @abstractmethod
     def list_sessions(self) -> list[Session]:
-        """Every session of the site, with its scans' URIs."""
+        """Every session of the site, with its scans' URIs (and :attr:`skipped` filled)."""
 
     @abstractmethod
     def fetch_scan(self, session: Session, role: str, dest: str | os.PathLike[str]) -> dict[str, Any]:
@@ -87,6 +91,12 @@ class Source(ABC):
 
     def reader_masks(self, session: Session) -> dict[str, str]:
         """Independent reader masks of the session (reader -> path) for agreement; none by default."""
+        return {}
+
+    def scan_identity(self, session: Session) -> dict[str, Any]:
+        """Per scan role, what changes when the scan is replaced at the same URI: the workflow
+        pulls a scan again when its identity changes. None by default: a server source's
+        URIs name the series or scan itself (a new series is a new URI)."""
         return {}
 
     @classmethod

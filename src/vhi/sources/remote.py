@@ -4,7 +4,9 @@ The URL check (:func:`checked_url`), and :class:`RemoteConnection`: the settings
 site's connection has (the environment variables its credentials come from, TLS
 verification and a site CA, retries with back-off, a timeout) and the scrubbing that
 keeps any credential out of a message. Credentials are read from the environment only
-when used, never kept in the config or written anywhere.
+when used, never kept in the config or written anywhere. A server that cannot be reached
+(connections refused or dropped, timeouts, 5xx answers until the retries are spent) is a
+:class:`vhi.errors.UnreachableError` naming the site: the environment, not bad input.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from vhi.errors import ConfigError, VhiError
+from vhi.errors import ConfigError, UnreachableError, VhiError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,16 @@ def checked_url(site: str, key: str, value: Any, credentials: str) -> str:
         raise ConfigError(f"site {site} source.{key}", "credentials do not belong in the URL: "
                           f"set them in the environment ({credentials}) or ~/.netrc")
     return url
+
+
+def unreachable(exc: BaseException | None = None, status: int = 0) -> bool:
+    """Whether a failed request says the server is not there: no connection, a timeout,
+    or an answer in :data:`RETRY_STATUS` from 500 up (the server or its gateway is down)."""
+    import requests
+
+    if exc is not None:
+        return isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout)
+    return status >= 500 and status in RETRY_STATUS
 
 
 class RemoteConnection:
@@ -81,11 +93,15 @@ class RemoteConnection:
         return max(self.retries, 0) + 1
 
     def give_up_or_wait(self, error: type[VhiError], what: str, action: str, cause: str, *,
-                        retry: bool, attempt: int) -> None:
+                        retry: bool, attempt: int, unreachable: bool = False) -> None:
         """After failed try ``attempt``: raise ``error(what, "<action>: <cause>")`` when the
-        cause is final or the tries are spent, else wait the back-off (doubling each time)."""
+        cause is final or the tries are spent, else wait the back-off (doubling each time).
+        ``unreachable``: the cause is the server's absence (:func:`unreachable`), so the
+        error raised is :class:`vhi.errors.UnreachableError` naming this site."""
         if not retry or attempt >= self.attempts:
             tries = f" (after {attempt} attempts)" if attempt > 1 else ""
+            if unreachable:
+                raise UnreachableError(self.site, f"{what}: {action}: {cause}{tries}")
             raise error(what, f"{action}: {cause}{tries}")
         delay = self.backoff_s * 2 ** (attempt - 1)
         log.warning("%s: %s: %s; retry %d of %d in %.1f s", what, action, cause, attempt,
@@ -93,4 +109,4 @@ class RemoteConnection:
         time.sleep(delay)
 
 
-__all__ = ["RETRY_STATUS", "RemoteConnection", "checked_url", "env_value"]
+__all__ = ["RETRY_STATUS", "RemoteConnection", "checked_url", "env_value", "unreachable"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vhi.cohort.layout import Layout
-from vhi.cohort.plan import plan_cohort
+from vhi.cohort.plan import obtain_plan
 from vhi.config.load import Settings
 from vhi.errors import ConfigError
 from vhi.sources import make_source, viewer_route
@@ -46,11 +46,12 @@ def dicomweb_site(settings: Settings, name: str | None) -> Any:
     return sites[0]
 
 
-def awaiting_cleaning(settings: Settings, site_name: str) -> list[Awaiting]:
-    """The site's sessions with a pushed proposal and no cleaned segmentation yet."""
+def awaiting_cleaning(settings: Settings, site_name: str, *, refresh: bool = False) -> list[Awaiting]:
+    """The site's sessions with a pushed proposal and no cleaned segmentation yet, from the
+    saved plan (the sites are listed again with ``refresh``, or when none is saved)."""
     layout = Layout.from_settings(settings)
     out = []
-    for planned in plan_cohort(settings):
+    for planned in obtain_plan(settings, refresh=refresh).sessions:
         s = planned.session
         if s.site != site_name or not s.has_stir or planned.cleaned is not None:
             continue

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from vhi.errors import InputError
-from vhi.sources.remote import RETRY_STATUS, RemoteConnection, checked_url, env_value
+from vhi.sources.remote import RETRY_STATUS, RemoteConnection, checked_url, env_value, unreachable
 
 T = TypeVar("T")
 
@@ -107,12 +107,15 @@ class DicomwebConnection(RemoteConnection):
                 body = self.scrub((exc.response.text if exc.response is not None else "").strip())
                 cause = f"HTTP {status} from the service" + (f" ({body[:200]})" if body else "")
                 retry = status in RETRY_STATUS
+                down = unreachable(status=status)
             except requests.exceptions.SSLError:
                 raise DicomwebError(what, f"{action}: TLS certificate verification failed; for a "
                                           "site CA set source.ca_bundle") from None
             except (requests.exceptions.RequestException, _Damaged) as exc:
                 cause = f"{type(exc).__name__}: {self.scrub(str(exc))}"
                 retry = True
+                down = unreachable(exc)
                 if isinstance(exc, requests.exceptions.RequestException):
                     self.close()  # a half-read stream leaves the connection unusable
-            self.give_up_or_wait(DicomwebError, what, action, cause, retry=retry, attempt=attempt)
+            self.give_up_or_wait(DicomwebError, what, action, cause, retry=retry, attempt=attempt,
+                                 unreachable=down)
