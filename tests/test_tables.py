@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import vhi
-from vhi.cohort.plan import load_plan, save_plan
+from vhi.cohort.plan import CohortPlan, load_plan, save_plan
 from vhi.errors import ConfigError
 from vhi.method.lesions import find_thresholds
 from vhi.model.bundles import get_bundle
@@ -152,7 +152,10 @@ def test_saved_plan_reads_back_equal_for_job_processes(synthetic_cohort: Synthet
     # every kind of session: cleaned (a fingerprint), reader masks, T1W only, manual reference
     assert any(p.cleaned for p in plan) and any(p.readers for p in plan)
     assert any(not p.has_stir for p in plan) and any(p.reference == "manual" for p in plan)
-    save_plan(plan, tmp_path / "work" / ".vhi_plan.json")
-    assert load_plan(tmp_path / "work" / ".vhi_plan.json") == plan
+    saved = CohortPlan(synthetic_cohort.settings.sites_digest, tuple(plan),
+                       ({"site": "a", "label": "study 1.2.3", "reason": "no STIR series"},),
+                       {"a": {"listed_at": "2026-01-02T03:04:05+00:00", "origin": "listed"}})
+    save_plan(saved, tmp_path / "work" / ".vhi_plan.json")
+    assert load_plan(tmp_path / "work" / ".vhi_plan.json", synthetic_cohort.settings) == saved
     with pytest.raises(ConfigError, match="cannot read the cohort plan"):
         load_plan(tmp_path / "absent.json")

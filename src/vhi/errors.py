@@ -60,8 +60,8 @@ class ConfigError(VhiError):
 
 class UnreachableError(VhiError):
     """A site's server cannot be reached: refused or dropped connections, timeouts, or a
-    server (or its gateway) that keeps answering 5xx. The environment, not the input:
-    the same command works once the server is back."""
+    gateway that keeps answering 502/503/504. The environment, not the input: the same
+    command works once the server is back."""
 
     exit_status = EXIT_ENVIRONMENT
 

@@ -5,7 +5,7 @@ site's connection has (the environment variables its credentials come from, TLS
 verification and a site CA, retries with back-off, a timeout) and the scrubbing that
 keeps any credential out of a message. Credentials are read from the environment only
 when used, never kept in the config or written anywhere. A server that cannot be reached
-(connections refused or dropped, timeouts, 5xx answers until the retries are spent) is a
+(connections refused or dropped, timeouts, HTTP 502/503/504 until the retries are spent) is a
 :class:`vhi.errors.UnreachableError` naming the site: the environment, not bad input.
 """
 
@@ -47,14 +47,19 @@ def checked_url(site: str, key: str, value: Any, credentials: str) -> str:
     return url
 
 
+#: Answers that say the server behind a gateway is not there (bad gateway, unavailable,
+#: gateway timeout); an HTTP 500 is the server's own answer about what was asked.
+DOWN_STATUS = frozenset({502, 503, 504})
+
+
 def unreachable(exc: BaseException | None = None, status: int = 0) -> bool:
     """Whether a failed request says the server is not there: no connection, a timeout,
-    or an answer in :data:`RETRY_STATUS` from 500 up (the server or its gateway is down)."""
+    or an answer in :data:`DOWN_STATUS`."""
     import requests
 
     if exc is not None:
         return isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout)
-    return status >= 500 and status in RETRY_STATUS
+    return status in DOWN_STATUS
 
 
 class RemoteConnection:
@@ -109,4 +114,4 @@ class RemoteConnection:
         time.sleep(delay)
 
 
-__all__ = ["RETRY_STATUS", "RemoteConnection", "checked_url", "env_value", "unreachable"]
+__all__ = ["DOWN_STATUS", "RETRY_STATUS", "RemoteConnection", "checked_url", "env_value", "unreachable"]

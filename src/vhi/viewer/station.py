@@ -47,21 +47,29 @@ def dicomweb_site(settings: Settings, name: str | None) -> Any:
 
 
 def awaiting_cleaning(settings: Settings, site_name: str, *, refresh: bool = False) -> list[Awaiting]:
-    """The site's sessions with a pushed proposal and no cleaned segmentation yet, from the
-    saved plan (the sites are listed again with ``refresh``, or when none is saved)."""
+    """The site's sessions with a pushed proposal and no cleaned segmentation yet.
+
+    The sessions come from the saved plan (the sites are listed again only with
+    ``refresh``, or when none is saved); those it has as not cleaned are looked up on the
+    source once more (one request each, no listing), so a session cleaned since the plan
+    was made is not offered again."""
     layout = Layout.from_settings(settings)
-    out = []
+    pushed = {}
     for planned in obtain_plan(settings, refresh=refresh).sessions:
         s = planned.session
         if s.site != site_name or not s.has_stir or planned.cleaned is not None:
             continue
         receipt = layout.work_file(s, "pushed.json")
-        if not Path(receipt).is_file():
-            continue
-        seg = json.loads(Path(receipt).read_text()).get("seg", {})
-        study = str(seg.get("study_uid", ""))
-        if study:
-            out.append(Awaiting(s.key, study, viewer_route(study)))
+        if Path(receipt).is_file():
+            pushed[s.key] = (s, json.loads(Path(receipt).read_text()))
+    source = make_source(settings.site(site_name).source, site=site_name)
+    cleaned = source.find_cleaned([s for s, _ in pushed.values()],
+                                  receipts={key: r for key, (_, r) in pushed.items()})
+    out = []
+    for key, (_, receipt) in pushed.items():
+        study = str(receipt.get("seg", {}).get("study_uid", ""))
+        if study and not (cleaned.get(key) and not cleaned[key].get("pending")):
+            out.append(Awaiting(key, study, viewer_route(study)))
     return out
 
 
