@@ -8,7 +8,6 @@ for the workflow runs.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -30,9 +29,10 @@ from vhi.cohort.run import RunMarker, claim, marker_path, read_marker, release
 from vhi.config.load import load_config_file
 from vhi.errors import EXIT_ENVIRONMENT, EXIT_INPUT, ConfigError, WorkFolderBusyError
 
+from support.cohorts import write_synthetic_site
 from support.env import unset_env
 from support.fake_model import HOLD_ENV, write_vhi_shim
-from support.results import SessionDesign
+from support.results import AFFINE, SessionDesign
 from support.workflow import job_counts, pull_jobs, snakemake, snakemake_command, workflow_env
 from xnat_emulator import XnatEmulator
 from xnat_emulator.demo import SITE_PROJECTS, seed_demo
@@ -40,7 +40,6 @@ from xnat_emulator.synthetic_demo import write_synthetic_demo
 
 VHI = str(Path(sys.executable).with_name("vhi"))
 USER, PASSWORD = "vhi-robot", "robot-pw-7c1a"
-AFFINE = np.diag([0.75, 0.75, 4.0, 1.0])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -59,30 +58,6 @@ def _save(path: Path, array: np.ndarray) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(array, AFFINE), path)
     return str(path)
-
-
-def local_cohort(root: Path, sessions: dict[str, str], *, site: str = "a",
-                 extra_rows: list[dict[str, str]] = ()) -> dict:
-    """A synthetic local site (scans, normal-marrow and cleaned masks of
-    :class:`support.results.SessionDesign`); returns the site's config entry."""
-    rows = []
-    design = SessionDesign(cleaned=True)
-    for session, subject in sessions.items():
-        scans = root / "scans"
-        rows.append({"site": site, "subject": subject, "session": session, "timepoint": "pre",
-                     "stir": _save(scans / f"{session}_STIR.nii.gz", design.stir()),
-                     "t1w": _save(scans / f"{session}_T1W.nii.gz", design.t1w()),
-                     "normal_marrow": _save(scans / f"{session}_NM.nii.gz", design.reference())})
-        _save(root / "cleaned" / site / subject / f"{session}.nii.gz", design.cleaned_mask())
-    rows += extra_rows
-    sheet = root / f"sheet_{site}.csv"
-    with sheet.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["site", "subject", "session", "timepoint", "stir",
-                                                "t1w", "normal_marrow"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return {"name": site, "source": {"type": "local", "root": str(root), "sheet": str(sheet),
-                                     "outbox": str(root / "outbox")}}
 
 
 def write_config(path: Path, *sites: dict, **keys: object) -> Path:
@@ -113,7 +88,7 @@ def fake_model(monkeypatch, tmp_path_factory) -> None:
 def test_a_site_that_is_down_blocks_only_what_needs_it(tmp_path: Path, xnat_env) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    local = local_cohort(tmp_path / "local", {"s1": "01"})
+    local = write_synthetic_site(tmp_path / "local", {"s1": "01"})
     with XnatEmulator(tmp_path / "xnat", users={USER: PASSWORD}) as emu:
         seed_demo(emu, write_synthetic_demo(tmp_path / "demo"), tmp_path / "dicom", {"A": ["1003"]})
         config = write_config(tmp_path / "config.yaml", local, xnat_site(emu.url))
@@ -161,13 +136,14 @@ def test_exit_statuses(tmp_path: Path) -> None:
     cannot be reached, naming the site."""
     run = tmp_path / "run"
     run.mkdir()
-    good = write_config(tmp_path / "good.yaml", local_cohort(tmp_path / "local", {"s1": "01"}))
+    good = write_config(tmp_path / "good.yaml", write_synthetic_site(tmp_path / "local", {"s1": "01"}))
     assert vhi("plan", "--config", str(good), cwd=run).returncode == 0
-    bad = write_config(tmp_path / "bad.yaml", local_cohort(tmp_path / "local", {"s1": "01"}),
+    bad = write_config(tmp_path / "bad.yaml", write_synthetic_site(tmp_path / "local", {"s1": "01"}),
                        plan="sometimes")
     result = vhi("plan", "--config", str(bad), cwd=run)
     assert result.returncode == EXIT_INPUT and "plan" in result.stderr and "sometimes" in result.stderr
-    other = write_config(tmp_path / "other.yaml", local_cohort(tmp_path / "other", {"s9": "09"}, site="b"))
+    other = write_config(tmp_path / "other.yaml",
+                         write_synthetic_site(tmp_path / "other", {"s9": "09"}, site="b"))
     result = vhi("status", "--config", str(other), "--plan",
                  str(run / saved_plan_path(load_config_file(good))), cwd=run)
     assert result.returncode == EXIT_INPUT and "another config's plan is never read" in result.stderr
@@ -187,7 +163,7 @@ def test_exit_statuses(tmp_path: Path) -> None:
 def test_a_plan_file_of_another_version_or_config_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    config = write_config(tmp_path / "c.yaml", local_cohort(tmp_path / "local", {"s1": "01"}))
+    config = write_config(tmp_path / "c.yaml", write_synthetic_site(tmp_path / "local", {"s1": "01"}))
     assert vhi("plan", "--config", str(config), cwd=run).returncode == 0
     settings = load_config_file(config)
     path = run / saved_plan_path(settings)
@@ -201,8 +177,8 @@ def test_a_plan_file_of_another_version_or_config_is_refused(tmp_path: Path) -> 
     legacy.write_text(json.dumps(data["sessions"]))  # a plan file of earlier versions: a bare list
     with pytest.raises(ConfigError, match="not a cohort plan"):
         load_plan(legacy)
-    other = load_config_file(write_config(tmp_path / "o.yaml", local_cohort(tmp_path / "l2", {"s1": "01"},
-                                                                          site="b")))
+    other = load_config_file(write_config(
+        tmp_path / "o.yaml", write_synthetic_site(tmp_path / "l2", {"s1": "01"}, site="b")))
     with pytest.raises(ConfigError, match="another config's plan is never read"):
         load_plan(path, other)
 
@@ -248,7 +224,7 @@ def test_no_stale_numbers(tmp_path: Path, fake_model) -> None:
     again; complete results are set aside when a later run fails, and come back when the
     same command finishes."""
     root, run = tmp_path / "cohort", tmp_path / "run"
-    site = local_cohort(root, {"s1": "01"})
+    site = write_synthetic_site(root, {"s1": "01"})
     config = write_config(tmp_path / "config.yaml", site)
     assert snakemake(run, "--configfile", str(config)).returncode == 0
     stir = root / "scans" / "s1_STIR.nii.gz"
@@ -295,9 +271,9 @@ def test_no_stale_numbers(tmp_path: Path, fake_model) -> None:
 def test_status_while_running_and_a_second_run_on_the_work_folder(tmp_path: Path, fake_model,
                                                                     monkeypatch) -> None:
     run = tmp_path / "run"
-    config = write_config(tmp_path / "first.yaml", local_cohort(tmp_path / "cohort", {"s1": "01"}))
+    config = write_config(tmp_path / "first.yaml", write_synthetic_site(tmp_path / "cohort", {"s1": "01"}))
     other = write_config(tmp_path / "second.yaml",
-                         local_cohort(tmp_path / "other", {"s7": "07", "s8": "08"}, site="b"))
+                         write_synthetic_site(tmp_path / "other", {"s7": "07", "s8": "08"}, site="b"))
     hold = tmp_path / "segmentation may finish"
     monkeypatch.setenv(HOLD_ENV, str(hold))
     first = subprocess.Popen(snakemake_command(run, "--configfile", str(config)), text=True,
