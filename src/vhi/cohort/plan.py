@@ -34,7 +34,7 @@ from vhi.cohort.layout import QC_FILES, STEPS, Layout, Step, pull_rule
 from vhi.cohort.run import STATE_DIR, RunMarker, claim, marker_path, read_marker, refuse_if_held, release
 from vhi.config.load import Settings, SiteConfig
 from vhi.errors import ConfigError, UnreachableError
-from vhi.fileio import save_json
+from vhi.fileio import atomic_path
 from vhi.sources import make_source
 
 log = logging.getLogger(__name__)
@@ -197,13 +197,13 @@ class CohortPlan:
     sites: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     created: str = ""
 
-    @property
+    @cached_property
     def digest(self) -> str:
         """16 hex digits: changes when any session's ids, scans or status inputs, or what was
         skipped, change (never with the listing's time)."""
         return plan_digest(self.sessions, self.skipped)
 
-    @property
+    @cached_property
     def by_key(self) -> dict[str, PlannedSession]:
         return {p.key: p for p in self.sessions}
 
@@ -253,8 +253,11 @@ class CohortPlan:
 
 
 def save_plan(plan: CohortPlan, path: str | os.PathLike[str]) -> Path:
-    """Write the plan file (atomically)."""
-    return save_json(plan.to_dict(), path)
+    """Write the plan file (atomically), compact: json's C encoder writes 10,000 sessions in
+    a fraction of the time an indented file takes (``python -m json.tool`` shows it)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(plan.to_dict(), separators=(",", ":")) + "\n")
+    return Path(path)
 
 
 def load_plan(path: str | os.PathLike[str], settings: Settings | None = None) -> CohortPlan:
@@ -317,11 +320,11 @@ def _saved_site(settings: Settings, site: str, saved: CohortPlan | None,
                 exc: UnreachableError) -> tuple[list[PlannedSession], list[dict[str, str]], dict[str, Any]]:
     """An unreachable site's part of the saved listing, where the config allows it."""
     part = saved.site_part(site) if saved is not None else None
-    if part is None:
+    if saved is None or part is None:
         raise UnreachableError(site, f"{exc.cause}; no listing of this site is saved "
                                      f"({saved_plan_path(settings)}), so it cannot be planned "
                                      "without its server") from None
-    when = saved.sites[site].get("listed_at", "?") if saved is not None else "?"
+    when = saved.sites[site].get("listed_at", "?")
     if settings.unreachable_sites != "saved":
         raise UnreachableError(site, f"{exc.cause}; to plan it from its listing saved at {when}, "
                                      "set unreachable_sites: saved in the config (snakemake: "

@@ -318,6 +318,9 @@ def write_results_logged(plan: CohortPlan, layout: Layout, settings: Any,
                              f"{layout.partial().results}; {len(failed)} failed: see "
                              f"{layout.partial().result('status')}; fix them and run the same "
                              f"command again\n")
+            if layout.stale().result("status").is_file():
+                sys.stderr.write(f"VHI the complete results of an earlier run are no longer "
+                                 f"current: moved to {layout.stale().results}\n")
     except (OSError, ValueError, KeyError) as exc:
         if not after_failure:
             raise
