@@ -5,7 +5,8 @@ import os
 import shlex
 
 from vhi.cohort.layout import PULL_LOG, PULL_RULES, QC_FILES, RESULT_FILES, Layout
-from vhi.cohort.plan import STATE_DIR, WorkflowPlan, wildcard_constraints
+from vhi.cohort.plan import WorkflowPlan, wildcard_constraints
+from vhi.cohort.run import STATE_DIR
 from vhi.config.load import resolve_config
 from vhi.provenance import mark_run
 from vhi.sources import source_class
@@ -27,6 +28,8 @@ RUN = WorkflowPlan(SETTINGS, main_process=workflow.is_main_process,
                    config_files=workflow.configfiles)
 
 
+# A run takes the work folder (its run marker) and keeps its plan for its jobs when it
+# starts, and gives the folder back when it ends (onerror: workflow/rules/tables.smk).
 onstart:
     RUN.start()
 
@@ -138,6 +141,6 @@ def all_qc_files(wildcards):
     return [str(LAYOUT.work_file(p.session, name)) for p in RUN.plan.sessions for name in p.qc_files()]
 
 
-def plan_digest(wildcards):
+def run_plan_digest(wildcards):
     """Params function of the tables: the plan, so a changed plan rebuilds them."""
     return RUN.plan.digest

@@ -14,7 +14,7 @@ rule build_cohort_tables:
     output:
         **RESULTS,
     params:
-        plan=plan_digest,
+        plan=run_plan_digest,
     log:
         f"{SETTINGS.logs_dir}/build_cohort_tables.log",
     localrule: True
