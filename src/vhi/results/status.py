@@ -205,7 +205,8 @@ def format_notes(plan: str, run: RunMarker | None, results: Mapping[str, Any]) -
     if run is not None:
         lines.append(f"run in progress: {run.describe()}")
     if results.get("partial"):
-        lines.append(f"results/partial/: written {results['partial']} by a run that did not finish")
+        lines.append(f"results/partial/: the sessions that finished, written {results['partial']} "
+                     "(a run stopped, or sessions are not finished)")
     if results.get("stale"):
         lines.append("results/stale/: complete results of an earlier run, no longer current "
                      f"(see its {STALE_NOTE})")
