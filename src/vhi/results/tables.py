@@ -160,7 +160,7 @@ def agreement_table(plan: Sequence[PlannedSession], layout: Layout,
     status = status_table(plan, layout) if status is None else status
     rows = []
     for p in _in_state(plan, status, set(STATES) - {"failed"}):
-        if not p.readers or not layout.work_file(p.session, "agreement.json").is_file():
+        if not p.reader_masks or not layout.work_file(p.session, "agreement.json").is_file():
             continue
         data = _sidecar(p, layout, "agreement.json")
         for reader, r in sorted(data.get("readers", {}).items()):
