@@ -185,6 +185,12 @@ def test_the_last_push_is_the_current_proposal(store: ReadersStore) -> None:
     snapshot = read_snapshot(store.path.parent.parent)
     assert snapshot is not None and len(snapshot.pushes) == 2
     assert snapshot.last_push(KEY) == last
+    # the same proposal pushed again unchanged: it stays current since its first push
+    store.record_push(KEY, "2026-03-06T08:00:00Z", "proposal-2")
+    assert store.last_push(KEY) == last
+    store.record_push(KEY, "2026-03-07T08:00:00Z", "proposal-1")  # a change back: a new push
+    assert store.last_push(KEY).pushed_at.startswith("2026-03-07T08:00")
+    assert read_snapshot(store.path.parent.parent).last_push(KEY) == store.last_push(KEY)
 
 
 def test_times_have_one_width() -> None:

@@ -243,8 +243,20 @@ class Snapshot:
     pushes: tuple[Push, ...]
 
     def last_push(self, session_key: str) -> Push | None:
-        mine = [p for p in self.pushes if p.session_key == session_key]
-        return max(mine, key=lambda p: p.pushed_at) if mine else None
+        """As :meth:`ReadersStore.last_push`."""
+        return current_push([p for p in self.pushes if p.session_key == session_key])
+
+
+def current_push(pushes: Sequence[Push]) -> Push | None:
+    """The push that made the current proposal current: the first of the latest pushes of
+    one proposal (pushing an unchanged proposal again does not make earlier saves stale)."""
+    ordered = sorted(pushes, key=lambda p: p.pushed_at)
+    if not ordered:
+        return None
+    first = len(ordered) - 1
+    while first > 0 and ordered[first - 1].proposal == ordered[-1].proposal:
+        first -= 1
+    return ordered[first]
 
 
 _Record = TypeVar("_Record")
@@ -618,11 +630,10 @@ class ReadersStore:
         return push
 
     def last_push(self, session_key: str) -> Push | None:
-        """The session's current proposal: its latest push, or None."""
-        sql, args = _select(Push, "pushes", (("session_key", session_key),), "pushed_at DESC, id DESC")
-        with self._lock:
-            row = self._db.execute(sql + " LIMIT 1", args).fetchone()
-        return Push(*row) if row else None
+        """The session's current proposal and when it became current (a save after that time
+        answers it), or None: the latest push, or the first of the latest pushes when the
+        same proposal was pushed again unchanged."""
+        return current_push(self._pushes(session_key))
 
     # ------------------------------------------------------------------ everything at once
     def snapshot(self) -> Snapshot:
@@ -631,8 +642,8 @@ class ReadersStore:
             return Snapshot(assignments=tuple(self.assignments()), claims=tuple(self.claims()),
                             saves=tuple(self.saves()), pushes=tuple(self._pushes()))
 
-    def _pushes(self) -> list[Push]:
-        sql, args = _select(Push, "pushes", (), "pushed_at, id")
+    def _pushes(self, session_key: str | None = None) -> list[Push]:
+        sql, args = _select(Push, "pushes", (("session_key", session_key),), "pushed_at, id")
         with self._lock:
             return _rows(Push, self._db.execute(sql, args))
 
@@ -649,6 +660,6 @@ def read_snapshot(work_dir: str | os.PathLike[str]) -> Snapshot | None:
 
 __all__ = [
     "MIGRATIONS", "ROLES", "SAVE_SOURCES", "SCHEMA_VERSION", "Account", "Assignment",
-    "AssignmentEvent", "Claim", "Push", "ReadersStore", "Save", "Snapshot", "parse_utc",
-    "read_snapshot", "utc_iso",
+    "AssignmentEvent", "Claim", "Push", "ReadersStore", "Save", "Snapshot", "current_push",
+    "parse_utc", "read_snapshot", "utc_iso",
 ]
