@@ -367,8 +367,10 @@ class ReadersStore:
                     if statement.strip():
                         self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {number + 1}")
-            if version < SCHEMA_VERSION:
-                log.info("readers database %s: schema version %d -> %d", self.path, version,
+            if version == 0:
+                log.info("readers database %s created (schema version %d)", self.path, SCHEMA_VERSION)
+            elif version < SCHEMA_VERSION:
+                log.info("readers database %s: schema version %d migrated to %d", self.path, version,
                          SCHEMA_VERSION)
 
     @property
