@@ -23,28 +23,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from vhi.cli.output import text_table
 from vhi.config.load import Settings, load_config_file
 from vhi.errors import ConfigError, InputError
 
 log = logging.getLogger("vhi")
 
 
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """Rows as a plain-text table for the terminal (booleans as yes/no)."""
-    def text(value: Any) -> str:
-        return ("yes" if value else "no") if isinstance(value, bool) else "" if value is None else str(value)
-
-    body = [[text(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(x) for x in [c, *(b[i] for b in body)]) for i, c in enumerate(columns)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-                     for line in [list(columns), *body]) + "\n"
-
-
 def _print(rows: list[dict[str, Any]], columns: Sequence[str], as_json: bool, empty: str) -> None:
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
     else:
-        sys.stdout.write(_table(rows, columns) if rows else empty + "\n")
+        sys.stdout.write(text_table(rows, columns) if rows else empty + "\n")
 
 
 # --------------------------------------------------------------------------- readers
