@@ -22,6 +22,7 @@ from vhi.method.measure import dice
 from vhi.readers.store import Assignment, ReadersStore
 from vhi.results.tables import write_results
 
+from support.browser import browser_context, needs_browser
 from support.readers import T0, read_entry, save
 from support.results import AFFINE, VOXEL_ML, SyntheticCohort, build_synthetic_cohort
 
@@ -178,3 +179,26 @@ def test_the_workflows_gather_assigns_the_sessions_it_pushed(tmp_path: Path) -> 
     assert status.loc["s2", "readers"] == "A" and not status.loc["s2", "overdue"]
     assert csv(tmp_path / "results" / "partial" / "worklists" / "A.csv")["session"].tolist() == ["a/01/s2"]
     assert "assigned 1 session(s) for cleaning: A 1" in (tmp_path / "tables.log").read_text()
+
+
+@needs_browser
+def test_the_session_tables_reader_columns_in_a_browser(results: Path) -> None:
+    """The page's script draws the reader columns (overdue marked) and sorts by them."""
+    errors = []
+    with browser_context() as context:
+        page = context.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto((results / "report.html").as_uri(), wait_until="load")
+        cells = page.evaluate("[...document.querySelectorAll('#session-table tbody tr')].map(r => "
+                              "[r.dataset.key, ...[...r.cells].slice(6, 9).map(c => c.textContent)])")
+        assert cells[:2] == [["a/01/s1", "A, B", "A", "2026-03-15"],
+                             ["a/01/s2", "B", "", "2026-03-15 (overdue)"]]
+        assert page.evaluate("document.querySelectorAll('#session-table td.due.overdue').length") == 1
+        header = page.locator("#session-table th", has_text="readers")
+        header.click()
+        header.click()  # descending: B before "A, B" before the sessions without readers
+        keys = page.evaluate("[...document.querySelectorAll('#session-table tbody tr')]"
+                             ".map(r => r.dataset.key)")
+        assert keys[:2] == ["a/01/s2", "a/01/s1"]
+    assert errors == []
