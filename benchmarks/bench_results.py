@@ -85,7 +85,7 @@ def timed(fn):
 
 def measure(n: int, tmp: Path) -> None:
     folder = tmp / f"n{n}"
-    config = write_cohort(folder, n, cleaned=n // 2, t1w_only=n // 10, readers=True, site="bench")
+    config = write_cohort(folder, n, cleaned=n // 2, t1w_only=n // 10, reader_masks=True, site="bench")
     settings = load_config_file(config)
     plan_s, plan = timed(lambda: plan_cohort(settings))
     run = folder / "run"
