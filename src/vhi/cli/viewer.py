@@ -49,7 +49,9 @@ def announce(server: Any, access: Any, items: list[Any]) -> None:
     def link(target: str) -> str:
         return access.signin_url(server.url, target) if access.mode == "token" else server.url + target
 
-    lines = [f"worklist\t{link('/')}"] + [f"{item.key}\t{link(item.viewer_path)}" for item in items]
+    lines = [f"worklist\t{link('/')}"]
+    if access.mode == "token":  # a reader opens their sessions from their worklist
+        lines += [f"{item.key}\t{link(item.viewer_path)}" for item in items]
     sys.stdout.write("".join(line + "\n" for line in lines))
     sys.stdout.flush()
 
@@ -76,6 +78,43 @@ def serve_until_stopped(server: Any, *, halt: Any = None) -> None:
                 halt.set()
 
 
+def station_access(settings: Any, sites: list[str], items: list[Any]) -> tuple[Any, Any]:
+    """The station's access and the recorder of its saves: readers mode when the config has
+    readers of the station's sites, else the single-user mode (``items``: the sessions
+    awaiting cleaning). Either way every save goes to the run's readers database."""
+    from pathlib import Path
+
+    from vhi.fileio import read_json
+    from vhi.readers.assign import proposal_id
+    from vhi.readers.store import ReadersStore
+    from vhi.viewer.access import SingleUser
+    from vhi.viewer.readers_access import ReadersAccess, SaveRecorder
+
+    store = ReadersStore.open(settings.work_dir)
+
+    def proposal_of(key: str) -> str:
+        receipt = Path(settings.work_dir, key, "pushed.json")
+        return proposal_id(read_json(receipt)) if receipt.is_file() else ""
+
+    if any(settings.readers_of(site) for site in sites):
+        access = ReadersAccess(settings, sites, store)
+        missing = [r for r in access.readers if not store.has_account(r)]
+        if missing:
+            log.warning("readers without a sign-in (they cannot sign in until `vhi readers add ID "
+                        "--config ...`): %s", ", ".join(missing))
+
+        def session_of(user: str, study: str) -> str | None:
+            found = [a.session_key for a in store.assignments(reader=user, study_uid=study)]
+            return found[0] if found else None
+    else:
+        access = SingleUser(lambda: items)
+        by_study = {item.study_uid: item.key for item in items}
+
+        def session_of(user: str, study: str) -> str | None:
+            return by_study.get(study)
+    return access, SaveRecorder(store, session_of, proposal_of)
+
+
 def cmd_viewer(args: argparse.Namespace) -> int:
     from vhi.viewer.ohif import OHIF_VERSION, fetch_ohif
 
@@ -85,7 +124,6 @@ def cmd_viewer(args: argparse.Namespace) -> int:
         return 0
     if args.config is None:
         raise ConfigError("vhi viewer", "--config is required (or --fetch-only)")
-    from vhi.viewer.access import SingleUser
     from vhi.viewer.station import awaiting_cleaning, dicomweb_site, station_for
 
     settings = load_config_file(args.config)
@@ -96,21 +134,26 @@ def cmd_viewer(args: argparse.Namespace) -> int:
         return _local_station(settings, args, options)
     site = dicomweb_site(settings, args.site)
     sessions = awaiting_cleaning(settings, site.name)
-    access = SingleUser(lambda: sessions)
-    server, site = station_for(settings, access, site.name, **options)
+    access, recorder = station_access(settings, [site.name], sessions)
+    server, site = station_for(settings, access, site.name, on_stored=recorder, **options)
     log.info("VHI cleaning station (OHIF %s) for site %s: %s/ - research use only, not for "
-             "clinical decisions; %d sessions await cleaning", OHIF_VERSION, site.name, server.url,
-             len(sessions))
+             "clinical decisions; %s", OHIF_VERSION, site.name, server.url, _what_awaits(access, sessions))
     announce(server, access, sessions)
     serve_until_stopped(server)
     return 0
+
+
+def _what_awaits(access: Any, sessions: list[Any]) -> str:
+    if access.mode == "readers":
+        return (f"readers mode: {len(access.readers)} readers sign in at /signin and see their "
+                "worklists")
+    return f"{len(sessions)} sessions await cleaning"
 
 
 def _local_station(settings: Any, args: argparse.Namespace, options: dict[str, Any]) -> int:
     """The station of a folder cohort: its own Orthanc, loaded, collected, served."""
     import threading
 
-    from vhi.viewer.access import SingleUser
     from vhi.viewer.local import LocalStation, summary
     from vhi.viewer.ohif import OHIF_VERSION
 
@@ -129,12 +172,12 @@ def _local_station(settings: Any, args: argparse.Namespace, options: dict[str, A
             sys.stdout.write("".join(f"{item.key}\t{item.viewer_path}\n" for item in waiting))
             return 1 if any(o.action == "failed" for o in loaded + collected) else 0
         items = [item.awaiting() for item in waiting]
-        access = SingleUser(lambda: items)
-        server = station.server(access, **options)
+        access, recorder = station_access(settings, [station.site.name], items)
+        server = station.server(access, on_stored=recorder, **options)
         log.info("VHI cleaning station (OHIF %s) for local site %s: %s/ - research use only, not for "
-                 "clinical decisions; %d sessions await cleaning; saved SEGs are written to the cleaned "
-                 "paths every %g s and when the station stops (Ctrl-C)", OHIF_VERSION, station.site.name,
-                 server.url, len(waiting), args.collect_every)
+                 "clinical decisions; %s; saved SEGs are written to the cleaned paths every %g s and "
+                 "when the station stops (Ctrl-C)", OHIF_VERSION, station.site.name, server.url,
+                 _what_awaits(access, items), args.collect_every)
         announce(server, access, items)
         halt = threading.Event()
 

@@ -25,6 +25,7 @@ import json
 import logging
 import posixpath
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, R
 from starlette.routing import Route as WebRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from vhi.errors import InputError
 from vhi.viewer import pages
 from vhi.viewer.access import Access
 from vhi.viewer.dicomweb_routes import ROOT, Refused, Route, parse
@@ -293,8 +295,14 @@ async def _proxy(station: Station, request: Request, user: str) -> Response:
     station.requests.append((request.method, "/" + route.path, answer.status_code))
     if route.kind == "stow" and answer.status_code in (200, 202) and station.on_stored is not None:
         stored = _stored_parts(parts, answer.content)
-        if stored:
-            await run_in_threadpool(station.on_stored, user, stored, route)
+        try:
+            if stored:
+                await run_in_threadpool(station.on_stored, user, stored, route)
+        except (InputError, OSError, sqlite3.Error) as exc:
+            log.error("station: %s's save (%s) is on the DICOMweb service but was NOT recorded: %s",
+                      user, ", ".join(p.sop_uid for p in stored), exc)
+            return PlainTextResponse("saved on the DICOMweb service, but the station could not record "
+                                     "it: save again, or tell the data manager", status_code=500)
     back = {k: v for k, v in answer.headers.items() if k.lower() not in _DROP_BACK}
     return Response(content, status_code=answer.status_code, headers=back)
 
