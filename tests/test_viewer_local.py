@@ -34,13 +34,14 @@ from vhi.fileio import sha256_file
 from vhi.imaging.seg import read_seg, write_seg
 from vhi.sources.local import StationRecord
 from vhi.viewer import ohif
+from vhi.viewer.access import SingleUser
 from vhi.viewer.local import LocalStation, oedema_window, station_dir
 
 from support.browser import needs_browser
 from support.fake_model import write_vhi_shim
 from support.ohif_browser import KNOWN_CONSOLE_ERRORS, clean_in_browser, reader_edit
 from support.orthanc import needs_orthanc
-from support.viewer import announced_url
+from support.viewer import announced_links, announced_url, token_session
 from support.workflow import snakemake, status_of, workflow_env
 from xnat_emulator.demo import edit_seg
 from xnat_emulator.synthetic_demo import write_synthetic_demo
@@ -206,9 +207,12 @@ def serve_and_save_again(run: Path, config: Path, storage: Path, cleaned: Path) 
     try:
         line, url = announced_url(proc, f"local site {SITE}")
         assert "0 sessions await cleaning" in line
-        assert requests.get(f"{url}/segmentation", timeout=10).status_code == 200
-        client = DICOMwebClient(f"{url}/dicom-web")  # through the station's proxy, as OHIF saves
-        client._session.trust_env = False
+        links = announced_links(proc, 0)
+        assert requests.get(f"{url}/segmentation", timeout=10, allow_redirects=False).status_code == 303
+        browser = token_session(links["worklist"])  # the printed URL signs in
+        assert browser.get(f"{url}/segmentation", timeout=10).status_code == 200
+        # through the station's proxy, as OHIF saves (same origin)
+        client = DICOMwebClient(f"{url}/dicom-web", session=browser, headers={"Origin": url})
         [study] = client.search_for_studies(search_filters={"AccessionNumber": "1003"})
         study_uid = study["0020000D"]["Value"][0]
         rows = client.search_for_series(study_uid, search_filters={"Modality": "SEG"})
@@ -231,7 +235,7 @@ def serve_and_save_again(run: Path, config: Path, storage: Path, cleaned: Path) 
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err[-2000:]
-        assert "stopping: collecting the last saves" in err
+        assert "stopping the station" in err and "collecting the last saves" in err
     finally:
         if proc.poll() is None:
             proc.terminate()  # the station stops its Orthanc
@@ -269,9 +273,10 @@ def test_local_station_in_ohif(tmp_path, monkeypatch):
         js_edits = [[str(item.datasets[k].SOPInstanceUID), ny - 1 - j if flip else j, i, v]
                     for i, j, k, v in edits]
         browser_started = time.monotonic()
-        with station.server() as server:
+        access = SingleUser(lambda: [item.awaiting()])
+        with station.server(access) as server:
             chromium, requests_seen, console, voi = clean_in_browser(
-                server.url + item.viewer_path, ours=int(np.count_nonzero(proposal >= 1)),
+                access.signin_url(server.url, item.viewer_path), ours=int(np.count_nonzero(proposal >= 1)),
                 saved=lambda: station.collect([item])[0].action == "written", edited=edited,
                 js_edits=js_edits, artefacts=artefacts)
         browser_s = time.monotonic() - browser_started
