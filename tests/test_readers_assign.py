@@ -14,6 +14,7 @@ from vhi.readers.assign import (
     double_read_draw,
     is_double_read,
     proposal_id,
+    pushed_sessions,
 )
 from vhi.readers.progress import Reading, reader_summaries, worklist
 from vhi.readers.store import ReadersStore, parse_utc
@@ -157,6 +158,9 @@ def test_the_target_of_each_source_receipt(tmp_path: Path) -> None:
     t = cleaning_target(session, xnat)
     assert (t.study_uid, t.viewer_path, t.proposal) == ("", "", "2.25.7")
     plain = {"source": "local", "pushed_at": T0, "files": {"proposal": {"sha256": "d" * 64}}}
+    broken = readers_run(tmp_path, ["a/01/s2"])
+    push(broken.layout, "a/01/s2", {**plain, "pushed_at": "yesterday"})
+    assert pushed_sessions(broken.plan, broken.layout) == []  # warned and skipped, never fatal
     t = cleaning_target(session, plain)
     assert (t.study_uid, t.viewer_path, t.proposal) == ("", "", "d" * 64)
     assert proposal_id({}) == ""

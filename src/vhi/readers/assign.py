@@ -38,6 +38,7 @@ from vhi.cohort.ids import Session
 from vhi.cohort.layout import Layout
 from vhi.cohort.plan import PlannedSession
 from vhi.config.load import Settings
+from vhi.errors import InputError
 from vhi.readers.progress import Reading
 from vhi.readers.store import ROLES, Assignment, ReadersStore, parse_utc, utc_iso
 from vhi.sources.local import station_study_uid
@@ -101,8 +102,12 @@ def pushed_sessions(plan: Sequence[PlannedSession], layout: Layout,
         except (OSError, ValueError) as exc:
             log.warning("session %s: push receipt %s not read for assignment (%s)", p.key, path, exc)
             continue
-        if isinstance(receipt, Mapping) and receipt.get("pushed_at"):
+        if not isinstance(receipt, Mapping) or not receipt.get("pushed_at"):
+            continue
+        try:
             found.append((p, cleaning_target(p.session, receipt)))
+        except InputError as exc:  # a pushed_at that is not a time
+            log.warning("session %s: push receipt %s not used for assignment (%s)", p.key, path, exc)
     return found
 
 

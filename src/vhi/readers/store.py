@@ -357,8 +357,10 @@ class ReadersStore:
         return cls.open(work_dir) if cls.path_in(work_dir).is_file() else None
 
     def _migrate(self) -> None:
-        with self.transaction():
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if self.version == SCHEMA_VERSION:  # the usual case: no write lock taken to find out
+            return
+        with self.transaction():  # another process may be migrating too: look again, locked
+            version = self.version
             if version > SCHEMA_VERSION:
                 raise ConfigError(self.path, f"readers database of schema version {version}, made by "
                                              f"a newer vhi (this one reads up to {SCHEMA_VERSION})")

@@ -106,7 +106,8 @@ def status_table(plan: Sequence[PlannedSession], layout: Layout,
     rows = []
     for p in plan:
         row = session_status(p, layout)
-        rows.append({**row, **reading.session_columns(p.key, cleaned=row["state"] in ("cleaned", "measured"))})
+        cleaned = row["state"] in ("cleaned", "measured")
+        rows.append({**row, **reading.session_columns(p.key, cleaned=cleaned)})
     return pd.DataFrame(rows, columns=COLUMNS, dtype=object)
 
 

@@ -15,7 +15,6 @@ Column meanings are listed in docs/output.md.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
@@ -33,7 +32,7 @@ from vhi.errors import InputError, VhiError
 from vhi.fileio import atomic_path, read_json, save_json
 from vhi.provenance import git_commit
 from vhi.readers.progress import Reading, short_utc
-from vhi.results.readers import WORKLISTS_DIR, reads_table, readers_table, write_worklists
+from vhi.results.readers import WORKLISTS_DIR, readers_table, reads_table, write_worklists
 from vhi.results.report import publish_qc_images, write_report
 from vhi.results.status import STATES, status_table
 
@@ -45,7 +44,8 @@ VHI_COLUMNS = [
     "proposal_ml", "proposal_voxels", "proposal_voxels_label2",
     "lower", "upper", "q1", "q3", "iqr", "m", "reference_voxels", "reference_mode",
     "dice_cleaned_vs_proposal", "removed_voxels", "added_voxels",
-    "cleaned_uri", "cleaned_sha256", "cleaned_seg_uid", "cleaned_by", "cleaned_at", "stir_uri", "stir_sha256", "t1w_uri", "t1w_sha256",
+    "cleaned_uri", "cleaned_sha256", "cleaned_seg_uid", "cleaned_by", "cleaned_at",
+    "stir_uri", "stir_sha256", "t1w_uri", "t1w_sha256",
     "model_bundle", "model_version", "model_sha256", "model_device", "vhi_version", "collected_at",
 ]
 CHANGE_COLUMNS = [

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from vhi.method.reliability import BlandAltman, bland_altman, icc_2_1
-from vhi.results.report.svg import dots, site_colours, svg_doc, xy_frame, ticks_between
+from vhi.results.report.svg import dots, site_colours, svg_doc, ticks_between, xy_frame
 from vhi.results.report.text import esc, fmt, fmt_ml, html_table, order, session_id, signed_ml
 
 

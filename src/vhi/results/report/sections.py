@@ -10,7 +10,7 @@ goes through :func:`.text.esc` first. The page around them is :mod:`.page`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 

@@ -20,7 +20,8 @@ from vhi.results.report.text import esc, fmt, fmt_int, fmt_ml, order, records, s
 from vhi.results.status import STATES
 
 HEADERS = [("", "QC"), ("", "site"), ("", "subject"), ("", "session"), ("", "timepoint"),
-           ("", "state"), ("", "readers"), ("", "cleaned by"), ("", "due"), ("num", "VHI (ml)"), ("num", "proposal (ml)"),
+           ("", "state"), ("", "readers"), ("", "cleaned by"), ("", "due"), ("num", "VHI (ml)"),
+           ("num", "proposal (ml)"),
            ("num", "Dice cleaned vs proposal"), ("num", "removed voxels"), ("num", "added voxels"),
            ("", "reference"), ("", "reason")]
 #: The fields of a row in the data block: the headers after "QC", then the QC image and
