@@ -7,9 +7,12 @@ The browser test (two readers over HTTPS, OHIF) is tests/test_readers_browser.py
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import subprocess
 from pathlib import Path
 
+import pydicom
 import pytest
 import requests
 
@@ -45,6 +48,10 @@ def _sign_in(base: str, reader: str, password: str) -> tuple[requests.Session, r
     answer = client.post(f"{base}/signin", data={"reader": reader, "password": password, "next": "/"},
                          headers={"Origin": base}, timeout=10, allow_redirects=False)
     return client, answer
+
+
+def _sop_of(data: bytes) -> str:
+    return str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
 
 
 @pytest.fixture
@@ -145,6 +152,21 @@ def test_readers_reach_only_their_sessions_and_every_save_is_recorded(tmp_path, 
             assert alice.post(f"{base}/signout", headers={"Origin": base}, timeout=10,
                               allow_redirects=False).status_code == 303
             assert alice.get(f"{base}/dicom-web/studies", timeout=10).status_code == 401
+
+        # the save deleted from the service is stored again from the station's copy, byte for byte
+        rest = orthanc.rest()
+        [found] = rest.post(f"{orthanc.url}/tools/lookup", data=_sop_of(seg), timeout=10).json()
+        assert rest.get(f"{orthanc.url}/instances/{found['ID']}/file", timeout=10).content == seg
+        assert rest.delete(f"{orthanc.url}/instances/{found['ID']}", timeout=10).status_code == 200
+        restored = subprocess.run(["vhi", "restore", "C/P1/S1", "--config", str(config)], cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=120, check=False)
+        assert restored.returncode == 0, restored.stderr[-2000:]
+        assert restored.stdout.split("\t")[-1].strip() == "restored"
+        [back] = rest.post(f"{orthanc.url}/tools/lookup", data=_sop_of(seg), timeout=10).json()
+        assert rest.get(f"{orthanc.url}/instances/{back['ID']}/file", timeout=10).content == seg
+        again = subprocess.run(["vhi", "restore", "C/P1/S1", "--config", str(config)], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=120, check=False)
+        assert again.returncode == 0 and again.stdout.split("\t")[-1].strip() == "present"
 
     with ReadersStore.open(work) as store:
         [save] = store.saves()

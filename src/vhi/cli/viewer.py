@@ -197,6 +197,39 @@ def _local_station(settings: Any, args: argparse.Namespace, options: dict[str, A
     return 1 if any(o.action == "failed" for o in final) else 0
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Store a session's recorded saves again where they are missing from the service."""
+    from vhi.readers.restore import restore_saves
+    from vhi.readers.store import ReadersStore
+    from vhi.sources import make_source
+
+    settings = load_config_file(args.config)
+    key = args.session.strip("/")
+    site = settings.site(key.split("/", 1)[0])
+    store = ReadersStore.open_existing(settings.work_dir)
+    saves = [s for s in (store.saves(session_key=key) if store else [])
+             if not args.sop or s.sop_uid in args.sop]
+    if not saves:
+        raise ConfigError(f"session {key}", "no save of it was recorded by the cleaning station "
+                                            f"(readers database in {settings.work_dir}/.vhi)")
+    kind = site.source.get("type")
+    with store:
+        if kind == "dicomweb":
+            source = make_source(site.source, site=site.name)
+            done = restore_saves(store, source.conn, saves)
+        elif kind == "local":
+            from vhi.viewer.local import LocalStation
+
+            with LocalStation(settings, site.name) as station:
+                done = restore_saves(store, station.conn, saves)
+        else:
+            raise ConfigError(f"site {site.name}", "vhi restore puts back saves made through the cleaning "
+                                                   "station (DICOMweb and local sites)")
+    sys.stdout.write("".join(f"{r.save.sop_uid}\t{r.save.reader}\t{r.save.saved_at}\t{r.action}\n"
+                             for r in done))
+    return 1 if any(r.action in ("damaged", "differs") for r in done) else 0
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("viewer", help="serve OHIF against a DICOMweb site for cleaning; print "
                                       "one URL per session awaiting cleaning")
@@ -221,6 +254,12 @@ def register(sub: Any) -> None:
     p.add_argument("--fetch-only", action="store_true",
                    help="fetch and check the pinned OHIF build, then exit")
     p.set_defaults(func=cmd_viewer)
+    p = sub.add_parser("restore", help="store a session's saves (recorded by the cleaning station) "
+                                       "again where they are missing from the DICOMweb service")
+    p.add_argument("session", help="the session key, site/subject/session")
+    p.add_argument("--config", type=Path, required=True, help="the run's config")
+    p.add_argument("--sop", action="append", help="only this SEG SOP Instance UID (repeatable)")
+    p.set_defaults(func=cmd_restore)
 
 
 __all__ = ["register"]
