@@ -178,3 +178,40 @@ def test_readers_reach_only_their_sessions_and_every_save_is_recorded(tmp_path, 
     for text in (p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file() and p.suffix in
                  (".log", ".json", ".csv", ".yaml")):
         assert not any(pw in text for pw in PASSWORDS.values())
+
+
+def test_xnat_readers_sign_in_with_their_xnat_account_and_open_xnat_s_viewer(tmp_path, monkeypatch):
+    """An XNAT site's station: no viewer, no proxy; XNAT checks the password; the worklist's
+    link opens the session in XNAT's OHIF viewer."""
+    from vhi.viewer.server import StationServer
+    from vhi.viewer.xnat_accounts import XnatReadersAccess
+
+    from xnat_emulator.server import XnatEmulator
+
+    monkeypatch.chdir(tmp_path)
+    with XnatEmulator(tmp_path / "xnat", users={"alice": "alice-xnat-pw", "bob": "bob-xnat-pw"}) as xnat:
+        config = tmp_path / "config.yaml"
+        config.write_text(json.dumps({
+            "readers": [{"id": "alice", "name": "Dr Alice", "sites": ["X"]}],
+            "sites": [{"name": "X", "source": {"type": "xnat", "server": xnat.url, "project": "P"}}]}))
+        settings = load_config_file(config)
+        viewer = f"{xnat.url}/VIEWER/?subjectId=S1&projectId=P&experimentId=XNAT_E1&experimentLabel=E1"
+        with ReadersStore.open(settings.work_dir) as store:
+            store.add_assignments([Assignment("X/S1/E1", "X", "alice", "first", "", viewer,
+                                              utc_iso("2026-12-01T10:00:00"), utc_iso("2026-12-15T10:00:00"),
+                                              "test")], by="test")
+            access = XnatReadersAccess(settings, settings.site("X"), store)
+            assert not store.has_account("alice")  # XNAT's account, not the station's
+            with StationServer(None, "", None, "", access) as server:
+                base = server.url
+                assert _sign_in(base, "alice", "wrong")[1].status_code == 401
+                assert _sign_in(base, "bob", "bob-xnat-pw")[1].status_code == 401  # not a reader here
+                alice, answer = _sign_in(base, "alice", "alice-xnat-pw")
+                assert answer.status_code == 303
+                assert "X/S1/E1" in alice.get(f"{base}/", timeout=10).text
+                opened = alice.get(f"{base}/open/X/S1/E1", timeout=10, allow_redirects=False)
+                assert opened.status_code == 303 and opened.headers["location"] == viewer
+                assert alice.get(f"{base}/dicom-web/studies", timeout=10).status_code == 404
+            assert [c.reader for c in store.claims("X/S1/E1")] == ["alice"]
+        logins = [e for e in xnat.requests if e.path == "/data/services/auth"]
+        assert [e.status for e in logins] == [401, 200]  # bob is no reader: XNAT is not even asked

@@ -132,6 +132,8 @@ def cmd_viewer(args: argparse.Namespace) -> int:
     if (args.local or kinds.get(args.site) == "local"
             or (args.site is None and "dicomweb" not in kinds.values() and "local" in kinds.values())):
         return _local_station(settings, args, options)
+    if kinds.get(args.site) == "xnat" or (args.site is None and set(kinds.values()) == {"xnat"}):
+        return _xnat_station(settings, args, options)
     site = dicomweb_site(settings, args.site)
     sessions = awaiting_cleaning(settings, site.name)
     access, recorder = station_access(settings, [site.name], sessions)
@@ -139,6 +141,27 @@ def cmd_viewer(args: argparse.Namespace) -> int:
     log.info("VHI cleaning station (OHIF %s) for site %s: %s/ - research use only, not for "
              "clinical decisions; %s", OHIF_VERSION, site.name, server.url, _what_awaits(access, sessions))
     announce(server, access, sessions)
+    serve_until_stopped(server)
+    return 0
+
+
+def _xnat_station(settings: Any, args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """The worklists of an XNAT site's readers: they sign in with their XNAT account and open
+    each session in XNAT's own OHIF viewer (no viewer or proxy here)."""
+    from vhi.readers.store import ReadersStore
+    from vhi.viewer.server import StationServer
+    from vhi.viewer.xnat_accounts import XnatReadersAccess
+
+    sites = [s for s in settings.sites if s.source.get("type") == "xnat" and args.site in (None, s.name)]
+    site = sites[0]
+    if not settings.readers_of(site.name):
+        raise ConfigError(f"site {site.name}", "an XNAT site's readers clean in XNAT's own viewer; the "
+                                               "station serves their worklists: list them under readers:")
+    access = XnatReadersAccess(settings, site, ReadersStore.open(settings.work_dir))
+    server = StationServer(None, "", None, "", access, **options)
+    log.info("VHI cleaning station for XNAT site %s: %s/ - readers sign in with their XNAT account (%s) "
+             "and open their sessions in XNAT's OHIF viewer", site.name, server.url, access.server)
+    announce(server, access, [])
     serve_until_stopped(server)
     return 0
 

@@ -70,8 +70,8 @@ _OPEN = ("/signin", "/auth", "/favicon.ico")
 class Station:
     """What one station serves: OHIF's files and config, one DICOMweb service, one access."""
 
-    dist: Path
-    upstream: str  # the DICOMweb root the proxy forwards to
+    dist: Path | None  # None: no viewer here (an XNAT site's readers clean in XNAT's own)
+    upstream: str  # the DICOMweb root the proxy forwards to ("" : none)
     http: Any  # a requests.Session with the service's credentials and TLS settings
     config_js: str
     access: Access
@@ -215,6 +215,8 @@ def create_app(station: Station) -> Starlette:
 
     async def dicomweb(request: Request) -> Response:
         user = station.user(request) or ""
+        if not station.upstream:
+            return _with_headers(PlainTextResponse("this station serves no DICOMweb", status_code=404))
         try:
             return _with_headers(await _proxy(station, request, user))
         except Refused as exc:
@@ -223,6 +225,8 @@ def create_app(station: Station) -> Starlette:
             return _with_headers(PlainTextResponse(exc.reason, status_code=exc.status))
 
     async def ohif_file(request: Request) -> Response:
+        if station.dist is None:
+            return _with_headers(PlainTextResponse("not found", status_code=404))
         return _with_headers(_static(station.dist, request.url.path))
 
     routes = [
