@@ -10,14 +10,8 @@ study created); a ``text/plain`` POST was accepted (cross-site forms can send it
 from __future__ import annotations
 
 import http.client
-import io
 import json
-import uuid
-from pathlib import Path
 
-import nibabel as nib
-import numpy as np
-import pydicom
 import pytest
 import requests
 
@@ -26,10 +20,9 @@ from vhi.viewer.access import SingleUser
 from vhi.viewer.dicomweb_routes import Refused, parse
 from vhi.viewer.station import station_for
 
-from support.dicom_series import write_series
 from support.env import unset_env
 from support.orthanc import Orthanc, needs_orthanc
-from support.viewer import token_session
+from support.viewer import multipart, reader_seg, synthetic_series, token_session
 
 USER, CANARY = "vhi-robot", "CANARY-station-5e1f"
 STUDY = "1.2.826.0.1.3680043.8.498.100"
@@ -70,38 +63,6 @@ def test_the_dicomweb_routes_are_rebuilt_from_their_parts():
 
 
 # ----------------------------------------------------------------------------- through the server
-def _mr_series(folder: Path) -> list[Path]:
-    data = (np.arange(16 * 16 * 4).reshape(16, 16, 4) % 97).astype(np.int16)
-    img = nib.Nifti1Image(data, np.diag([-1.0, 1.0, 2.0, 1.0]))
-    info = write_series(img, folder, series_description="STIR", series_number=3, study_uid=STUDY,
-                        patient_id="P1", patient_name="Test^P1", study_date="20260101",
-                        frame_of_reference_uid="1.2.826.0.1.3680043.8.498.101")
-    return info.files
-
-
-def _seg_bytes(series_files: list[Path], tmp: Path) -> bytes:
-    """A reader's SEG on the MR series (the platform's writer, its marks removed)."""
-    from vhi.imaging.seg import write_seg
-
-    datasets = [pydicom.dcmread(f) for f in series_files]
-    mask = np.zeros((16, 16, 4), bool)
-    mask[4:8, 4:8, 1] = True
-    write_seg(mask, np.diag([-1.0, 1.0, 2.0, 1.0]), datasets, tmp / "seg.dcm", algorithm_version="t",
-              series_number=99)
-    ds = pydicom.dcmread(tmp / "seg.dcm")
-    ds.SeriesDescription = "Corrected by reader"
-    ds.Manufacturer = "OHIF"
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-def _multipart(*instances: bytes, kind: str = "application/dicom") -> tuple[bytes, str]:
-    b = uuid.uuid4().hex
-    body = b"".join(f"--{b}\r\nContent-Type: {kind}\r\n\r\n".encode() + data + b"\r\n" for data in instances)
-    return body + f"--{b}--\r\n".encode(), f'multipart/related; type="application/dicom"; boundary={b}'
-
-
 def _raw(server, method: str, path: str, *, cookie: str = "", host: str | None = None,
          body: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
     """One request with the path exactly as written (no client normalises it)."""
@@ -135,7 +96,7 @@ def test_hostile_requests_are_refused_and_orthanc_is_untouched(tmp_path, dist, m
     monkeypatch.setenv("DICOMWEB_USER", USER)
     monkeypatch.setenv("DICOMWEB_PASS", CANARY)
     monkeypatch.chdir(tmp_path)
-    series = _mr_series(tmp_path / "mr")
+    series = synthetic_series(tmp_path / "mr", STUDY)
     with Orthanc(tmp_path / "orthanc", users={USER: CANARY}) as orthanc:
         orthanc.upload(series)
         rest = orthanc.rest()
@@ -179,25 +140,25 @@ def test_hostile_requests_are_refused_and_orthanc_is_untouched(tmp_path, dist, m
                 assert status in (403, 405), (method, path, status)
             assert rest.get(f"{orthanc.url}/system", timeout=10).status_code == 200  # not shut down
             # a cross-site form's text/plain POST, another origin, another Host: refused
-            seg = _seg_bytes(series, tmp_path)
-            body, multipart = _multipart(seg)
+            seg = reader_seg(series, tmp_path)
+            body, stow_type = multipart(seg)
             assert _raw(server, "POST", "/dicom-web/studies", cookie=signed, body=seg,
                         headers={"Content-Type": "text/plain"})[0] == 415
             assert _raw(server, "POST", "/dicom-web/studies", cookie=signed, body=body,
-                        headers={"Content-Type": multipart, "Origin": "http://evil.example"})[0] == 403
+                        headers={"Content-Type": stow_type, "Origin": "http://evil.example"})[0] == 403
             assert _raw(server, "GET", "/dicom-web/studies", cookie=signed, host="evil.example:80")[0] == 421
             assert _raw(server, "GET", "/", cookie=signed, host=f"rebind.example:{server.port}")[0] == 421
             # only SEGs are stored, and only into their own study
-            mr_body, mr_type = _multipart(series[0].read_bytes())
+            mr_body, mr_type = multipart(series[0].read_bytes())
             assert _raw(server, "POST", "/dicom-web/studies", cookie=signed, body=mr_body,
                         headers={"Content-Type": mr_type})[0] == 403
             assert _raw(server, "POST", "/dicom-web/studies/1.2.3", cookie=signed, body=body,
-                        headers={"Content-Type": multipart})[0] == 403
+                        headers={"Content-Type": stow_type})[0] == 403
             after = rest.get(f"{orthanc.url}/statistics", timeout=10).json()
             assert after["CountInstances"] == before["CountInstances"] == len(series)
             # what OHIF does: a STOW-RS of a SEG, same origin, is stored
             status, _ = _raw(server, "POST", "/dicom-web/studies", cookie=signed, body=body,
-                             headers={"Content-Type": multipart, "Origin": base})
+                             headers={"Content-Type": stow_type, "Origin": base})
             assert status == 200
             stored = rest.get(f"{orthanc.url}/statistics", timeout=10).json()["CountInstances"]
             assert stored == len(series) + 1

@@ -14,6 +14,7 @@ import csv
 import datetime
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -199,11 +200,20 @@ def test_local_station_loads_collects_and_the_workflow_measures(tmp_path, monkey
         serve_and_save_again(run, config, station_dir(settings, SITE), cleaned)
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT as a terminal gives it, even where the tests run with it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def serve_and_save_again(run: Path, config: Path, storage: Path, cleaned: Path) -> None:
-    """The serving station writes a second save while it serves; SIGTERM stops it cleanly."""
+    """The serving station writes a second save while it serves; Ctrl-C at its terminal (SIGINT
+    to its process group, twice) stops it after it collected a third save made just before,
+    with its Orthanc still up for that last look ([reliability-2] item 5)."""
     proc = subprocess.Popen([sys.executable, "-m", "vhi.cli", "viewer", "--config", str(config), "--local",
-                             "--port", "0", "--collect-every", "0.5"], cwd=run, env=workflow_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--port", "0", "--collect-every", "1"], cwd=run, env=workflow_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True,  # its own process group, as a terminal's job
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     try:
         line, url = announced_url(proc, f"local site {SITE}")
         assert "0 sessions await cleaning" in line
@@ -232,10 +242,20 @@ def serve_and_save_again(run: Path, config: Path, storage: Path, cleaned: Path) 
         while int(nib.load(cleaned).get_fdata().sum()) != voxels:
             assert time.monotonic() < deadline, "the second save was not written while serving"
             time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
+        keep[int(np.argsort(frames.sum(axis=(1, 2)))[-2])] = False  # and one more, just before Ctrl-C
+        data, last = edit_seg(buffer.getvalue(), keep, description="Cleaned a third time")
+        third = pydicom.dcmread(io.BytesIO(data))
+        third.ContentDate, third.ContentTime = f"{now:%Y%m%d}", f"{now:%H%M%S}"
+        third.SeriesNumber = int(again.SeriesNumber) + 1
+        client.store_instances([third], study_uid)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)  # an impatient second Ctrl-C is ignored
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err[-2000:]
         assert "stopping the station" in err and "collecting the last saves" in err
+        assert "Traceback" not in err
+        assert int(nib.load(cleaned).get_fdata().sum()) == last < voxels
     finally:
         if proc.poll() is None:
             proc.terminate()  # the station stops its Orthanc

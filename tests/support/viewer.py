@@ -3,9 +3,21 @@ the station and the viewer)."""
 
 from __future__ import annotations
 
+import io
 import subprocess
+import uuid
+from pathlib import Path
 
+import nibabel as nib
+import numpy as np
+import pydicom
 import requests
+
+from support.dicom_series import write_series
+
+#: The synthetic series' grid (tests of the station that need no anatomy).
+SHAPE = (16, 16, 4)
+AFFINE = np.diag([-1.0, 1.0, 2.0, 1.0])
 
 
 def announced_url(proc: subprocess.Popen, label: str) -> tuple[str, str]:
@@ -45,3 +57,38 @@ def token_session(url: str, *, verify: bool | str = True) -> requests.Session:
 def signin_url(server, access, target: str = "/") -> str:
     """The token URL of an in-process station (:class:`vhi.viewer.access.SingleUser`)."""
     return access.signin_url(server.url, target)
+
+
+def synthetic_series(folder: Path, study_uid: str, *, patient: str = "P1") -> list[Path]:
+    """A small MR series of ``study_uid`` as DICOM files (what a station's study holds)."""
+    data = (np.arange(int(np.prod(SHAPE))).reshape(SHAPE) % 97).astype(np.int16)
+    info = write_series(nib.Nifti1Image(data, AFFINE), folder, series_description="STIR", series_number=3,
+                        study_uid=study_uid, patient_id=patient, patient_name=f"Test^{patient}",
+                        study_date="20260101", frame_of_reference_uid=study_uid + ".1")
+    return info.files
+
+
+def reader_seg(series_files: list[Path], tmp: Path, *, voxels: int = 16,
+               description: str = "Corrected by reader") -> bytes:
+    """A reader's SEG on a synthetic series, as OHIF stores it (the platform's writer, its
+    marks replaced): ``voxels`` voxels in slice 1."""
+    from vhi.imaging.seg import write_seg
+
+    datasets = [pydicom.dcmread(f) for f in series_files]
+    mask = np.zeros(SHAPE, bool)
+    mask.flat[np.flatnonzero(np.ones(SHAPE[:2]))[:voxels] * SHAPE[2] + 1] = True
+    path = tmp / f"seg-{uuid.uuid4().hex}.dcm"
+    write_seg(mask, AFFINE, datasets, path, algorithm_version="t", series_number=99)
+    ds = pydicom.dcmread(path)
+    ds.SeriesDescription = description
+    ds.Manufacturer = "OHIF"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def multipart(*instances: bytes, kind: str = "application/dicom") -> tuple[bytes, str]:
+    """A STOW-RS body of ``instances`` and its content type."""
+    b = uuid.uuid4().hex
+    body = b"".join(f"--{b}\r\nContent-Type: {kind}\r\n\r\n".encode() + data + b"\r\n" for data in instances)
+    return body + f"--{b}--\r\n".encode(), f'multipart/related; type="application/dicom"; boundary={b}'

@@ -25,6 +25,7 @@ import json
 import logging
 import posixpath
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, R
 from starlette.routing import Route as WebRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from vhi.errors import InputError
 from vhi.viewer import pages
 from vhi.viewer.access import Access
 from vhi.viewer.dicomweb_routes import ROOT, Refused, Route, parse
@@ -68,8 +70,8 @@ _OPEN = ("/signin", "/auth", "/favicon.ico")
 class Station:
     """What one station serves: OHIF's files and config, one DICOMweb service, one access."""
 
-    dist: Path
-    upstream: str  # the DICOMweb root the proxy forwards to
+    dist: Path | None  # None: no viewer here (an XNAT site's readers clean in XNAT's own)
+    upstream: str  # the DICOMweb root the proxy forwards to ("" : none)
     http: Any  # a requests.Session with the service's credentials and TLS settings
     config_js: str
     access: Access
@@ -213,6 +215,8 @@ def create_app(station: Station) -> Starlette:
 
     async def dicomweb(request: Request) -> Response:
         user = station.user(request) or ""
+        if not station.upstream:
+            return _with_headers(PlainTextResponse("this station serves no DICOMweb", status_code=404))
         try:
             return _with_headers(await _proxy(station, request, user))
         except Refused as exc:
@@ -221,6 +225,8 @@ def create_app(station: Station) -> Starlette:
             return _with_headers(PlainTextResponse(exc.reason, status_code=exc.status))
 
     async def ohif_file(request: Request) -> Response:
+        if station.dist is None:
+            return _with_headers(PlainTextResponse("not found", status_code=404))
         return _with_headers(_static(station.dist, request.url.path))
 
     routes = [
@@ -293,8 +299,14 @@ async def _proxy(station: Station, request: Request, user: str) -> Response:
     station.requests.append((request.method, "/" + route.path, answer.status_code))
     if route.kind == "stow" and answer.status_code in (200, 202) and station.on_stored is not None:
         stored = _stored_parts(parts, answer.content)
-        if stored:
-            await run_in_threadpool(station.on_stored, user, stored, route)
+        try:
+            if stored:
+                await run_in_threadpool(station.on_stored, user, stored, route)
+        except (InputError, OSError, sqlite3.Error) as exc:
+            log.error("station: %s's save (%s) is on the DICOMweb service but was NOT recorded: %s",
+                      user, ", ".join(p.sop_uid for p in stored), exc)
+            return PlainTextResponse("saved on the DICOMweb service, but the station could not record "
+                                     "it: save again, or tell the data manager", status_code=500)
     back = {k: v for k, v in answer.headers.items() if k.lower() not in _DROP_BACK}
     return Response(content, status_code=answer.status_code, headers=back)
 

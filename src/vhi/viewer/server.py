@@ -63,7 +63,7 @@ def station_origins(names: frozenset[str], scheme: str, port: int,
 class StationServer:
     """The station on ``host:port`` in front of one DICOMweb root; a context manager."""
 
-    def __init__(self, dist: Path, upstream: str, session: Any, config_js: str, access: Access, *,
+    def __init__(self, dist: Path | None, upstream: str, session: Any, config_js: str, access: Access, *,
                  host: str = LOOPBACK, port: int = 0, timeout_s: float = 120,
                  tls: tuple[Path, Path] | None = None, public_urls: tuple[str, ...] = (),
                  on_stored: Any = None) -> None:
@@ -87,7 +87,7 @@ class StationServer:
             raise ConfigError("--host/--port", f"cannot listen on {host}:{port} ({exc.strerror})") from None
         self.sock.listen(128)
         self.port = int(self.sock.getsockname()[1])
-        self.station = Station(dist=Path(dist), upstream=upstream.rstrip("/"), http=session,
+        self.station = Station(dist=Path(dist) if dist else None, upstream=upstream.rstrip("/"), http=session,
                                config_js=config_js, access=access, timeout_s=timeout_s,
                                hostnames=(names := station_names(host, public_urls)),
                                origins=station_origins(names, "https" if tls else "http", self.port,
