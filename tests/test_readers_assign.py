@@ -13,11 +13,11 @@ from vhi.readers.assign import (
     cleaning_target,
     double_read_draw,
     is_double_read,
-    proposal_id,
     pushed_sessions,
 )
 from vhi.readers.progress import Reading, reader_summaries, worklist
 from vhi.readers.store import ReadersStore, parse_utc
+from vhi.sources.cleaning import proposal_id
 
 from support.readers import (
     T0,

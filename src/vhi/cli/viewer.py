@@ -85,8 +85,8 @@ def station_access(settings: Any, sites: list[str], items: list[Any]) -> tuple[A
     from pathlib import Path
 
     from vhi.fileio import read_json
-    from vhi.readers.assign import proposal_id
     from vhi.readers.store import ReadersStore
+    from vhi.sources.cleaning import proposal_id
     from vhi.viewer.access import SingleUser
     from vhi.viewer.readers_access import ReadersAccess, SaveRecorder
 

@@ -22,6 +22,7 @@ from vhi.config.load import Settings
 from vhi.errors import ConfigError
 from vhi.fileio import atomic_path, save_json
 from vhi.sources import make_source
+from vhi.sources.cleaning import CleaningRecord
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +101,13 @@ def plan_cohort(settings: Settings) -> list[PlannedSession]:
     """Every session of every site, sorted by key, with what applies to it."""
     plan = []
     layout = Layout.from_settings(settings)
+    # the station's saves and the assignments: what the one cleaning rule decides by
+    record = CleaningRecord.of_run(layout.work, {s.name: s.double_read_vhi for s in settings.sites})
     for site in settings.sites:
         source = make_source(site.source, site=site.name)
         sessions = source.list_sessions()
         check_unique(sessions, f"site {site.name}")
-        cleaned = source.find_cleaned(sessions, receipts=_receipts(layout, sessions))
+        cleaned = source.find_cleaned(sessions, receipts=_receipts(layout, sessions), record=record)
         for s in sessions:
             entry = cleaned.get(s.key) if s.has_stir else None
             note = str(entry.get("pending") or "") if entry else ""

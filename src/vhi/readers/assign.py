@@ -41,6 +41,7 @@ from vhi.config.load import Settings
 from vhi.errors import InputError
 from vhi.readers.progress import Reading
 from vhi.readers.store import ROLES, Assignment, ReadersStore, parse_utc, utc_iso
+from vhi.sources.cleaning import proposal_id
 from vhi.sources.local import station_study_uid
 
 log = logging.getLogger(__name__)
@@ -59,20 +60,6 @@ class CleaningTarget:
     viewer_path: str  # the station's OHIF route, or a whole URL of the site's own viewer
     pushed_at: str
     proposal: str  # the proposal's SEG SOP Instance UID (DICOMweb, XNAT) or sha256 (local)
-
-
-def proposal_id(receipt: Mapping[str, Any]) -> str:
-    """What identifies the pushed proposal in a push receipt: the SEG's SOP Instance UID
-    (DICOMweb), the ROI collection's UID (XNAT: the SEG's SOP Instance UID), else the
-    sha256 of the pushed proposal file (local)."""
-    seg, collection = receipt.get("seg") or {}, receipt.get("collection") or {}
-    if seg.get("sop_uid"):
-        return str(seg["sop_uid"])
-    if collection.get("uid"):
-        return str(collection["uid"])
-    files = receipt.get("files") or {}
-    chosen = files.get("proposal") or next(iter(files.values()), {})
-    return str(chosen.get("sha256") or "")
 
 
 def cleaning_target(session: Session, receipt: Mapping[str, Any]) -> CleaningTarget:

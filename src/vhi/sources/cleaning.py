@@ -27,12 +27,33 @@ cleaning.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from vhi.readers.store import ReadersStore, Save
+
+log = logging.getLogger(__name__)
 
 #: The receipt keys that list the segmentations present when the proposal was pushed.
 BEFORE_KEYS = ("segs_before", "collections_before")
+
+
+def proposal_id(receipt: Mapping[str, Any]) -> str:
+    """What identifies the pushed proposal in a push receipt: the SEG's SOP Instance UID
+    (DICOMweb), the ROI collection's UID (XNAT: the SEG's SOP Instance UID), else the
+    sha256 of the pushed proposal file (local)."""
+    seg, collection = receipt.get("seg") or {}, receipt.get("collection") or {}
+    if seg.get("sop_uid"):
+        return str(seg["sop_uid"])
+    if collection.get("uid"):
+        return str(collection["uid"])
+    files = receipt.get("files") or {}
+    chosen = files.get("proposal") or next(iter(files.values()), {})
+    return str(chosen.get("sha256") or "")
 
 
 @dataclass(frozen=True)
@@ -45,8 +66,10 @@ class PushRecord:
     proposal_ids: frozenset[str] = frozenset()  # every id the proposal is known by (SOP UID, collection id)
 
     @classmethod
-    def from_receipt(cls, receipt: Mapping[str, Any], proposal: str) -> PushRecord:
-        """The record of a push receipt (``pushed.json``); ``proposal``: its proposal's id."""
+    def from_receipt(cls, receipt: Mapping[str, Any], proposal: str | None = None) -> PushRecord:
+        """The record of a push receipt (``pushed.json``); ``proposal``: its proposal's id
+        (default :func:`proposal_id`)."""
+        proposal = proposal if proposal is not None else proposal_id(receipt)
         before = next((receipt[k] for k in BEFORE_KEYS if isinstance(receipt.get(k), list)), None)
         ids = {proposal}
         for part in ("seg", "collection"):
@@ -165,3 +188,67 @@ def _stale_reason(stale: Sequence[Saved], push: PushRecord) -> str:
     more = f" (and {len(stale) - 1} earlier)" if len(stale) > 1 else ""
     return (f"{last.label}{who}{when}{more} was saved for an earlier proposal: the proposal was "
             f"pushed again ({push.pushed_at or 'time unknown'}); awaiting a cleaning of the current one")
+
+
+def station_saved(save: Save) -> Saved:
+    """A save the cleaning station recorded, for the rule."""
+    return Saved(save.sop_uid, "station", f"SEG {save.sop_uid}", reader=save.reader,
+                 saved_at=save.saved_at, answers=save.proposal, ref=save)
+
+
+@dataclass(frozen=True)
+class CleaningRecord:
+    """What the run's readers database says about cleanings: the saves recorded by the
+    station, each session's assigned readers, and each site's VHI role of a double read."""
+
+    saves: Mapping[str, tuple[Saved, ...]] = field(default_factory=dict)
+    assigned: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    vhi_roles: Mapping[str, str] = field(default_factory=dict)
+    folder: Path | None = None  # where the kept SEG bytes are (the database's folder)
+
+    @classmethod
+    def of_run(cls, work_dir: str | os.PathLike[str], vhi_roles: Mapping[str, str] | None = None,
+               ) -> CleaningRecord:
+        """The record of the run folder ``work_dir`` (empty when it has no readers database)."""
+        store = ReadersStore.open_existing(work_dir)
+        if store is None:
+            return cls(vhi_roles=dict(vhi_roles or {}))
+        with store:
+            snapshot = store.snapshot()
+            folder = store.folder
+        saves: dict[str, list[Saved]] = {}
+        for save in snapshot.saves:
+            saves.setdefault(save.session_key, []).append(station_saved(save))
+        assigned: dict[str, list[tuple[str, str]]] = {}
+        for a in sorted(snapshot.assignments, key=lambda a: (a.session_key, a.role)):
+            assigned.setdefault(a.session_key, []).append((a.reader, a.role))
+        return cls({k: tuple(v) for k, v in saves.items()}, {k: tuple(v) for k, v in assigned.items()},
+                   dict(vhi_roles or {}), folder)
+
+    def cleaning(self, key: str, site: str, push: PushRecord | None,
+                 on_source: Sequence[Saved] = ()) -> Cleaning:
+        """The rule for session ``key`` of ``site``, with what the source holds."""
+        return choose_cleaning(push, [*on_source, *self.saves.get(key, ())], self.assigned.get(key, ()),
+                               self.vhi_roles.get(site, "first"))
+
+    def data_of(self, saved: Saved) -> bytes | None:
+        """The bytes the station kept of a save it recorded (None for a save found on the source)."""
+        if saved.origin != "station" or self.folder is None or not isinstance(saved.ref, Save):
+            return None
+        path = (self.folder / saved.ref.blob).resolve()
+        if not path.is_relative_to(self.folder.resolve()) or not path.is_file():
+            log.warning("the kept copy of SEG %s (%s) is missing", saved.id, saved.ref.blob)
+            return None
+        return path.read_bytes()
+
+
+def fingerprint(cleaning: Cleaning, describe: Any = None) -> dict[str, Any] | None:
+    """What the plan records of a session's cleaning: changes when any read does (the
+    workflow collects again), with ``describe(saved)`` of the VHI read (the source's words
+    for it: URI, series, dates); ``{"pending": reason}`` when something saved cannot be collected."""
+    if cleaning.reads:
+        about = describe(cleaning.reads[0].saved) if describe else {"uri": cleaning.reads[0].saved.label}
+        return {**about, "reads": [[r.reader, r.role, r.saved.id, r.saved.saved_at] for r in cleaning.reads]}
+    if cleaning.pending:
+        return {"pending": cleaning.pending}
+    return None

@@ -24,14 +24,17 @@ import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vhi.cohort.ids import ROLE_NAMES, Session
 from vhi.cohort.sheet import demo_sessions, read_sheet
 from vhi.errors import ConfigError, InputError
-from vhi.fileio import copy_hashed, save_json, sha256_file
+from vhi.fileio import copy_hashed, read_json, save_json, sha256_file
 from vhi.imaging.series import uid_from
 from vhi.sources import Source, viewer_route
+
+if TYPE_CHECKING:
+    from vhi.sources.cleaning import CleaningRecord
 
 
 class _OutboxRecord:
@@ -182,7 +185,11 @@ class LocalSource(Source):
         return receipt
 
     def find_cleaned(self, sessions: Sequence[Session],
-                     receipts: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+                     receipts: Mapping[str, Mapping[str, Any]] | None = None,
+                     record: CleaningRecord | None = None) -> dict[str, dict[str, Any]]:
+        """The file at each session's cleaned path (its size and time: a new save changes
+        them); ``{"pending": reason}`` where the local cleaning station wrote it from a save
+        of an earlier proposal (:meth:`stale_station_save`)."""
         found = {}
         for s in sessions:
             path = self.cleaned_path(s)
@@ -190,14 +197,40 @@ class LocalSource(Source):
                 st = path.stat()
             except OSError:
                 continue
-            found[s.key] = {"uri": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            stale = self.stale_station_save(path, (receipts or {}).get(s.key))
+            found[s.key] = {"pending": stale} if stale else {
+                "uri": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
         return found
+
+    @staticmethod
+    def stale_station_save(path: Path, receipt: Mapping[str, Any] | None) -> str:
+        """Why the mask the local cleaning station wrote at ``path`` is not the cleaning of
+        the current proposal (it answers an earlier one), or "" (it is, or no station wrote it)."""
+        from vhi.sources.cleaning import proposal_id
+
+        record = StationRecord(path)
+        if not receipt or not record.data["written"] or not path.is_file():
+            return ""
+        seg = record.seg_of(sha256_file(path)) or {}
+        answered, current = str(seg.get("answers") or ""), proposal_id(receipt)
+        if not answered or not current or answered == current:
+            return ""
+        who = f" by {seg['reader']}" if seg.get("reader") else ""
+        again = receipt.get("pushed_at", "?")
+        return (f"{path} holds SEG {seg.get('seg_sop_instance_uid', '?')}{who}, saved at the station "
+                f"for an earlier proposal (the proposal was pushed again at {again}): "
+                "awaiting a cleaning of the current one")
 
     def fetch_cleaned(self, session: Session, dest: str | os.PathLike[str],
                       context: Mapping[str, Path] | None = None) -> dict[str, Any] | None:
         src = self.cleaned_path(session)
         if not src.is_file():
             return None
+        receipt = (context or {}).get("receipt")
+        pushed = read_json(receipt) if receipt and Path(receipt).is_file() else None
+        stale = self.stale_station_save(src, pushed)
+        if stale:
+            raise InputError(f"session {session.key}", stale)
         self._guard(dest, session)
         st = src.stat()
         info = {"uri": str(src), "mtime_ns": st.st_mtime_ns, **copy_hashed(src, dest)}
@@ -205,7 +238,8 @@ class LocalSource(Source):
         if seg is not None:  # saved in OHIF at the local cleaning station
             info.update({"written_by": "vhi viewer --local",
                          **{k: seg[k] for k in ("seg_series_instance_uid", "seg_sop_instance_uid",
-                                                "series_description", "when") if k in seg}})
+                                                "series_description", "when", "reader", "saved_at")
+                            if k in seg}})
         return info
 
     def reader_masks(self, session: Session) -> dict[str, str]:

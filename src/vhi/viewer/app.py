@@ -60,7 +60,7 @@ _PASS_UP = ("accept", "content-type")
 #: Response headers not passed back (hop-by-hop, framing, the service's cookies).
 _DROP_BACK = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding",
               "set-cookie", "www-authenticate", "server"}
-_SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+_SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
                      "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
 #: Routes open to a request that is not signed in.
 _OPEN = ("/signin", "/auth", "/favicon.ico")
