@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,11 +131,17 @@ def _newest(saves: Sequence[Saved]) -> Saved:
 
 
 def _merge(saves: Sequence[Saved]) -> list[Saved]:
-    """One entry per id: the station's record of a save wins over the source's listing of it."""
+    """One entry per id: the station's record of a save wins over the source's listing of it
+    (whose label, with the series description, names it in messages)."""
     by_id: dict[str, Saved] = {}
     for s in saves:
-        if s.id not in by_id or (s.origin == "station" and by_id[s.id].origin != "station"):
+        seen = by_id.get(s.id)
+        if seen is None:
             by_id[s.id] = s
+        elif s.origin == "station" and seen.origin != "station":
+            by_id[s.id] = replace(s, label=seen.label)
+        elif seen.origin == "station" and s.origin != "station":
+            by_id[s.id] = replace(seen, label=s.label)
     return list(by_id.values())
 
 

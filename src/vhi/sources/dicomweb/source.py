@@ -111,7 +111,7 @@ class DicomwebSource(Source):
                 raise DicomwebError(what, f"the proposal is not on the grid of the STIR series "
                                           f"{stir['series_uid']} on the service: {why}")
             listed = segs.list_segs(self.conn, what, study_uid)
-            old = segs.newest_proposal(listed, stir["series_uid"])
+            old = _current_proposal(listed, stir["series_uid"], (context or {}).get("history"))
             if old is not None:
                 data = segs.retrieve(self.conn, what, old)
                 try:
@@ -229,6 +229,17 @@ class DicomwebSource(Source):
                 "recorded_by": "station" if saved.origin == "station" else "service",
                 "stir": {"series_uid": stir["series_uid"]},
                 "rule": "each reader's newest save after the current proposal's push (vhi.sources.cleaning)"}
+
+
+def _current_proposal(listed: Sequence[Mapping[str, Any]], stir_uid: str,
+                      history: Path | None) -> dict[str, Any] | None:
+    """The proposal on the service now: the SEG the previous receipt names, while it is there
+    (a viewer may save into the proposal's series keeping its marks: marks alone cannot tell);
+    else the newest SEG with the platform's marks on the STIR series."""
+    previous = read_json(history) if history is not None and Path(history).is_file() else {}
+    sop = str((previous.get("seg") or {}).get("sop_uid") or "")
+    named = [dict(r) for r in listed if sop and r["sop_uid"] == sop]
+    return named[0] if named else segs.newest_proposal(listed, stir_uid)
 
 
 def _before_unchanged(listed: Sequence[Mapping[str, Any]], proposal: Mapping[str, Any]) -> list[str]:
