@@ -138,6 +138,21 @@ def test_readers_reach_only_their_sessions_and_every_save_is_recorded(tmp_path, 
             assert alice.post(f"{base}/dicom-web/studies", data=body_b, timeout=30,
                               headers={"Content-Type": kind_b, "Origin": base}).status_code == 403
 
+            # the double read stays independent: bob does not see alice's save of it
+            double = STUDIES["C/P3/S3"]
+            seg3 = reader_seg(series["C/P3/S3"], tmp_path, voxels=9)
+            body3, kind3 = multipart(seg3)
+            assert alice.post(f"{base}/dicom-web/studies/{double}", data=body3, timeout=30,
+                              headers={"Content-Type": kind3, "Origin": base}).status_code == 200
+            alices_series = str(pydicom.dcmread(io.BytesIO(seg3), stop_before_pixels=True).SeriesInstanceUID)
+            seen = {r["0020000E"]["Value"][0] for r in bob.get(f"{base}/dicom-web/studies/{double}/series",
+                                                              timeout=10).json()}
+            assert alices_series not in seen and len(seen) == 1  # the STIR only
+            assert alices_series in {r["0020000E"]["Value"][0] for r in alice.get(
+                f"{base}/dicom-web/studies/{double}/series", timeout=10).json()}
+            assert bob.get(f"{base}/dicom-web/studies/{double}/series/{alices_series}/metadata",
+                           timeout=10).status_code == 403
+
             # bob opens his session; the data manager moves it to alice, who sees bob's open
             assert bob.get(f"{base}/open/C/P2/S2", timeout=10, allow_redirects=False).status_code == 303
             assert bob.get(f"{base}/open/C/P3/S3", timeout=10, allow_redirects=False).status_code == 303
@@ -145,7 +160,7 @@ def test_readers_reach_only_their_sessions_and_every_save_is_recorded(tmp_path, 
                 store.reassign("C/P2/S2", "bob", "alice", "bob is away", by="data manager")
             page = alice.get(f"{base}/", timeout=10).text
             assert "C/P2/S2" in page and "opened by Dr Bob since" in page
-            assert "1 of 3 sessions saved" in page
+            assert "2 of 3 sessions saved" in page
             assert page.count("opened by") == 1  # never for the double read (S3)
             assert bob.get(f"{base}/open/C/P2/S2", timeout=10, allow_redirects=False).status_code == 403
             # signing out ends alice's session
@@ -169,7 +184,7 @@ def test_readers_reach_only_their_sessions_and_every_save_is_recorded(tmp_path, 
         assert again.returncode == 0 and again.stdout.split("\t")[-1].strip() == "present"
 
     with ReadersStore.open(work) as store:
-        [save] = store.saves()
+        [save, _] = store.saves()
         assert (save.session_key, save.reader, save.source) == ("C/P1/S1", "alice", "station")
         assert save.proposal == STUDIES["C/P1/S1"] + ".9.1"  # the proposal it answers
         assert save.sha256 == hashlib.sha256(seg).hexdigest()

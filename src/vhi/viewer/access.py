@@ -65,6 +65,11 @@ class Access(ABC):
     def studies(self, user: str) -> frozenset[str] | None:
         """The studies ``user`` may reach through the proxy; None: every study of the site."""
 
+    def hidden_series(self, user: str, study_uid: str) -> frozenset[str]:
+        """Series of the study ``user`` must not see: another reader's saves of a double read
+        they both clean (the reads stay independent). None by default."""
+        return frozenset()
+
     @abstractmethod
     def worklist(self, user: str) -> list[WorkItem]:
         """The sessions on ``user``'s worklist page."""

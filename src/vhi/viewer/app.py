@@ -278,6 +278,10 @@ async def _proxy(station: Station, request: Request, user: str) -> Response:
     allowed = await run_in_threadpool(station.access.studies, user)
     if route.study_uid and allowed is not None and route.study_uid not in allowed:
         raise Refused(403, f"study {route.study_uid} is not assigned to you")
+    hidden = await run_in_threadpool(station.access.hidden_series, user, route.study_uid) \
+        if route.study_uid else frozenset()
+    if route.series_uid in hidden:
+        raise Refused(403, f"series {route.series_uid} is another reader's read of this double read")
     body, parts = None, []
     if route.kind == "stow":
         body = await _read_body(request)
@@ -294,8 +298,12 @@ async def _proxy(station: Station, request: Request, user: str) -> Response:
     if isinstance(answer, Response):
         return answer
     content = answer.content
-    if route.kind == "qido" and allowed is not None and answer.status_code == 200:
-        content = _only_allowed(content, allowed)
+    if route.kind == "qido" and answer.status_code == 200:
+        # a search inside a study (checked above) keeps its rows; one across studies only
+        # the user's studies' rows
+        studies = None if route.study_uid else allowed
+        if studies is not None or hidden:
+            content = _only_allowed(content, studies, hidden)
     station.requests.append((request.method, "/" + route.path, answer.status_code))
     if route.kind == "stow" and answer.status_code in (200, 202) and station.on_stored is not None:
         stored = _stored_parts(parts, answer.content)
@@ -339,8 +347,9 @@ def _forward(station: Station, method: str, url: str, *, headers: dict[str, str]
     return PlainTextResponse(f"DICOMweb service unreachable ({type(error).__name__})", status_code=502)
 
 
-def _only_allowed(content: bytes, allowed: frozenset[str]) -> bytes:
-    """A QIDO-RS answer with only the results of allowed studies (0020000D)."""
+def _only_allowed(content: bytes, allowed: frozenset[str] | None, hidden: frozenset[str]) -> bytes:
+    """A QIDO-RS answer with only the results of allowed studies (0020000D; None: any) and
+    none of the hidden series (0020000E)."""
     try:
         rows = json.loads(content)
     except ValueError:
@@ -348,7 +357,8 @@ def _only_allowed(content: bytes, allowed: frozenset[str]) -> bytes:
     if not isinstance(rows, list):
         raise Refused(502, "the DICOMweb service's search answer is not a list")
     kept = [row for row in rows if isinstance(row, dict)
-            and set(row.get("0020000D", {}).get("Value", [])) & allowed]
+            and (allowed is None or set(row.get("0020000D", {}).get("Value", [])) & allowed)
+            and not set(row.get("0020000E", {}).get("Value", [])) & hidden]
     return json.dumps(kept).encode()
 
 

@@ -71,6 +71,12 @@ class ReadersAccess(Access):
             self._cache[user] = (now, found)
         return found
 
+    def hidden_series(self, user: str, study_uid: str) -> frozenset[str]:
+        mine = self.store.assignments(reader=user, study_uid=study_uid)
+        double = [a.session_key for a in mine if len(self.store.readers_of(a.session_key)) > 1]
+        return frozenset(s.series_uid for key in double for s in self.store.saves(session_key=key)
+                         if s.reader != user)
+
     def worklist(self, user: str) -> list[WorkItem]:
         reading = Reading.of_run(self.work_dir)
         items = []
