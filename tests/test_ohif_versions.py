@@ -29,7 +29,7 @@ from vhi.viewer.readers_access import SaveRecorder
 from vhi.viewer.server import StationServer
 
 from support.browser import VIEWPORT, chromium, needs_browser
-from support.ohif_browser import JS_COUNT, JS_EDIT, KNOWN_CONSOLE_ERRORS, SEG_LABEL, reader_edit
+from support.ohif_browser import KNOWN_CONSOLE_ERRORS, edit_and_store, load_proposal, reader_edit
 from support.orthanc import Orthanc, needs_orthanc, seed_demo
 
 log = logging.getLogger(__name__)
@@ -75,21 +75,9 @@ def test_every_build_s_saves_are_collected_by_the_rule(version, tmp_path, data_d
             page.goto(access.signin_url(server.url, item.viewer_path))
             page.wait_for_function("() => window.services && window.services.displaySetService"
                                    ".getActiveDisplaySets().length >= 2", timeout=90000)
-            page.get_by_text(SEG_LABEL).first.dblclick()
-            page.get_by_role("button", name="Yes").click()
-            page.wait_for_function("() => window.services.segmentationService.getSegmentations()"
-                                   ".length > 0", timeout=60000)
-            seg_id = page.evaluate("() => window.services.segmentationService.getSegmentations()[0]"
-                                   ".segmentationId")
-            page.wait_for_timeout(1000)
-            assert page.evaluate(JS_COUNT, seg_id)["voxels"] == int(r11.sum())
+            seg_id = load_proposal(page, int(r11.sum()))
             for n, (edited, edits) in enumerate(((first, edits1), (second, edits2)), start=1):
-                assert page.evaluate(JS_EDIT, [seg_id, _js(edits, sops, ny)]) == len(edits)
-                page.wait_for_timeout(800)
-                assert page.evaluate(JS_COUNT, seg_id)["voxels"] == int(edited.sum())
-                page.evaluate("(segId) => { window.commandsManager.runCommand('storeSegmentation', "
-                              "{segmentationId: segId, modality: 'SEG'}); }", seg_id)
-                page.get_by_role("dialog").get_by_role("button", name="Save").click()
+                edit_and_store(page, seg_id, _js(edits, sops, ny), edited)
                 for _ in range(120):
                     if len(store.saves()) == n:
                         break

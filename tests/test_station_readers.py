@@ -22,7 +22,7 @@ from vhi.readers.store import Assignment, ReadersStore, utc_iso
 from vhi.viewer.station import station_for
 
 from support.orthanc import Orthanc, needs_orthanc
-from support.viewer import multipart, reader_seg, synthetic_series
+from support.viewer import multipart, reader_seg, stub_ohif, synthetic_series
 
 PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-22"}
 STUDIES = {"C/P1/S1": "1.2.826.0.1.3680043.8.498.201", "C/P2/S2": "1.2.826.0.1.3680043.8.498.202",
@@ -56,11 +56,7 @@ def _sop_of(data: bytes) -> str:
 
 @pytest.fixture
 def dist(tmp_path):
-    folder = tmp_path / "dist"
-    folder.mkdir()
-    (folder / "index.html").write_text("<html>OHIF</html>")
-    (folder / "app-config.js").write_text("window.config = {};")
-    return folder
+    return stub_ohif(tmp_path / "dist")
 
 
 @needs_orthanc

@@ -22,7 +22,7 @@ from vhi.viewer.station import station_for
 
 from support.env import unset_env
 from support.orthanc import Orthanc, needs_orthanc
-from support.viewer import multipart, reader_seg, synthetic_series, token_session
+from support.viewer import multipart, reader_seg, stub_ohif, synthetic_series, token_session
 
 USER, CANARY = "vhi-robot", "CANARY-station-5e1f"
 STUDY = "1.2.826.0.1.3680043.8.498.100"
@@ -83,11 +83,7 @@ def _raw(server, method: str, path: str, *, cookie: str = "", host: str | None =
 
 @pytest.fixture
 def dist(tmp_path):
-    folder = tmp_path / "dist"
-    folder.mkdir()
-    (folder / "index.html").write_text("<html>OHIF</html>")
-    (folder / "app-config.js").write_text("window.config = {};")
-    return folder
+    return stub_ohif(tmp_path / "dist")
 
 
 @needs_orthanc

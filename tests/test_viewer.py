@@ -23,7 +23,7 @@ from vhi.viewer.station import awaiting_cleaning, station_for
 
 from support.env import unset_env
 from support.orthanc import Orthanc, needs_orthanc
-from support.viewer import announced_links, announced_url, token_session
+from support.viewer import announced_links, announced_url, stub_ohif, token_session
 
 USER, CANARY = "vhi-robot", "CANARY-station-93b1"
 
@@ -44,12 +44,7 @@ def test_app_config_sets_the_station_after_the_shipped_config():
 
 @pytest.fixture
 def dist(tmp_path):
-    folder = tmp_path / "dist"
-    folder.mkdir()
-    (folder / "index.html").write_text("<html>OHIF</html>")
-    (folder / "app-config.js").write_text("window.config = {};")
-    (folder / "codec.wasm").write_bytes(b"\0asm")
-    return folder
+    return stub_ohif(tmp_path / "dist")
 
 
 @needs_orthanc

@@ -82,6 +82,32 @@ def reader_edit(proposal: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, 
     return edited, edits
 
 
+def load_proposal(page, ours: int) -> str:
+    """Open the proposal SEG of the study on the page (OHIF asks first); its segmentation id.
+    It must hold ``ours`` voxels in one segment."""
+    page.get_by_text(SEG_LABEL).first.dblclick()
+    page.get_by_role("button", name="Yes").click()
+    page.wait_for_function("() => window.services.segmentationService.getSegmentations()"
+                           ".length > 0", timeout=60000)
+    seg_id = page.evaluate("() => window.services.segmentationService.getSegmentations()[0]"
+                           ".segmentationId")
+    page.wait_for_timeout(1000)
+    assert page.evaluate(JS_COUNT, seg_id) == {"segments": 1, "voxels": ours}
+    return seg_id
+
+
+def edit_and_store(page, seg_id: str, js_edits: list, edited: np.ndarray) -> None:
+    """Edit the segmentation as a reader would, check it, and save it through OHIF's own
+    store command and dialog (the save itself reaches the service afterwards)."""
+    assert page.evaluate(JS_EDIT, [seg_id, js_edits]) == len(js_edits)
+    page.wait_for_timeout(1000)
+    assert page.evaluate(JS_COUNT, seg_id)["voxels"] == int(edited.sum())
+    # the command's promise settles when the dialog closes: not awaited here
+    page.evaluate("(segId) => { window.commandsManager.runCommand('storeSegmentation', "
+                  "{segmentationId: segId, modality: 'SEG'}); }", seg_id)
+    page.get_by_role("dialog").get_by_role("button", name="Save").click()
+
+
 def clean_in_browser(url: str, *, saved: Callable[[], bool], ours: int, edited: np.ndarray,
                      js_edits: list, artefacts: Path) -> tuple[str, list[str], list[str], dict]:
     """Open the session in OHIF, load the proposal, edit it, save it through OHIF's store
@@ -108,26 +134,10 @@ def clean_on_page(page, url: str, *, saved: Callable[[], bool], ours: int, edite
                            ".getActiveDisplaySets().length >= 2", timeout=60000)
     page.wait_for_function(JS_VOI, timeout=60000)
     voi = page.evaluate(JS_VOI)
-    page.get_by_text(SEG_LABEL).first.dblclick()
-    page.get_by_role("button", name="Yes").click()
-    page.wait_for_function("() => window.services.segmentationService.getSegmentations()"
-                           ".length > 0", timeout=60000)
-    seg_id = page.evaluate("() => window.services.segmentationService.getSegmentations()[0]"
-                           ".segmentationId")
-    page.wait_for_timeout(1000)
-    loaded = page.evaluate(JS_COUNT, seg_id)
+    seg_id = load_proposal(page, ours)
     page.screenshot(path=str(artefacts / f"{name}loaded.png"))
-    assert loaded == {"segments": 1, "voxels": ours}
-
-    assert page.evaluate(JS_EDIT, [seg_id, js_edits]) == len(js_edits)
-    page.wait_for_timeout(1000)
-    assert page.evaluate(JS_COUNT, seg_id)["voxels"] == int(edited.sum())
+    edit_and_store(page, seg_id, js_edits, edited)
     page.screenshot(path=str(artefacts / f"{name}edited.png"))
-
-    # the command's promise settles when the dialog closes: not awaited here
-    page.evaluate("(segId) => { window.commandsManager.runCommand('storeSegmentation', "
-                  "{segmentationId: segId, modality: 'SEG'}); }", seg_id)
-    page.get_by_role("dialog").get_by_role("button", name="Save").click()
     deadline = time.monotonic() + 60
     while not saved():
         assert time.monotonic() < deadline, "OHIF's save did not reach the DICOMweb service"

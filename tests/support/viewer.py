@@ -92,3 +92,12 @@ def multipart(*instances: bytes, kind: str = "application/dicom") -> tuple[bytes
     b = uuid.uuid4().hex
     body = b"".join(f"--{b}\r\nContent-Type: {kind}\r\n\r\n".encode() + data + b"\r\n" for data in instances)
     return body + f"--{b}--\r\n".encode(), f'multipart/related; type="application/dicom"; boundary={b}'
+
+
+def stub_ohif(folder: Path) -> Path:
+    """A stand-in for the OHIF build: its index.html, app-config.js and a codec (no browser)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "index.html").write_text("<html>OHIF</html>")
+    (folder / "app-config.js").write_text("window.config = {};")
+    (folder / "codec.wasm").write_bytes(b"\0asm")
+    return folder
