@@ -246,6 +246,7 @@ def test_push_verify_push_again_collect(tmp_path, env):
         stow(orthanc, edited)
         found = src.find_cleaned([session])[session.key]
         assert found["series_uid"] == edited.SeriesInstanceUID
+        assert found["reads"] == [["", "", edited.SOPInstanceUID, ""]]
         info = src.fetch_cleaned(session, tmp_path / "cleaned.nii.gz")
         mask = np.asarray(nib.load(tmp_path / "cleaned.nii.gz").dataobj)
         assert int(mask.sum()) == 4 and int(mask[10:13, 8:10, 2:4].sum()) == 2

@@ -422,7 +422,7 @@ def test_collect_takes_the_newest_cleaned_seg_after_the_proposal(emu, tmp_path, 
         info = source.fetch_cleaned(session, tmp_path / "cleaned.nii.gz")
     assert found == {"uri": f"{emu.url}/xapi/roi/projects/{project}/collections/{ident}",
                      "collection": ident, "label": label, "uid": info["seg_sop_instance_uid"],
-                     "insert_date": info["insert_date"]}
+                     "insert_date": info["insert_date"], "reads": [["", "", ident, ""]]}
     assert info["collection"] == ident and info["label"] == label
     saved = pydicom.dcmread(io.BytesIO(cleaned))
     assert info["seg_sop_instance_uid"] == str(saved.SOPInstanceUID)
@@ -477,14 +477,18 @@ def test_collect_ignores_other_series_and_earlier_collections(emu, tmp_path, xna
         assert source.fetch_cleaned(session, tmp_path / "none.nii.gz") is None
         # an edit saved, then the proposal pushed again (changed): the edit predates it
         cleaned, _ = edit_seg(seg, remove_frames=[3])
-        save_cleaned(conn, demo.project, demo.experiment, cleaned)
-        assert source.find_cleaned([session])
+        old_label, _ = save_cleaned(conn, demo.project, demo.experiment, cleaned)
+        assert source.find_cleaned([session])[session.key]["label"] == old_label
         img = nib.load(proposal)
         data = np.asarray(img.dataobj).copy()
         data[..., np.flatnonzero(data.any(axis=(0, 1)))[0]] = 0
         nib.save(nib.Nifti1Image(data, img.affine, img.header), proposal)
         assert source.push_proposal(session, {"proposal": proposal})["status"] == "replaced"
-        assert source.find_cleaned([session]) == {}
+        # the old edit is not the new proposal's cleaning; the session waits, naming it
+        [(key, found)] = source.find_cleaned([session]).items()
+        assert key == session.key and set(found) == {"pending"}
+        assert f"ROI collection {old_label} " in found["pending"] and "earlier proposal" in found["pending"]
+        assert source.fetch_cleaned(session, tmp_path / "none.nii.gz") is None
     assert not (tmp_path / "none.nii.gz").exists()
 
 

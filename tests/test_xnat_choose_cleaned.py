@@ -1,16 +1,20 @@
 """Which ROI collection is a session's cleaning: table-driven, no server.
 
-The rule (``vhi.sources.xnat.roi.choose_cleaned``): the newest SEG collection on the STIR
-series that is neither the proposal nor among the collections that existed when the
-proposal was last pushed changed (the receipt's ``collections_before``). Server dates only
-order the collections saved after the push; a replaced proposal's date is never used.
+The one rule of every source (``vhi.sources.cleaning``) on what the XNAT source finds: the
+newest SEG collection on the STIR series that is neither the proposal nor among the
+collections that existed when the proposal was last pushed changed (the receipt's
+``collections_before``). Server dates only order the collections saved after the push; a
+replaced proposal's date is never used.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from vhi.sources.xnat.roi import CONTOUR_REASON, choose_cleaned, contours_only
+from vhi.cohort.ids import Session
+from vhi.sources import make_source
+from vhi.sources.cleaning import PushRecord, choose_cleaning
+from vhi.sources.xnat.roi import CONTOUR_REASON, contours_only
 
 PROPOSAL = "VHI_PROPOSAL_S1"
 STIR, T2 = "1.2.3.1", "1.2.3.2"
@@ -25,7 +29,8 @@ OURS = col("P", PROPOSAL, date="2024-01-01 10:00:00.000")
 
 CASES = [
     # (case, collections, before, chosen id, contour labels)
-    ("no receipt: nothing is taken", [OURS, col("A", "SEG_1", date="2024-01-02")], None, None, []),
+    ("a receipt without the list of what was there: nothing is taken",
+     [OURS, col("A", "SEG_1", date="2024-01-02")], None, None, []),
     ("no proposal on the server", [col("A", "SEG_1", date="2024-01-02")], [], None, []),
     ("one cleaning after the push", [OURS, col("A", "SEG_1", date="2024-01-02")], [], "A", []),
     ("equal dates: the later viewer label",
@@ -57,13 +62,27 @@ CASES = [
 
 @pytest.mark.parametrize(("collections", "before", "chosen", "contours"),
                          [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_choose_cleaned(collections, before, chosen, contours):
-    got = choose_cleaned(collections, PROPOSAL, STIR, before)
-    assert (got["id"] if got else None) == chosen
+def test_choose_cleaned(collections, before, chosen, contours, monkeypatch):
+    assert _chosen(collections, before, STIR, monkeypatch) == chosen
     assert contours_only(collections, PROPOSAL, STIR, before) == contours
 
 
-def test_unknown_stir_series_does_not_filter():
+def _chosen(collections, before, stir, monkeypatch):
+    """The id the rule picks among what the XNAT source makes of ``collections``."""
+    source = make_source({"type": "xnat", "server": "https://xnat.example.org", "project": "P"}, site="s")
+    monkeypatch.setattr(source, "_collections", lambda session: ("E1", stir, collections))
+    receipt = {"pushed_at": "2024-01-01T10:00:00+00:00", "collection": {"id": "P", "uid": "uid-P"}}
+    if before is not None:  # a receipt from before the list was kept has none: nothing is taken
+        receipt["collections_before"] = before
+    saves = source.cleaning_saves(SESSION, receipt)
+    got = choose_cleaning(PushRecord.from_receipt(receipt), saves)
+    return got.vhi.saved.id if got.vhi else None
+
+
+SESSION = Session("s", "SUBJ", "S1", "pre", {})
+
+
+def test_unknown_stir_series_does_not_filter(monkeypatch):
     collections = [OURS, col("A", "SEG_1", date="2024-01-02", series=T2)]
-    assert choose_cleaned(collections, PROPOSAL, "", [])["id"] == "A"
+    assert _chosen(collections, [], "", monkeypatch) == "A"
     assert CONTOUR_REASON == "cleaned as contours (RTSTRUCT/AIM): save as a segmentation"

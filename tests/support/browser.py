@@ -21,19 +21,29 @@ needs_browser = pytest.mark.skipif(
 )
 
 
+#: Every context's window size.
+VIEWPORT = {"width": 1400, "height": 900}
+
+
 @contextlib.contextmanager
-def browser_context(**context_options) -> Iterator:
-    """A fresh headless Chromium context; closed (with the browser) on exit."""
+def chromium() -> Iterator:
+    """A headless Chromium (several contexts: several people at their own browsers)."""
     from playwright.sync_api import sync_playwright
 
     if CHROMIUM is None:
         pytest.skip("no system Chromium")
-    options = {"viewport": {"width": 1400, "height": 900}, **context_options}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         try:
-            context = browser.new_context(**options)
-            yield context
-            context.close()
+            yield browser
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def browser_context(**context_options) -> Iterator:
+    """A fresh headless Chromium context; closed (with the browser) on exit."""
+    with chromium() as browser:
+        context = browser.new_context(**{"viewport": VIEWPORT, **context_options})
+        yield context
+        context.close()

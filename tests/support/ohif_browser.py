@@ -82,6 +82,32 @@ def reader_edit(proposal: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, 
     return edited, edits
 
 
+def load_proposal(page, ours: int) -> str:
+    """Open the proposal SEG of the study on the page (OHIF asks first); its segmentation id.
+    It must hold ``ours`` voxels in one segment."""
+    page.get_by_text(SEG_LABEL).first.dblclick()
+    page.get_by_role("button", name="Yes").click()
+    page.wait_for_function("() => window.services.segmentationService.getSegmentations()"
+                           ".length > 0", timeout=60000)
+    seg_id = page.evaluate("() => window.services.segmentationService.getSegmentations()[0]"
+                           ".segmentationId")
+    page.wait_for_timeout(1000)
+    assert page.evaluate(JS_COUNT, seg_id) == {"segments": 1, "voxels": ours}
+    return seg_id
+
+
+def edit_and_store(page, seg_id: str, js_edits: list, edited: np.ndarray) -> None:
+    """Edit the segmentation as a reader would, check it, and save it through OHIF's own
+    store command and dialog (the save itself reaches the service afterwards)."""
+    assert page.evaluate(JS_EDIT, [seg_id, js_edits]) == len(js_edits)
+    page.wait_for_timeout(1000)
+    assert page.evaluate(JS_COUNT, seg_id)["voxels"] == int(edited.sum())
+    # the command's promise settles when the dialog closes: not awaited here
+    page.evaluate("(segId) => { window.commandsManager.runCommand('storeSegmentation', "
+                  "{segmentationId: segId, modality: 'SEG'}); }", seg_id)
+    page.get_by_role("dialog").get_by_role("button", name="Save").click()
+
+
 def clean_in_browser(url: str, *, saved: Callable[[], bool], ours: int, edited: np.ndarray,
                      js_edits: list, artefacts: Path) -> tuple[str, list[str], list[str], dict]:
     """Open the session in OHIF, load the proposal, edit it, save it through OHIF's store
@@ -89,40 +115,33 @@ def clean_in_browser(url: str, *, saved: Callable[[], bool], ours: int, edited: 
     console errors and the image viewport's VOI range (the display window) as loaded."""
     with browser_context() as context:
         requests_seen: list[str] = []
-        console: list[str] = []
         context.on("request", lambda r: requests_seen.append(r.url))
         page = context.new_page()
-        page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-        page.goto(url)
-        page.wait_for_function("() => window.services && window.services.displaySetService"
-                               ".getActiveDisplaySets().length >= 2", timeout=60000)
-        page.wait_for_function(JS_VOI, timeout=60000)
-        voi = page.evaluate(JS_VOI)
-        page.get_by_text(SEG_LABEL).first.dblclick()
-        page.get_by_role("button", name="Yes").click()
-        page.wait_for_function("() => window.services.segmentationService.getSegmentations()"
-                               ".length > 0", timeout=60000)
-        seg_id = page.evaluate("() => window.services.segmentationService.getSegmentations()[0]"
-                               ".segmentationId")
-        page.wait_for_timeout(1000)
-        loaded = page.evaluate(JS_COUNT, seg_id)
-        page.screenshot(path=str(artefacts / "loaded.png"))
-        assert loaded == {"segments": 1, "voxels": ours}
-
-        assert page.evaluate(JS_EDIT, [seg_id, js_edits]) == len(js_edits)
-        page.wait_for_timeout(1000)
-        assert page.evaluate(JS_COUNT, seg_id)["voxels"] == int(edited.sum())
-        page.screenshot(path=str(artefacts / "edited.png"))
-
-        # the command's promise settles when the dialog closes: not awaited here
-        page.evaluate("(segId) => { window.commandsManager.runCommand('storeSegmentation', "
-                      "{segmentationId: segId, modality: 'SEG'}); }", seg_id)
-        page.get_by_role("dialog").get_by_role("button", name="Save").click()
-        deadline = time.monotonic() + 60
-        while not saved():
-            assert time.monotonic() < deadline, "OHIF's save did not reach the DICOMweb service"
-            time.sleep(0.5)
-        page.wait_for_timeout(500)
-        page.screenshot(path=str(artefacts / "saved.png"))
+        console, voi = clean_on_page(page, url, saved=saved, ours=ours, edited=edited, js_edits=js_edits,
+                                     artefacts=artefacts)
         return context.browser.version, requests_seen, console, voi
+
+
+def clean_on_page(page, url: str, *, saved: Callable[[], bool], ours: int, edited: np.ndarray,
+                  js_edits: list, artefacts: Path, name: str = "") -> tuple[list[str], dict]:
+    """:func:`clean_in_browser` on a page of a context the caller made (a reader signed in);
+    the console errors and the VOI range. Screenshots are ``{name}loaded.png`` …"""
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    page.goto(url)
+    page.wait_for_function("() => window.services && window.services.displaySetService"
+                           ".getActiveDisplaySets().length >= 2", timeout=60000)
+    page.wait_for_function(JS_VOI, timeout=60000)
+    voi = page.evaluate(JS_VOI)
+    seg_id = load_proposal(page, ours)
+    page.screenshot(path=str(artefacts / f"{name}loaded.png"))
+    edit_and_store(page, seg_id, js_edits, edited)
+    page.screenshot(path=str(artefacts / f"{name}edited.png"))
+    deadline = time.monotonic() + 60
+    while not saved():
+        assert time.monotonic() < deadline, "OHIF's save did not reach the DICOMweb service"
+        time.sleep(0.5)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(artefacts / f"{name}saved.png"))
+    return console, voi

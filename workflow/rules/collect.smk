@@ -20,10 +20,13 @@ rule collect_cleaned:
         source=source_json("cleaned"),
         session=session_json,
         fingerprint=cleaned_fingerprint,
+        work=lambda wildcards: LAYOUT.work,  # the run's readers database (a function: not a file prefix)
+        vhi_role=lambda wildcards: SETTINGS.site(wildcards.site).double_read_vhi,
     log:
         LAYOUT.log_pattern("collect_cleaned"),
     shell:
         "vhi --no-progress collect --source {params.source:q} --session {params.session:q}"
         " --like {input.proposal:q} --out {output.cleaned:q} --vhi-out {output.vhi:q}"
         " --qc-slices {input.slices:q} --qc-out {output.qc:q}"
-        " --receipt {input.receipt:q} --stir-sidecar {input.stir:q} > {log:q} 2>&1"
+        " --receipt {input.receipt:q} --stir-sidecar {input.stir:q}"
+        " --work-dir {params.work:q} --vhi-role {params.vhi_role} > {log:q} 2>&1"

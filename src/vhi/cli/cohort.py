@@ -72,7 +72,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
     settings = load_config_file(args.config)
     plan = _plan_of(settings, args)
     status = write_results(plan.sessions, Layout.from_settings(settings), settings.timepoints,
-                           settings.bundle, viewer_url=settings.viewer_url, skipped=plan.skipped)
+                           settings.bundle, viewer_url=settings.viewer_url, readers=settings.readers,
+                           skipped=plan.skipped)
     counts = status["state"].value_counts().to_dict()
     log.info("status: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return 0
@@ -88,7 +89,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from vhi.cohort.layout import Layout
     from vhi.cohort.plan import saved_plan_path
-    from vhi.cohort.run import active_run, summary
+    from vhi.cohort.run import active_run
+    from vhi.cohort.run import summary as run_summary
     from vhi.results.status import (
         counts_summary,
         format_counts,
@@ -102,16 +104,35 @@ def cmd_status(args: argparse.Namespace) -> int:
     layout = Layout.from_settings(settings)
     plan = _plan_of(settings, args)
     run = active_run(settings.work_dir)
-    counts = state_counts(status_table(plan.sessions, layout, plan.skipped, run=run))
+    status = status_table(plan.sessions, layout, skipped=plan.skipped, run=run)
+    counts = state_counts(status)
+    sessions = status[SESSION_VIEW].to_dict("records") if args.sessions else None
     plan_info = {"file": str(args.plan or saved_plan_path(settings)), "created": plan.created,
                  "digest": plan.digest, "sites": {k: dict(v) for k, v in plan.sites.items()}}
     results = results_state(layout)
     if args.json:
-        sys.stdout.write(json.dumps({**counts_summary(counts), "plan": plan_info, "run": summary(run),
-                                     "results": results}, indent=2) + "\n")
-    else:
-        sys.stdout.write(format_counts(counts) + format_notes(plan.describe(), run, results))
+        summary = {**counts_summary(counts), "plan": plan_info, "run": run_summary(run),
+                   "results": results}
+        sys.stdout.write(json.dumps({**summary, "sessions": sessions} if args.sessions else summary,
+                                    indent=2) + "\n")
+        return 0
+    sys.stdout.write(format_counts(counts))
+    overdue = status[status["overdue"].astype(bool)]
+    if len(overdue):
+        sys.stdout.write(f"{len(overdue)} session(s) overdue for cleaning: "
+                         f"{', '.join(overdue['session'].astype(str).head(10))}"
+                         f"{' ...' if len(overdue) > 10 else ''} (vhi status --sessions)\n")
+    sys.stdout.write(format_notes(plan.describe(), run, results))
+    if sessions is not None:
+        from vhi.cli.output import text_table
+
+        sys.stdout.write("\n" + text_table(sessions, SESSION_VIEW))
     return 0
+
+
+#: What ``vhi status --sessions`` shows of each session's row of status.csv.
+SESSION_VIEW = ["site", "subject", "session", "state", "readers", "cleaned_by", "cleaned_at", "due",
+                "overdue"]
 
 
 # --------------------------------------------------------------------------- xnat-plan, dicomweb-plan
@@ -195,4 +216,6 @@ def register(sub: Any) -> None:
     p = sub.add_parser("status", help="sessions per state and site (what status.csv says, now)")
     plan_options(p)
     p.add_argument("--json", action="store_true", help="JSON for scripts instead of a table")
+    p.add_argument("--sessions", action="store_true",
+                   help="also every session: state, readers, cleaned by and when, due, overdue")
     p.set_defaults(func=cmd_status)

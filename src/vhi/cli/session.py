@@ -27,6 +27,7 @@ from vhi.imaging.nifti import grid_mismatch, load_image, load_mask
 from vhi.method.measure import agreement
 from vhi.provenance import build_provenance
 from vhi.sources import Source, make_source
+from vhi.sources.cleaning import BEFORE_KEYS, CleaningRecord, PushRecord, Read, Saved
 
 log = logging.getLogger("vhi")
 
@@ -107,7 +108,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         context["stir"] = Path(args.stir_sidecar)
     receipt = source.push_proposal(session, files, context)
     save_json(receipt, args.out)
-    if "collections_before" in receipt:  # a source that measures cleanings against its pushes
+    if any(key in receipt for key in BEFORE_KEYS):  # a source that measures cleanings against its pushes
         save_json(receipt, history)
     log.info("%s: proposal pushed (%s)", session.key,
              ", ".join(f["uri"] for f in receipt.get("files", {}).values()))
@@ -116,6 +117,9 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- collect
 def cmd_collect(args: argparse.Namespace) -> int:
+    """Collect the session's cleaning: every read the one rule picks (vhi.sources.cleaning;
+    the first is the mask the VHI comes from, ``--out``; another reader's of a double read
+    beside it as ``cleaned_<reader>.nii.gz``), or the file at a folder's cleaned path."""
     if bool(args.qc_out) != bool(args.qc_slices):
         raise ConfigError("--qc-out", "--qc-out and --qc-slices go together")
     source, session = _source_and_session(args)
@@ -125,23 +129,32 @@ def cmd_collect(args: argparse.Namespace) -> int:
     for key, path in (("receipt", args.receipt), ("stir", args.stir_sidecar)):
         if path:
             context[key] = Path(path)
-    with atomic_path(args.out) as tmp:
-        info = source.fetch_cleaned(session, tmp, context)
-        if info is None:
+    receipt = read_json(args.receipt) if args.receipt else None
+    saves = source.cleaning_saves(session, receipt) if receipt is not None else None
+    if saves is None:  # a folder's cleaned path
+        info, cleaned = _collect_one(session, proposal, Path(args.out),
+                                     lambda tmp: source.fetch_cleaned(session, tmp, context))
+        reads = [(Read(str(info.get("reader") or ""), "", Saved(info["uri"], "local", info["uri"],
+                                                                 saved_at=str(info.get("saved_at") or ""))),
+                  Path(args.out), info, cleaned)]
+    else:
+        record = CleaningRecord.of_run(args.work_dir, {session.site: args.vhi_role}) if args.work_dir \
+            else CleaningRecord(vhi_roles={session.site: args.vhi_role})
+        cleaning = record.cleaning(session.key, session.site, PushRecord.from_receipt(receipt), saves)
+        if not cleaning.reads:
             raise InputError(f"session {session.key}",
-                             "no cleaned segmentation on the source (yet)")
-        try:
-            cleaned = load_mask(tmp)
-        except InputError as exc:
-            raise InputError(f"session {session.key}",
-                             f"cleaned segmentation {info['uri']}: {exc.cause}") from None
-        why = grid_mismatch(proposal.img, cleaned.img)
-        if why:
-            raise InputError(f"session {session.key}", f"cleaned segmentation {info['uri']} is "
-                             f"not on the proposal's (STIR) grid: {why}")
+                             cleaning.pending or "no cleaned segmentation on the source (yet)")
+        reads = []
+        for n, read in enumerate(cleaning.reads):
+            dest = Path(args.out) if n == 0 else Path(args.out).with_name(f"cleaned_{read.reader}.nii.gz")
+            info, cleaned = _collect_one(session, proposal, dest, lambda tmp, r=read: source.read_cleaning(
+                session, r.saved, tmp, context, data=record.data_of(r.saved)))
+            reads.append((read, dest, info, cleaned))
+    _, _, info, cleaned = reads[0]
     cleaned = replace(cleaned, path=Path(args.out))  # measured and drawn below as read
     labels = sorted(int(v) for v in np.unique(cleaned.data))
     vs = agreement(proposal.data >= 1, cleaned.data > 0, cleaned.voxel_volume_ml)
+    entries = [_read_entry(read, dest, one, mask, proposal) for read, dest, one, mask in reads]
     save_json({
         "session": session.to_dict(),
         "source": info,
@@ -151,11 +164,13 @@ def cmd_collect(args: argparse.Namespace) -> int:
         "vs_proposal": {"dice": vs.dice, "proposal_voxels": vs.voxels_a,
                         "kept_voxels": vs.voxels_both, "removed_voxels": vs.voxels_a - vs.voxels_both,
                         "added_voxels": vs.voxels_b - vs.voxels_both},
+        "cleaned_by": entries[0]["reader"], "cleaned_at": entries[0]["saved_at"],
+        "reads": entries,
         "provenance": build_provenance(step="collect_cleaned", inputs={"proposal": args.like},
                                        started=started, extra={"output": str(args.out)}),
     }, sidecar_path(args.out))
-    log.info("%s: cleaned segmentation %s: %d voxels (Dice %.3f with the proposal)",
-             session.key, info["uri"], vs.voxels_b, vs.dice)
+    log.info("%s: cleaned segmentation %s%s: %d voxels (Dice %.3f with the proposal)", session.key,
+             info["uri"], f" by {entries[0]['reader']}" if entries[0]["reader"] else "", vs.voxels_b, vs.dice)
     if args.vhi_out:  # the measurement is cheap: the same job (vhi measure's api.measure)
         result = api.measure(cleaned, args.vhi_out)
         log.info("%s: VHI %.3f ml (%d voxels) -> %s", session.key, result["vhi_ml"],
@@ -166,6 +181,48 @@ def cmd_collect(args: argparse.Namespace) -> int:
         draw_cleaned_qc(args.qc_slices, cleaned, args.qc_out)
         log.info("%s: QC image with the cleaned mask -> %s", session.key, args.qc_out)
     return 0
+
+
+def _collect_one(session: Session, proposal: Any, dest: Path, fetch: Any) -> tuple[dict[str, Any], Any]:
+    """Write one cleaned mask atomically with ``fetch(tmp)``; it must be on the proposal's grid."""
+    with atomic_path(dest) as tmp:
+        info = fetch(tmp)
+        if info is None:
+            raise InputError(f"session {session.key}", "no cleaned segmentation on the source (yet)")
+        try:
+            cleaned = load_mask(tmp)
+        except InputError as exc:
+            raise InputError(f"session {session.key}",
+                             f"cleaned segmentation {info['uri']}: {exc.cause}") from None
+        why = grid_mismatch(proposal.img, cleaned.img)
+        if why:
+            raise InputError(f"session {session.key}", f"cleaned segmentation {info['uri']} is "
+                             f"not on the proposal's (STIR) grid: {why}")
+    return info, replace(cleaned, path=dest)
+
+
+def _read_entry(read: Read, dest: Path, info: dict[str, Any], cleaned: Any, proposal: Any) -> dict[str, Any]:
+    """One reader's mask as cleaned.json's ``reads`` lists it (vhi.readers.progress reads it)."""
+    vs = agreement(proposal.data >= 1, cleaned.data > 0, cleaned.voxel_volume_ml)
+    return {"reader": read.reader, "role": read.role, "mask": dest.name, "voxels": vs.voxels_b,
+            "volume_ml": vs.voxels_b * cleaned.voxel_volume_ml, "saved_at": _saved_at(read, info),
+            "sha256": str(info.get("sha256", "")), "uri": str(info["uri"]),
+            "voxels_removed": vs.voxels_a - vs.voxels_both, "voxels_added": vs.voxels_b - vs.voxels_both,
+            "by_assignment": read.by_assignment}
+
+
+def _saved_at(read: Read, info: dict[str, Any]) -> str:
+    """When the read was saved: the station's record, else the source's own date (a DICOM
+    content date and time, or XNAT's insert date), as ISO-8601; "" when unknown."""
+    if read.saved.saved_at:
+        return read.saved.saved_at
+    text = str(info.get("when") or info.get("insert_date") or "")
+    try:
+        if len(text) >= 14 and text[:14].isdigit():
+            return datetime.strptime(text[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC).isoformat()
+        return datetime.fromisoformat(text).isoformat() if text else ""
+    except ValueError:
+        return ""
 
 
 # --------------------------------------------------------------------------- agreement
@@ -260,6 +317,10 @@ def register(sub: Any) -> None:
     p.add_argument("--qc-out", type=Path, help="also draw the QC image with the cleaned mask "
                                                "(PNG, as vhi qc-cleaned)")
     p.add_argument("--stir-sidecar", type=Path, help="the STIR's pull sidecar (its kept DICOM headers)")
+    p.add_argument("--work-dir", type=Path, help="the run's work folder (its readers database: the "
+                                                 "station's saves and the assignments)")
+    p.add_argument("--vhi-role", choices=["first", "second"], default="first",
+                   help="the reader whose mask gives a double read's VHI (the site's double_read_vhi)")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("agreement", help="Dice and volumes of a proposal vs reader masks")

@@ -36,6 +36,7 @@ from vhi.config.load import Settings, SiteConfig
 from vhi.errors import ConfigError, UnreachableError
 from vhi.fileio import atomic_path
 from vhi.sources import make_source
+from vhi.sources.cleaning import CleaningRecord
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class PlannedSession:
     session: Session
     reference: str  # "manual" or "auto" (only meaningful with a STIR)
     cleaned: Mapping[str, Any] | None = None  # fingerprint of the cleaned mask on the source
-    readers: Mapping[str, str] = field(default_factory=dict)  # reader -> mask path
+    reader_masks: Mapping[str, str] = field(default_factory=dict)  # reader -> mask path
     note: str = ""  # why a cleaning on the source is not collected (e.g. contours only)
     identity: Mapping[str, Any] = field(default_factory=dict)  # role -> what changes with the scan
 
@@ -64,7 +65,7 @@ class PlannedSession:
         names = [f"{role}.json" for role in self.pulled_roles()] + ["disease_region.json"]
         if self.has_stir:
             names += ["proposal.json", "pushed.json"]
-            if self.readers:
+            if self.reader_masks:
                 names.append("agreement.json")
             if self.cleaned is not None:
                 names += ["cleaned.json", "vhi.json"]
@@ -99,12 +100,14 @@ class PlannedSession:
     def to_dict(self) -> dict[str, Any]:
         return {**self.session.to_dict(), "reference": self.reference,
                 "cleaned": dict(self.cleaned) if self.cleaned else None,
-                "readers": dict(self.readers), "note": self.note, "identity": dict(self.identity)}
+                "reader_masks": dict(self.reader_masks), "note": self.note,
+                "identity": dict(self.identity)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PlannedSession:
         return cls(session=Session.from_dict(data), reference=str(data["reference"]),
-                   cleaned=data.get("cleaned"), readers=dict(data.get("readers") or {}),
+                   cleaned=data.get("cleaned"),
+                   reader_masks=dict(data.get("reader_masks") or {}),
                    note=str(data.get("note") or ""), identity=dict(data.get("identity") or {}))
 
 
@@ -115,14 +118,16 @@ def reference_mode(site_mode: str, session: Session) -> str:
     return site_mode
 
 
-def list_site(site: SiteConfig, layout: Layout) -> tuple[list[PlannedSession], list[dict[str, str]]]:
-    """Ask one site's source for its sessions (and cleaned segmentations, reader masks, scan
-    identities): the planned sessions, and what the source found and skipped (with the
-    reasons). Raises :class:`vhi.errors.UnreachableError` when its server cannot be reached."""
+def list_site(site: SiteConfig, layout: Layout,
+              record: CleaningRecord) -> tuple[list[PlannedSession], list[dict[str, str]]]:
+    """Ask one site's source for its sessions (and cleaned segmentations by the one cleaning
+    rule with ``record``, reader masks, scan identities): the planned sessions, and what
+    the source found and skipped (with the reasons). Raises
+    :class:`vhi.errors.UnreachableError` when its server cannot be reached."""
     source = make_source(site.source, site=site.name)
     sessions = source.list_sessions()
     check_unique(sessions, f"site {site.name}")
-    cleaned = source.find_cleaned(sessions, receipts=_receipts(layout, sessions))
+    cleaned = source.find_cleaned(sessions, receipts=_receipts(layout, sessions), record=record)
     planned = []
     for s in sessions:
         entry = cleaned.get(s.key) if s.has_stir else None
@@ -131,7 +136,7 @@ def list_site(site: SiteConfig, layout: Layout) -> tuple[list[PlannedSession], l
             session=s,
             reference=reference_mode(site.reference, s),
             cleaned=None if note else entry,
-            readers=source.reader_masks(s) if s.has_stir else {},
+            reader_masks=source.reader_masks(s) if s.has_stir else {},
             note=note,
             identity=source.scan_identity(s),
         ))
@@ -142,10 +147,16 @@ def list_site(site: SiteConfig, layout: Layout) -> tuple[list[PlannedSession], l
 def plan_cohort(settings: Settings) -> list[PlannedSession]:
     """Every session of every site, listed now, sorted by key (no file is read or written)."""
     layout = Layout.from_settings(settings)
-    plan = sorted((p for site in settings.sites for p in list_site(site, layout)[0]),
+    record = cleaning_record(settings, layout)
+    plan = sorted((p for site in settings.sites for p in list_site(site, layout, record)[0]),
                   key=lambda p: p.key)
     _log_counts(plan)
     return plan
+
+
+def cleaning_record(settings: Settings, layout: Layout) -> CleaningRecord:
+    """The station's saves and the assignments: what the one cleaning rule decides by."""
+    return CleaningRecord.of_run(layout.work, {s.name: s.double_read_vhi for s in settings.sites})
 
 
 def _log_counts(plan: Sequence[PlannedSession]) -> None:
@@ -298,13 +309,14 @@ def make_plan(settings: Settings, saved: CohortPlan | None = None) -> CohortPlan
     config says ``unreachable_sites: saved`` and ``saved`` has a listing of it: then its
     sessions are those, with a warning."""
     layout = Layout.from_settings(settings)
+    record = cleaning_record(settings, layout)
     sessions: list[PlannedSession] = []
     skipped: list[dict[str, str]] = []
     sites: dict[str, dict[str, Any]] = {}
     for site in settings.sites:
         listed_at = _now()
         try:
-            found, lost = list_site(site, layout)
+            found, lost = list_site(site, layout, record)
             info: dict[str, Any] = {"listed_at": listed_at, "origin": "listed"}
         except UnreachableError as exc:
             found, lost, info = _saved_site(settings, site.name, saved, exc)

@@ -9,7 +9,9 @@ written), ``failed`` (a step ran and failed; the reason is the error its log end
 and ``skipped`` (found by the site's source at listing and not planned; the reason says
 why). The state is read from the files a run leaves in ``work/`` and ``logs/`` and the
 run marker (:mod:`vhi.cohort.run`), so it is true during a run, after a failed run and
-after a complete one.
+after a complete one. The reader columns (who reads it, who cleaned it and when, due
+date, overdue) come from the run's readers database and ``cleaned.json``
+(:mod:`vhi.readers.progress`).
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from vhi.cohort.plan import PlannedSession
 from vhi.cohort.run import RunMarker
 from vhi.errors import InputError
 from vhi.fileio import read_json
+from vhi.readers.progress import SESSION_COLUMNS, Reading
 
 STATES = ("pending", "pulled", "segmented", "proposed", "pushed", "awaiting_cleaning",
           "cleaned", "measured", "running", "failed", "skipped")
 COLUMNS = ["site", "subject", "session", "timepoint", "state", "reason", "step", "log",
-           "viewer_path"]
+           "viewer_path", *SESSION_COLUMNS]
 
 _LOG_ERROR = re.compile(r"^\S+ \S+ (?:ERROR|CRITICAL) [\w.]+: (?P<msg>.*)$")
 
@@ -123,7 +126,7 @@ def _viewer_path(receipt: Path) -> str:
     return path if isinstance(path, str) and path.startswith("/") else ""
 
 
-def skipped_row(entry: Mapping[str, str]) -> dict[str, str]:
+def skipped_row(entry: Mapping[str, str]) -> dict[str, Any]:
     """The status row of a study or session a source found and did not plan."""
     label = str(entry.get("label") or "")
     session = str(entry.get("session") or label)
@@ -131,15 +134,22 @@ def skipped_row(entry: Mapping[str, str]) -> dict[str, str]:
     return {"site": str(entry.get("site") or ""), "subject": str(entry.get("subject") or ""),
             "session": session, "timepoint": "", "state": "skipped",
             "reason": reason if session == label else f"{label}: {reason}", "step": "", "log": "",
-            "viewer_path": ""}
+            "viewer_path": "", **dict.fromkeys(SESSION_COLUMNS, ""), "overdue": False}
 
 
-def status_table(plan: Sequence[PlannedSession], layout: Layout,
+def status_table(plan: Sequence[PlannedSession], layout: Layout, reading: Reading | None = None, *,
                  skipped: Sequence[Mapping[str, str]] = (), run: RunMarker | None = None) -> pd.DataFrame:
-    """One row per planned session (every session of the sheet, none dropped), then one per
+    """One row per planned session (every session of the sheet, none dropped), with its
+    reader columns from ``reading`` (default: the run's readers database now), then one per
     study or session the sources skipped (``skipped``, from the plan). ``run``: the run that
     holds the work folder now, for the ``running`` state (:func:`session_status`)."""
-    rows = [session_status(p, layout, run) for p in plan] + [skipped_row(e) for e in skipped]
+    reading = reading or Reading.of_run(layout.work)
+    rows = []
+    for p in plan:
+        row = session_status(p, layout, run)
+        cleaned = row["state"] in ("cleaned", "measured")
+        rows.append({**row, **reading.session_columns(p.key, cleaned=cleaned)})
+    rows += [skipped_row(e) for e in skipped]
     return pd.DataFrame(rows, columns=COLUMNS, dtype=object)
 
 

@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import copy
 import importlib
+import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vhi.cohort.ids import Session
 from vhi.config.schema import definition, validate
-from vhi.errors import ConfigError
+from vhi.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from vhi.sources.cleaning import CleaningRecord, Saved
+
+log = logging.getLogger(__name__)
 
 #: source ``type`` -> "module:Class"
 SOURCE_TYPES: dict[str, str] = {
@@ -71,11 +77,13 @@ class Source(ABC):
 
     @abstractmethod
     def find_cleaned(self, sessions: Sequence[Session],
-                     receipts: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+                     receipts: Mapping[str, Mapping[str, Any]] | None = None,
+                     record: CleaningRecord | None = None) -> dict[str, dict[str, Any]]:
         """A cheap look: session key -> fingerprint of its cleaned segmentation, if any.
 
         The fingerprint changes when a radiologist saves again, so the workflow
-        collects again. ``receipts``: session key -> its push receipt. An entry
+        collects again. ``receipts``: session key -> its push receipt; ``record``: the
+        station's saves and the assignments (:class:`~vhi.sources.cleaning.CleaningRecord`). An entry
         ``{"pending": reason}`` means something was saved that cannot be collected
         (the reason goes to the session's status).
         """
@@ -88,6 +96,69 @@ class Source(ABC):
         ``context``: ``receipt`` (the push receipt), ``stir`` (the STIR's pull sidecar),
         ``like`` (the proposal). Returns at least ``uri`` and ``sha256`` of what was fetched.
         """
+
+    # ------------------------------------------------------------------ the cleaning rule
+    def cleaning_saves(self, session: Session, receipt: Mapping[str, Any]) -> list[Saved] | None:
+        """The segmentations saved for ``session`` on the source, as the one cleaning rule
+        (:mod:`vhi.sources.cleaning`) takes them; None where the source does not follow it
+        (a folder's cleaned path is its cleaning)."""
+        return None
+
+    def read_cleaning(self, session: Session, saved: Saved, dest: str | os.PathLike[str],
+                      context: Mapping[str, Path], data: bytes | None = None) -> dict[str, Any]:
+        """Write the mask of one chosen save to ``dest`` (NIfTI on the STIR's grid); ``data``:
+        its bytes where the station kept them. Returns what was read (``uri``, ``sha256`` …)."""
+        raise NotImplementedError(f"{type(self).__name__} does not follow the cleaning rule")
+
+    def describe_saved(self, saved: Saved) -> dict[str, Any]:
+        """How the plan names a save (at least ``uri``)."""
+        return {"uri": saved.label}
+
+    def fetch_by_rule(self, session: Session, dest: str | os.PathLike[str],
+                      context: Mapping[str, Path] | None = None,
+                      receipts: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any] | None:
+        """:meth:`fetch_cleaned` of a source that follows the rule: the read the VHI comes from
+        (``context["receipt"]``: the push receipt; else one this source made in this process,
+        from ``receipts``), None while there is none. The workflow's collection reads every
+        read of a double read (``vhi collect``)."""
+        from vhi.fileio import read_json
+        from vhi.sources.cleaning import CleaningRecord, PushRecord
+
+        context = dict(context or {})
+        path = context.get("receipt")
+        receipt = read_json(path) if path and Path(path).is_file() else (receipts or {}).get(session.key)
+        if receipt is None:
+            return None
+        record = CleaningRecord()
+        cleaning = record.cleaning(session.key, session.site, PushRecord.from_receipt(receipt),
+                                   self.cleaning_saves(session, receipt) or [])
+        if cleaning.vhi is None:
+            return None
+        return self.read_cleaning(session, cleaning.vhi.saved, dest, context)
+
+    def find_cleaned_by_rule(self, sessions: Sequence[Session], receipts: Mapping[str, Mapping[str, Any]],
+                             record: CleaningRecord) -> dict[str, dict[str, Any]]:
+        """:meth:`find_cleaned` of a source that follows the rule: each pushed session's
+        fingerprint (:func:`vhi.sources.cleaning.fingerprint`), ``{"pending": reason}``
+        where what was saved cannot be collected; a session the source cannot be asked
+        about now is left out (warned)."""
+        from vhi.sources.cleaning import PushRecord, fingerprint
+
+        found = {}
+        for s in sessions:
+            receipt = receipts.get(s.key)
+            if not s.scans.get("stir") or receipt is None:
+                continue
+            try:
+                saves = self.cleaning_saves(s, receipt)
+            except InputError as exc:
+                log.warning("%s (cleaned segmentation not looked up this run)", exc)
+                continue
+            entry = fingerprint(record.cleaning(s.key, s.site, PushRecord.from_receipt(receipt), saves or []),
+                                self.describe_saved)
+            if entry is not None:
+                found[s.key] = entry
+        return found
 
     def reader_masks(self, session: Session) -> dict[str, str]:
         """Independent reader masks of the session (reader -> path) for agreement; none by default."""

@@ -7,7 +7,7 @@ Config (``sites[].source`` with ``type: local``)::
     outbox:  proposals go to outbox/{site}/{subject}/{session}/proposal.nii.gz (+ .json)
     cleaned: where radiologists save cleaned masks, default
              cleaned/{site}/{subject}/{session}.nii.gz (relative to root)
-    readers: reader name -> pattern of independent reader masks (agreement only)
+    reader_masks: reader name -> pattern of independent reader masks (agreement only)
     station: the site cleans at the local cleaning station (``vhi viewer --local``); push
              receipts then carry the session's address there (``viewer_path``)
 
@@ -24,14 +24,17 @@ import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vhi.cohort.ids import ROLE_NAMES, Session
 from vhi.cohort.sheet import demo_sessions, read_sheet
 from vhi.errors import ConfigError, InputError
-from vhi.fileio import copy_hashed, save_json, sha256_file
+from vhi.fileio import copy_hashed, read_json, save_json, sha256_file
 from vhi.imaging.series import uid_from
 from vhi.sources import Source, viewer_route
+
+if TYPE_CHECKING:
+    from vhi.sources.cleaning import CleaningRecord
 
 
 class _OutboxRecord:
@@ -93,9 +96,9 @@ class LocalSource(Source):
     """Sessions of one site in a local folder."""
 
     SPEC_KEYS: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "list": ("root", "sheet", "readers"),
+        "list": ("root", "sheet", "reader_masks"),
         "fetch": (),  # scans are located by the absolute paths in the session record
-        "push": ("root", "outbox", "cleaned", "readers", "station"),
+        "push": ("root", "outbox", "cleaned", "reader_masks", "station"),
         "cleaned": ("root", "cleaned"),
     }
 
@@ -107,9 +110,9 @@ class LocalSource(Source):
         self.sheet = spec["sheet"]
         self.outbox = Path(spec["outbox"]).expanduser().absolute()
         self.cleaned = spec["cleaned"]
-        self.readers = dict(spec["readers"])
+        self.mask_patterns = dict(spec["reader_masks"])  # reader -> pattern
         self.station = bool(spec.get("station", False))
-        for key, pattern in [("cleaned", self.cleaned), *self.readers.items()]:
+        for key, pattern in [("cleaned", self.cleaned), *self.mask_patterns.items()]:
             try:
                 pattern.format(site="s", subject="s", session="s")
             except (KeyError, IndexError, ValueError) as exc:
@@ -132,7 +135,7 @@ class LocalSource(Source):
         """Files this source must never write: scans, cleaned and reader masks."""
         paths = [Path(p) for p in session.scans.values()]
         paths.append(self.cleaned_path(session))
-        paths += [self._pattern_path(p, session) for p in self.readers.values()]
+        paths += [self._pattern_path(p, session) for p in self.mask_patterns.values()]
         return {p.resolve() for p in paths}
 
     def _guard(self, dest: str | os.PathLike[str], session: Session) -> None:
@@ -182,7 +185,11 @@ class LocalSource(Source):
         return receipt
 
     def find_cleaned(self, sessions: Sequence[Session],
-                     receipts: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+                     receipts: Mapping[str, Mapping[str, Any]] | None = None,
+                     record: CleaningRecord | None = None) -> dict[str, dict[str, Any]]:
+        """The file at each session's cleaned path (its size and time: a new save changes
+        them); ``{"pending": reason}`` where the local cleaning station wrote it from a save
+        of an earlier proposal (:meth:`stale_station_save`)."""
         found = {}
         for s in sessions:
             path = self.cleaned_path(s)
@@ -190,14 +197,40 @@ class LocalSource(Source):
                 st = path.stat()
             except OSError:
                 continue
-            found[s.key] = {"uri": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            stale = self.stale_station_save(path, (receipts or {}).get(s.key))
+            found[s.key] = {"pending": stale} if stale else {
+                "uri": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
         return found
+
+    @staticmethod
+    def stale_station_save(path: Path, receipt: Mapping[str, Any] | None) -> str:
+        """Why the mask the local cleaning station wrote at ``path`` is not the cleaning of
+        the current proposal (it answers an earlier one), or "" (it is, or no station wrote it)."""
+        from vhi.sources.cleaning import proposal_id
+
+        record = StationRecord(path)
+        if not receipt or not record.data["written"] or not path.is_file():
+            return ""
+        seg = record.seg_of(sha256_file(path)) or {}
+        answered, current = str(seg.get("answers") or ""), proposal_id(receipt)
+        if not answered or not current or answered == current:
+            return ""
+        who = f" by {seg['reader']}" if seg.get("reader") else ""
+        again = receipt.get("pushed_at", "?")
+        return (f"{path} holds SEG {seg.get('seg_sop_instance_uid', '?')}{who}, saved at the station "
+                f"for an earlier proposal (the proposal was pushed again at {again}): "
+                "awaiting a cleaning of the current one")
 
     def fetch_cleaned(self, session: Session, dest: str | os.PathLike[str],
                       context: Mapping[str, Path] | None = None) -> dict[str, Any] | None:
         src = self.cleaned_path(session)
         if not src.is_file():
             return None
+        receipt = (context or {}).get("receipt")
+        pushed = read_json(receipt) if receipt and Path(receipt).is_file() else None
+        stale = self.stale_station_save(src, pushed)
+        if stale:
+            raise InputError(f"session {session.key}", stale)
         self._guard(dest, session)
         st = src.stat()
         info = {"uri": str(src), "mtime_ns": st.st_mtime_ns, **copy_hashed(src, dest)}
@@ -205,7 +238,8 @@ class LocalSource(Source):
         if seg is not None:  # saved in OHIF at the local cleaning station
             info.update({"written_by": "vhi viewer --local",
                          **{k: seg[k] for k in ("seg_series_instance_uid", "seg_sop_instance_uid",
-                                                "series_description", "when") if k in seg}})
+                                                "series_description", "when", "reader", "saved_at")
+                            if k in seg}})
         return info
 
     def scan_identity(self, session: Session) -> dict[str, Any]:
@@ -225,7 +259,7 @@ class LocalSource(Source):
 
     def reader_masks(self, session: Session) -> dict[str, str]:
         masks = {}
-        for name, pattern in self.readers.items():
+        for name, pattern in self.mask_patterns.items():
             path = self._pattern_path(pattern, session)
             if path.is_file():
                 masks[name] = str(path)

@@ -11,9 +11,9 @@
   its storage in ``work/.vhi/station/<site>/`` so what radiologists saved survives
   between sessions of the station. UIDs come from the session and the STIR's sha256,
   and a proposal equal to the stored one is not sent again: loading again sends nothing.
-* **collect** (:meth:`LocalStation.collect`) – per session, the SEG the DICOMweb source's
-  rule picks (:func:`vhi.sources.dicomweb.segs.choose_cleaned`: the newest SEG without
-  the platform's marks on the STIR series) is written as a NIfTI mask on the STIR's grid
+* **collect** (:meth:`LocalStation.collect`) – per session, the save the one cleaning rule
+  picks (:mod:`vhi.sources.cleaning`: the newest save the station recorded after the
+  current proposal's push) is written as a NIfTI mask on the STIR's grid
   to the local source's cleaned path, atomically, and recorded
   (:class:`vhi.sources.local.StationRecord`), so the next workflow run collects it as
   any cleaned mask, with no server running. A file at the cleaned path that the station
@@ -42,10 +42,12 @@ from vhi.imaging.nifti import grid_mismatch, load_image, load_mask, save_nifti
 from vhi.imaging.seg import write_seg
 from vhi.imaging.series import SeriesIds, Window, mr_series, percentile_window, uid_from
 from vhi.sources import make_source, proposal_to_push, viewer_route
+from vhi.sources.cleaning import CleaningRecord, PushRecord, Saved
 from vhi.sources.dicomweb import segs
 from vhi.sources.dicomweb.client import DicomwebConnection, DicomwebError
 from vhi.sources.dicomweb.listing import search_all, value
 from vhi.sources.local import LocalSource, StationRecord, station_study_uid
+from vhi.viewer.access import Access, Awaiting
 from vhi.viewer.ohif import app_config, fetch_ohif
 from vhi.viewer.orthanc import OrthancServer
 from vhi.viewer.server import PROXIED, StationServer
@@ -134,6 +136,9 @@ class StationSession:
     @property
     def viewer_path(self) -> str:
         return viewer_route(self.study_uid)
+
+    def awaiting(self) -> Awaiting:
+        return Awaiting(self.key, self.session.site, self.study_uid, self.viewer_path)
 
     def prepare(self) -> None:
         """The STIR's series (deterministic UIDs, the oedema window), in memory."""
@@ -224,12 +229,13 @@ class LocalStation:
     def dicomweb(self) -> str:
         return self.orthanc.dicomweb
 
-    def server(self, *, port: int = 0, dist: Path | None = None) -> StationServer:
-        """OHIF in front of the station's Orthanc (not started)."""
+    def server(self, access: Access, *, dist: Path | None = None, **options: Any) -> StationServer:
+        """OHIF in front of the station's Orthanc (not started); ``options``:
+        :class:`StationServer`'s (host, port, tls, public_urls, on_stored)."""
         dist = dist or fetch_ohif()
         return StationServer(dist, self.dicomweb, self.orthanc.http(),
                              app_config((dist / "app-config.js").read_text(), dicomweb_root=PROXIED),
-                             port=port)
+                             access, **options)
 
     def _conn(self) -> DicomwebConnection:
         if self.conn is None:
@@ -306,42 +312,59 @@ class LocalStation:
 
     # ------------------------------------------------------------------ collect
     def collect_one(self, item: StationSession) -> Outcome:
-        """Write the session's newest cleaned SEG to its cleaned path, if the station may."""
+        """Write the session's cleaning (:mod:`vhi.sources.cleaning`: the newest save recorded
+        after the current proposal's push) to its cleaned path, if the station may."""
         what = f"session {item.key}"
         item = self._prepared(item)
-        chosen = segs.choose_cleaned(segs.list_segs(self._conn(), what, item.study_uid), item.series_uid)
-        if chosen is None:
+        receipt = self.layout.work_file(item.session, "pushed.json")
+        push = PushRecord.from_receipt(read_json(receipt)) if receipt.is_file() else None
+        record = CleaningRecord.of_run(self.layout.work, {self.site.name: self.site.double_read_vhi})
+        saves = [] if record.saves.get(item.key) else [  # saves from before the station recorded them
+            Saved(r["sop_uid"], "dicomweb", segs.label(r), order=(r["when"], segs.number(r), r["series_uid"]),
+                  platform=r["platform"], ref=r)
+            for r in segs.list_segs(self._conn(), what, item.study_uid)
+            if not r["platform"] and (item.series_uid in r["referenced_series"] or r["foreign"])]
+        cleaning = record.cleaning(item.key, self.site.name, push, saves)
+        if cleaning.vhi is None:
+            if cleaning.pending:
+                return Outcome(item.key, "waiting", cleaning.pending)
             return Outcome(item.key, "none", "no cleaned SEG saved yet")
-        label = segs.label(chosen)
-        segs.refuse_foreign(what, chosen)
+        chosen = cleaning.vhi.saved
+        row = chosen.ref if chosen.origin == "dicomweb" else {
+            "study_uid": item.study_uid, "series_uid": chosen.ref.series_uid, "sop_uid": chosen.id,
+            "series_description": "", "when": chosen.saved_at, "foreign": False}
+        if chosen.origin == "dicomweb":
+            segs.refuse_foreign(what, row)
         dest = item.cleaned
-        record = StationRecord(dest)
+        station_record = StationRecord(dest)
         if dest.is_file():
             current = sha256_file(dest)
-            seg = record.seg_of(current)
+            seg = station_record.seg_of(current)
             if seg is None:
                 log.warning("%s: %s exists and was not written by the station: kept; %s not written "
-                            "(move the file away to take the station's)", what, dest, label)
+                            "(move the file away to take the station's)", what, dest, chosen.label)
                 return Outcome(item.key, "kept", f"{dest} not written by the station: kept")
-            if seg.get("seg_sop_instance_uid") == chosen["sop_uid"]:
-                return Outcome(item.key, "unchanged", f"{dest} already holds {label}")
-        data = segs.retrieve(self._conn(), what, chosen)
+            if seg.get("seg_sop_instance_uid") == chosen.id:
+                return Outcome(item.key, "unchanged", f"{dest} already holds {chosen.label}")
+        data = record.data_of(chosen) or segs.retrieve(self._conn(), what, row)
         try:
             mask = segs.decode(data, item.grid_of_seg, item.datasets)
         except InputError as exc:
-            raise DicomwebError(what, f"{label}: {exc.cause}") from None
+            raise DicomwebError(what, f"{chosen.label}: {exc.cause}") from None
         dest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dest) as tmp_path:
             save_nifti(mask.astype(np.uint8), item.grid, tmp_path)
-            record.add(sha256_file(tmp_path), {   # recorded before the rename: a crash between is safe
-                "seg_series_instance_uid": chosen["series_uid"], "seg_sop_instance_uid": chosen["sop_uid"],
-                "series_description": chosen["series_description"], "when": chosen["when"],
+            station_record.add(sha256_file(tmp_path), {  # recorded before the rename: a crash between is safe
+                "seg_series_instance_uid": row["series_uid"], "seg_sop_instance_uid": chosen.id,
+                "series_description": row["series_description"], "when": row["when"],
+                "reader": cleaning.vhi.reader, "saved_at": chosen.saved_at,
+                "answers": chosen.answers or (push.proposal if push else ""),
                 "study_instance_uid": item.study_uid, "voxels": int(mask.sum()),
                 "station": self.orthanc.dicomweb})
-        detail = f"{label}: {int(mask.sum())} voxels -> {dest}"
+        detail = f"{chosen.label}: {int(mask.sum())} voxels -> {dest}"
         log.info("%s: cleaned %s", what, detail)
         return Outcome(item.key, "written", detail, extra={"voxels": int(mask.sum()),
-                                                           "seg_series_uid": chosen["series_uid"]})
+                                                           "seg_series_uid": row["series_uid"]})
 
     def collect(self, items: Iterable[StationSession] | None = None) -> list[Outcome]:
         """Collect every loaded session (every candidate when none was loaded)."""

@@ -26,46 +26,56 @@ log = logging.getLogger(__name__)
 
 OHIF_PACKAGE = "@ohif/app"
 OHIF_VERSION = "3.13.2"
-#: sha256 of ``ohif-app-3.13.2.tgz`` as the npm registry serves it.
-OHIF_SHA256 = "b189d3963bfc58e9394a9db8c7be75d07beb029ec211dbb126d47b62969dd3f1"
+#: The builds the platform knows: version -> sha256 of its npm tarball as the registry serves
+#: it. The station serves :data:`OHIF_VERSION`; the tests also check the collection against
+#: the next release's beta (tests/test_ohif_versions.py).
+OHIF_BUILDS = {
+    "3.13.2": "b189d3963bfc58e9394a9db8c7be75d07beb029ec211dbb126d47b62969dd3f1",
+    "3.14.0-beta.6": "a2dfbbf9fa3e5617676b4cbd9322d405edecd913fada92c36b9adb4e2385c1ab",
+}
+OHIF_SHA256 = OHIF_BUILDS[OHIF_VERSION]
 #: The name of the one data source the station configures.
 DATA_SOURCE = "vhi"
 
 
-def ohif_root(cache: Path | None = None) -> Path:
-    return (cache or cache_dir()) / "ohif" / OHIF_VERSION
+def ohif_root(cache: Path | None = None, version: str = OHIF_VERSION) -> Path:
+    return (cache or cache_dir()) / "ohif" / version
 
 
-def ohif_dist(cache: Path | None = None) -> Path:
+def ohif_dist(cache: Path | None = None, version: str = OHIF_VERSION) -> Path:
     """The prebuilt OHIF app (``index.html`` and its bundles)."""
-    return ohif_root(cache) / "package" / "dist"
+    return ohif_root(cache, version) / "package" / "dist"
 
 
-def is_fetched(cache: Path | None = None) -> bool:
-    return (ohif_dist(cache) / "index.html").is_file() and (ohif_root(cache) / ".sha256").is_file()
+def is_fetched(cache: Path | None = None, version: str = OHIF_VERSION) -> bool:
+    return ((ohif_dist(cache, version) / "index.html").is_file()
+            and (ohif_root(cache, version) / ".sha256").is_file())
 
 
-def fetch_ohif(cache: Path | None = None) -> Path:
-    """Fetch, check and unpack the pinned OHIF build once; the ``dist`` folder."""
-    if is_fetched(cache):
-        return ohif_dist(cache)
+def fetch_ohif(cache: Path | None = None, version: str = OHIF_VERSION) -> Path:
+    """Fetch, check and unpack a known OHIF build (:data:`OHIF_BUILDS`) once; the ``dist`` folder."""
+    if version not in OHIF_BUILDS:
+        raise ConfigError("OHIF viewer", f"unknown build {version} (known: {', '.join(OHIF_BUILDS)})")
+    if is_fetched(cache, version):
+        return ohif_dist(cache, version)
+    expected = OHIF_BUILDS[version]
     npm = shutil.which("npm")
     if npm is None:
         raise ConfigError("OHIF viewer", "npm is not installed: it fetches the OHIF build "
-                                         f"({OHIF_PACKAGE}@{OHIF_VERSION})")
-    root = ohif_root(cache)
+                                         f"({OHIF_PACKAGE}@{version})")
+    root = ohif_root(cache, version)
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="vhi-ohif-", dir=root.parent) as tmp:
-        proc = subprocess.run([npm, "pack", f"{OHIF_PACKAGE}@{OHIF_VERSION}", "--json"], cwd=tmp,
+        proc = subprocess.run([npm, "pack", f"{OHIF_PACKAGE}@{version}", "--json"], cwd=tmp,
                               capture_output=True, text=True, timeout=600, check=False)
         if proc.returncode != 0:
-            raise ConfigError("OHIF viewer", f"npm pack {OHIF_PACKAGE}@{OHIF_VERSION} failed: "
+            raise ConfigError("OHIF viewer", f"npm pack {OHIF_PACKAGE}@{version} failed: "
                                              f"{proc.stderr.strip()[-500:]}")
         [tarball] = [Path(tmp) / json.loads(proc.stdout)[0]["filename"]]
         digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
-        if digest != OHIF_SHA256:
+        if digest != expected:
             raise ConfigError("OHIF viewer", f"{tarball.name} has sha256 {digest}, expected "
-                                             f"{OHIF_SHA256}: not unpacked")
+                                             f"{expected}: not unpacked")
         unpacked = Path(tmp) / "unpacked"
         with tarfile.open(tarball) as archive:
             archive.extractall(unpacked, filter="data")
@@ -73,8 +83,8 @@ def fetch_ohif(cache: Path | None = None) -> Path:
         if root.exists():
             shutil.rmtree(root)
         unpacked.rename(root)
-    log.info("OHIF %s fetched (sha256 %s) -> %s", OHIF_VERSION, OHIF_SHA256[:12], ohif_dist(cache))
-    return ohif_dist(cache)
+    log.info("OHIF %s fetched (sha256 %s) -> %s", version, expected[:12], ohif_dist(cache, version))
+    return ohif_dist(cache, version)
 
 
 def app_config(shipped: str, *, dicomweb_root: str = "/dicom-web", name: str = "VHI cleaning station") -> str:

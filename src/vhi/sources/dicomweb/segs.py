@@ -5,11 +5,11 @@ instances' metadata (WADO-RS): whether it carries the platform's marks
 (:func:`vhi.imaging.seg.is_platform_seg`), the series it references and when it was made.
 
 * The **proposal** of a session is the newest platform SEG that references its STIR series.
-* The **cleaned** segmentation is the newest SEG without the platform's marks that
-  references the STIR series (a viewer saves every edit as a new series). A SEG in the
-  study whose references all lie outside the study (drawn on another study) is a
-  candidate too, so that collecting it fails by name instead of silently taking an
-  older one.
+* Which SEG is the **cleaning** is decided by the one rule of every source
+  (:mod:`vhi.sources.cleaning`), from what existed when the proposal was pushed. A SEG in
+  the study whose references all lie outside the study (drawn on another study) is listed
+  too, so that collecting it fails by name (:func:`refuse_foreign`) instead of silently
+  taking an older one.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 STOW_BATCH = 16
 
 
-def _when(ds: Any) -> str:
+def when(ds: Any) -> str:
     """When a SEG was made, as sortable text: content, else series, else instance creation."""
     for date, time in (("ContentDate", "ContentTime"), ("SeriesDate", "SeriesTime"),
                        ("InstanceCreationDate", "InstanceCreationTime")):
@@ -73,17 +73,18 @@ def list_segs(conn: DicomwebConnection, what: str, study_uid: str) -> list[dict[
                 "series_uid": uid, "sop_uid": str(ds.get("SOPInstanceUID", "")),
                 "study_uid": study_uid, "platform": is_platform_seg(ds),
                 "series_description": str(ds.get("SeriesDescription", "")),
-                "series_number": str(ds.get("SeriesNumber", "")), "when": _when(ds),
+                "series_number": str(ds.get("SeriesNumber", "")), "when": when(ds),
                 "referenced_series": refs, "other_studies": other_studies,
                 "foreign": bool(refs) and not (set(refs) & in_study),
             })
-    out.sort(key=lambda s: (s["when"], _number(s["series_number"]), s["series_uid"]))
+    out.sort(key=lambda s: (s["when"], number(s), s["series_uid"]))
     return out
 
 
-def _number(text: str) -> float:
+def number(seg: Mapping[str, Any]) -> float:
+    """A listed SEG's series number (0 when it has none)."""
     try:
-        return float(text)
+        return float(seg["series_number"])
     except ValueError:
         return 0.0
 
@@ -91,13 +92,6 @@ def _number(text: str) -> float:
 def newest_proposal(segs: Sequence[Mapping[str, Any]], stir_uid: str) -> dict[str, Any] | None:
     ours = [s for s in segs if s["platform"] and stir_uid in s["referenced_series"]]
     return dict(ours[-1]) if ours else None
-
-
-def choose_cleaned(segs: Sequence[Mapping[str, Any]], stir_uid: str) -> dict[str, Any] | None:
-    """The documented rule: the newest non-platform SEG on the STIR series (or drawn elsewhere)."""
-    candidates = [s for s in segs if not s["platform"]
-                  and (stir_uid in s["referenced_series"] or s["foreign"])]
-    return dict(candidates[-1]) if candidates else None
 
 
 def label(seg: Mapping[str, Any]) -> str:

@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pydicom
 
 from vhi.cohort.ids import Session
 from vhi.errors import ConfigError, InputError
+from vhi.fileio import read_json
 from vhi.sources import Source, proposal_to_push, viewer_route
+from vhi.sources.cleaning import CleaningRecord, Saved
 from vhi.sources.dicomweb import segs, transfer
 from vhi.sources.dicomweb.client import DicomwebConnection, DicomwebError, service_url
 from vhi.sources.dicomweb.listing import ListedStudy, check_template, plan_studies
@@ -50,6 +53,7 @@ class DicomwebSource(Source):
         super().__init__(site, spec)
         self.url = service_url(site, spec)
         self.conn = DicomwebConnection(site, self.url, spec)
+        self._receipts: dict[str, dict[str, Any]] = {}  # the pushes made by this object
         self.query = {str(k): str(v) for k, v in dict(spec.get("query") or {}).items()}
         self.subject_label = check_template(site, "subject_label", str(spec.get("subject_label",
                                                                                 "{PatientID}")))
@@ -106,7 +110,8 @@ class DicomwebSource(Source):
             if why:
                 raise DicomwebError(what, f"the proposal is not on the grid of the STIR series "
                                           f"{stir['series_uid']} on the service: {why}")
-            old = segs.newest_proposal(segs.list_segs(self.conn, what, study_uid), stir["series_uid"])
+            listed = segs.list_segs(self.conn, what, study_uid)
+            old = _current_proposal(listed, stir["series_uid"], (context or {}).get("history"))
             if old is not None:
                 data = segs.retrieve(self.conn, what, old)
                 try:
@@ -118,8 +123,9 @@ class DicomwebSource(Source):
                 if same:
                     log.info("%s: proposal SEG %s already on the service, unchanged: nothing sent",
                              what, old["series_uid"])
-                    return self._receipt(session, seg=old, data=data, stir=stir, mask=mask,
-                                         status="unchanged")
+                    receipt = self._receipt(session, seg=old, data=data, stir=stir, mask=mask,
+                                            status="unchanged", before=_before_unchanged(listed, old))
+                    return _keep_earlier_push(receipt, (context or {}).get("history"))
             seg_path = work / "proposal.seg.dcm"
             number = int(getattr(datasets[0], "SeriesNumber", 0) or 0) + 1000
             info = write_seg(mask, grid.affine, datasets, seg_path, algorithm_version=version,
@@ -135,12 +141,14 @@ class DicomwebSource(Source):
             log.info("%s: proposal stored as SEG series %s (%d voxels), verified", what,
                      info.series_instance_uid, int(mask.sum()))
             return self._receipt(session, seg={**stored, "when": ""}, data=data, stir=stir, mask=mask,
-                                 status="created" if old is None else "replaced")
+                                 status="created" if old is None else "replaced",
+                                 before=[r["sop_uid"] for r in listed])
 
     def _receipt(self, session: Session, *, seg: Mapping[str, Any], data: bytes,
-                 stir: Mapping[str, Any], mask: np.ndarray, status: str) -> dict[str, Any]:
+                 stir: Mapping[str, Any], mask: np.ndarray, status: str, before: Sequence[str],
+                 ) -> dict[str, Any]:
         uri = instance_uri(self.url, seg["study_uid"], seg["series_uid"], seg["sop_uid"])
-        return {
+        receipt = {
             "source": "dicomweb", "site": session.site, "session": session.key, "url": self.url,
             "status": status, "verified": True,
             "seg": {"study_uid": seg["study_uid"], "series_uid": seg["series_uid"],
@@ -151,61 +159,107 @@ class DicomwebSource(Source):
             "files": {"seg": {"uri": uri, "sha256": hashlib.sha256(data).hexdigest(),
                               "size": len(data)}},
             "pushed_at": datetime.now(UTC).isoformat(),
+            # the SEG instances of the study when this proposal became current: none of them
+            # is its cleaning (vhi.sources.cleaning)
+            "segs_before": sorted(set(before)),
         }
+        self._receipts[session.key] = receipt
+        return receipt
 
     # ------------------------------------------------------------------ collect
-    def _chosen(self, session: Session) -> dict[str, Any] | None:
+    def cleaning_saves(self, session: Session, receipt: Mapping[str, Any]) -> list[Saved]:
+        """The SEG instances of the study on the STIR series (or drawn on another study,
+        so that taking one fails by name), as the cleaning rule takes them."""
         study_uid, stir_uid = parse_series_uri(self.url, session, "stir")
-        return segs.choose_cleaned(segs.list_segs(self.conn, f"session {session.key}", study_uid),
-                                   stir_uid)
+        rows = segs.list_segs(self.conn, f"session {session.key}", study_uid)
+        return [Saved(r["sop_uid"], "dicomweb", segs.label(r), platform=r["platform"], ref=r,
+                      order=(r["when"], segs.number(r), r["series_uid"]))
+                for r in rows if stir_uid in r["referenced_series"] or r["foreign"]]
+
+    def describe_saved(self, saved: Saved) -> dict[str, Any]:
+        if saved.origin == "dicomweb":
+            r = saved.ref
+            return {"uri": instance_uri(self.url, r["study_uid"], r["series_uid"], r["sop_uid"]),
+                    "series_uid": r["series_uid"], "sop_uid": r["sop_uid"], "when": r["when"],
+                    "foreign": r["foreign"]}
+        save = saved.ref
+        return {"uri": instance_uri(self.url, save.study_uid, save.series_uid, save.sop_uid),
+                "series_uid": save.series_uid, "sop_uid": save.sop_uid, "when": save.saved_at,
+                "reader": save.reader}
 
     def find_cleaned(self, sessions: Sequence[Session],
-                     receipts: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
-        """Per session, the SEG the documented rule picks (its series, instance, date)."""
-        found = {}
-        for s in sessions:
-            if not s.scans.get("stir"):
-                continue
-            try:
-                chosen = self._chosen(s)
-            except DicomwebError as exc:
-                log.warning("%s (cleaned segmentation not looked up this run)", exc)
-                continue
-            if chosen is not None:
-                found[s.key] = {"uri": instance_uri(self.url, chosen["study_uid"], chosen["series_uid"],
-                                                    chosen["sop_uid"]),
-                                "series_uid": chosen["series_uid"], "sop_uid": chosen["sop_uid"],
-                                "when": chosen["when"], "foreign": chosen["foreign"]}
-        return found
+                     receipts: Mapping[str, Mapping[str, Any]] | None = None,
+                     record: CleaningRecord | None = None) -> dict[str, dict[str, Any]]:
+        """Per pushed session, its cleaning under the one rule (:mod:`vhi.sources.cleaning`)."""
+        return self.find_cleaned_by_rule(sessions, {**self._receipts, **(receipts or {})},
+                                         record or CleaningRecord())
 
     def fetch_cleaned(self, session: Session, dest: str | os.PathLike[str],
                       context: Mapping[str, Path] | None = None) -> dict[str, Any] | None:
-        """Decode the chosen cleaned SEG onto the STIR grid; None while there is none."""
+        """The cleaning's VHI read decoded onto the STIR grid (:meth:`Source.fetch_by_rule`)."""
+        return self.fetch_by_rule(session, dest, context, self._receipts)
+
+    def read_cleaning(self, session: Session, saved: Saved, dest: str | os.PathLike[str],
+                      context: Mapping[str, Path], data: bytes | None = None) -> dict[str, Any]:
+        """Decode one chosen save onto the STIR grid: the bytes the station kept, else the
+        instance retrieved from the service."""
         from vhi.imaging.nifti import save_nifti
 
         what = f"session {session.key}"
-        chosen = self._chosen(session)
-        if chosen is None:
-            return None
-        label = segs.label(chosen)
-        segs.refuse_foreign(what, chosen)
-        data = segs.retrieve(self.conn, what, chosen)
+        if saved.origin == "dicomweb":
+            segs.refuse_foreign(what, saved.ref)
+        row = saved.ref if saved.origin == "dicomweb" else {
+            "study_uid": saved.ref.study_uid, "series_uid": saved.ref.series_uid, "sop_uid": saved.id}
+        if data is None:
+            data = segs.retrieve(self.conn, what, row)
         with tempfile.TemporaryDirectory(prefix="vhi-dicomweb-collect-") as tmp:
             stir, datasets, grid = transfer.stir_grid(self.conn, session, Path(tmp))
             try:
                 mask = segs.decode(data, grid, datasets)
             except InputError as exc:
-                raise DicomwebError(what, f"{label}: {exc.cause}") from None
+                raise DicomwebError(what, f"{saved.label}: {exc.cause}") from None
             save_nifti(mask.astype(np.uint8), grid, dest)
-        log.info("%s: cleaned segmentation = %s (SEG %s): %d voxels", what, label, chosen["sop_uid"],
-                 int(mask.sum()))
-        return {"uri": instance_uri(self.url, chosen["study_uid"], chosen["series_uid"], chosen["sop_uid"]),
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        log.info("%s: cleaned segmentation = %s%s: %d voxels", what, saved.label,
+                 f" by {saved.reader}" if saved.reader else "", int(mask.sum()))
+        return {"uri": instance_uri(self.url, row["study_uid"], row["series_uid"], saved.id),
                 "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-                "seg_series_instance_uid": chosen["series_uid"],
-                "seg_sop_instance_uid": chosen["sop_uid"],
-                "series_description": chosen["series_description"], "when": chosen["when"],
+                "seg_series_instance_uid": str(row["series_uid"]), "seg_sop_instance_uid": saved.id,
+                "series_description": str(ds.get("SeriesDescription", "")), "when": segs.when(ds),
+                "recorded_by": "station" if saved.origin == "station" else "service",
                 "stir": {"series_uid": stir["series_uid"]},
-                "rule": "newest SEG on the STIR series without the platform's marks"}
+                "rule": "each reader's newest save after the current proposal's push (vhi.sources.cleaning)"}
+
+
+def _current_proposal(listed: Sequence[Mapping[str, Any]], stir_uid: str,
+                      history: Path | None) -> dict[str, Any] | None:
+    """The proposal on the service now: the SEG the previous receipt names, while it is there
+    (a viewer may save into the proposal's series keeping its marks: marks alone cannot tell);
+    else the newest SEG with the platform's marks on the STIR series."""
+    previous = read_json(history) if history is not None and Path(history).is_file() else {}
+    sop = str((previous.get("seg") or {}).get("sop_uid") or "")
+    named = [dict(r) for r in listed if sop and r["sop_uid"] == sop]
+    return named[0] if named else segs.newest_proposal(listed, stir_uid)
+
+
+def _before_unchanged(listed: Sequence[Mapping[str, Any]], proposal: Mapping[str, Any]) -> list[str]:
+    """For a proposal pushed again unchanged with no earlier receipt: the SEGs not newer than
+    it (those after it are taken as its cleanings, as they were before)."""
+    mark = (proposal["when"], segs.number(proposal), proposal["series_uid"])
+    return [r["sop_uid"] for r in listed if (r["when"], segs.number(r), r["series_uid"]) <= mark]
+
+
+def _keep_earlier_push(receipt: dict[str, Any], history: Path | None) -> dict[str, Any]:
+    """An unchanged proposal keeps the push that made it current: its time and its list of
+    what was there then (the previous receipt, when it was of the same proposal)."""
+    if history is None or not Path(history).is_file():
+        return receipt
+    previous = read_json(history)
+    if (previous.get("seg") or {}).get("sop_uid") == receipt["seg"]["sop_uid"] and \
+            isinstance(previous.get("segs_before"), list):
+        receipt.update(pushed_at=previous.get("pushed_at") or receipt["pushed_at"],
+                       segs_before=previous["segs_before"])
+    return receipt
 
 
 __all__ = ["DicomwebError", "DicomwebSource", "ListedStudy"]

@@ -72,40 +72,14 @@ def list_collections(client: XnatClient, session: Session, exp: str) -> list[dic
     return out
 
 
-def _after_push(collections: Sequence[Mapping[str, Any]], proposal_label: str, stir_uid: str,
-                before: Collection[str] | None) -> list[Mapping[str, Any]] | None:
-    """Collections saved since the proposal was (last) changed, on the STIR series.
-
-    None without our proposal on the server, or without the receipt's list of the
-    collections that existed at that push (``before``): without it no collection can be
-    told apart from one made for an earlier proposal."""
-    proposal = next((c for c in collections if c["label"] == proposal_label), None)
-    if proposal is None or before is None:
-        return None
-    return [c for c in collections
-            if c["label"] != proposal_label and c["id"] != proposal["id"]
-            and c["id"] not in before and (not stir_uid or stir_uid in c["series"])]
-
-
-def _newest(candidates: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The newest by the server's insert date, else by label (the viewer's labels are
-    timestamped), else by ID. Dates are only compared among collections made after the push."""
-    return dict(max(candidates, key=lambda c: (c.get("insert_date") or "", c["label"], c["id"])))
-
-
-def choose_cleaned(collections: Sequence[Mapping[str, Any]], proposal_label: str,
-                   stir_uid: str, before: Collection[str] | None) -> dict[str, Any] | None:
-    """The documented rule: the newest SEG collection on the STIR series that is neither the
-    proposal nor one that existed when the proposal was last pushed changed (``before``)."""
-    after = _after_push(collections, proposal_label, stir_uid, before)
-    segs = [c for c in after or () if c["type"] == "SEG"]
-    return _newest(segs) if segs else None
-
-
 def contours_only(collections: Sequence[Mapping[str, Any]], proposal_label: str,
                   stir_uid: str, before: Collection[str] | None) -> list[str]:
-    """Labels of the contour collections (RTSTRUCT/AIM) saved since the push, when no SEG was."""
-    after = _after_push(collections, proposal_label, stir_uid, before) or []
+    """Labels of the contour collections (RTSTRUCT/AIM) on the STIR series saved since the
+    push (not among ``before``, the collections there at the push), when no SEG was."""
+    if before is None:
+        return []
+    after = [c for c in collections if c["label"] != proposal_label and c["id"] not in before
+             and (not stir_uid or stir_uid in c["series"])]
     if any(c["type"] == "SEG" for c in after):
         return []
     return sorted(c["label"] for c in after if c["type"] in CONTOUR_TYPES)

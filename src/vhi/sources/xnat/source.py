@@ -20,12 +20,14 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 import numpy as np
 
 from vhi.cohort.ids import Session
 from vhi.errors import ConfigError, InputError
 from vhi.sources import Source, proposal_to_push
+from vhi.sources.cleaning import CleaningRecord, PushRecord, Saved
 from vhi.sources.select import compile_rules, sessions_of
 from vhi.sources.xnat import listing, roi, transfer
 from vhi.sources.xnat.client import XnatClient, XnatError, server_url
@@ -100,16 +102,41 @@ class XnatSource(Source):
     def scan_uri(self, experiment: str, scan_id: str) -> str:
         return scan_uri(self.server, experiment, scan_id)
 
+    def viewer_url(self, session: Session, experiment: str) -> str:
+        """The session in XNAT's OHIF viewer (the plugin's own "View Session" link; XNAT takes
+        the subject's label where its ID goes), where the site's readers clean it."""
+        query = urlencode({"subjectId": session.subject, "projectId": self.project,
+                           "experimentId": experiment, "experimentLabel": session.session})
+        return f"{self.server}/VIEWER/?{query}"
+
     def collection_uri(self, ident: str) -> str:
         return collection_uri(self.server, self.project, ident)
 
-    def choose_cleaned(self, session: Session, collections: Sequence[Mapping[str, Any]],
-                       stir_uid: str, receipt: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        """The documented rule (:func:`vhi.sources.xnat.roi.choose_cleaned`): the newest SEG
-        collection on the STIR series that is neither the proposal nor one that existed when
-        the proposal was last pushed changed (the receipt's ``collections_before``)."""
-        return roi.choose_cleaned(collections, self.proposal_label(session), stir_uid,
-                                  _before(receipt))
+    def saved_collections(self, session: Session, collections: Sequence[Mapping[str, Any]],
+                          stir_uid: str) -> list[Saved]:
+        """The SEG collections on the STIR series, as the cleaning rule takes them: the
+        proposal's own label marks it, the server's insert date (then the viewer's timestamped
+        label) orders the saves made after the push."""
+        label = self.proposal_label(session)
+        return [Saved(str(c["id"]), "xnat", f"ROI collection {c['label']} ('{c['name']}')",
+                      order=(c.get("insert_date") or "", c["label"], c["id"]), platform=c["label"] == label,
+                      ref=c)
+                for c in collections if c["type"] == "SEG" and (not stir_uid or stir_uid in c["series"])]
+
+    def describe_saved(self, saved: Saved) -> dict[str, Any]:
+        c = saved.ref
+        return {"uri": self.collection_uri(c["id"]), "collection": c["id"], "label": c["label"],
+                "uid": c["uid"], "insert_date": c["insert_date"]}
+
+    def cleaning_saves(self, session: Session, receipt: Mapping[str, Any]) -> list[Saved]:
+        """The session's SEG collections; none while the receipt lacks the list of what was
+        there at the push (from before that list was kept) or the proposal is not on the server:
+        without them no collection can be told from one made for an earlier proposal."""
+        _, stir_uid, collections = self._collections(session)
+        if not isinstance(receipt.get("collections_before"), list) or not any(
+                c["label"] == self.proposal_label(session) for c in collections):
+            return []
+        return self.saved_collections(session, collections, stir_uid)
 
     def _stir_uid(self, session: Session) -> tuple[str, str]:
         return listing.stir_uid(self.client, session, self._listed.get(session.key))
@@ -271,11 +298,12 @@ class XnatSource(Source):
                            "referenced_series": list(collection["series"])},
             "stir": {"scan": stir["scan"], "series_uid": stir["series_uid"], "uri": stir["uri"]},
             "proposal_voxels": int(mask.sum()),
+            "viewer_path": self.viewer_url(session, exp),
             "files": {"seg": {"uri": self.collection_uri(label),
                               "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}},
             "pushed_at": datetime.now(UTC).isoformat(),
             # the session's other collections when this proposal was last changed: none of
-            # them is its cleaning, whatever dates the server gives (see choose_cleaned)
+            # them is its cleaning, whatever dates the server gives (vhi.sources.cleaning)
             "collections_before": list(before),
         }
         self._receipts[session.key] = receipt
@@ -283,32 +311,27 @@ class XnatSource(Source):
 
     # ------------------------------------------------------------------ collect
     def find_cleaned(self, sessions: Sequence[Session],
-                     receipts: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
-        """Per session, the collection the documented rule picks (its ID, label, UID, date);
-        ``{"pending": reason}`` where the radiologist saved contours only.
+                     receipts: Mapping[str, Mapping[str, Any]] | None = None,
+                     record: CleaningRecord | None = None) -> dict[str, dict[str, Any]]:
+        """Per pushed session, its cleaning under the one rule (:mod:`vhi.sources.cleaning`);
+        ``{"pending": reason}`` where what was saved cannot be collected: saved for an earlier
+        proposal, or contours only.
 
-        ``receipts``: session key -> its push receipt (``pushed.json``); a session without
-        one has nothing to collect. The collections come from the plan's listing where this
-        source made it (no request), else from the experiment's JSON (one request)."""
+        The collections come from the plan's listing where this source made it (no
+        request), else from the experiment's JSON (one request)."""
+        receipts = {**self._receipts, **(receipts or {})}
         with self._operation():
-            found: dict[str, dict[str, Any]] = {}
+            found = self.find_cleaned_by_rule(sessions, receipts, record or CleaningRecord())
             for s in sessions:
-                receipt = (receipts or {}).get(s.key) or self._receipts.get(s.key)
-                if not s.scans.get("stir") or receipt is None:
+                receipt = receipts.get(s.key)
+                if not s.scans.get("stir") or receipt is None or "reads" in found.get(s.key, {}):
                     continue
                 try:
                     _, stir_uid, collections = self._collections(s)
-                except XnatError as exc:
-                    log.warning("%s (cleaned segmentation not looked up this run)", exc)
-                    continue
-                chosen = self.choose_cleaned(s, collections, stir_uid, receipt)
-                if chosen is not None:
-                    found[s.key] = {"uri": self.collection_uri(chosen["id"]), "collection": chosen["id"],
-                                    "label": chosen["label"], "uid": chosen["uid"],
-                                    "insert_date": chosen["insert_date"]}
+                except XnatError:
                     continue
                 contours = roi.contours_only(collections, self.proposal_label(s), stir_uid,
-                                             _before(receipt))
+                                             PushRecord.from_receipt(receipt).before)
                 if contours:
                     log.warning("session %s: %s (%s)", s.key, roi.CONTOUR_REASON, ", ".join(contours))
                     found[s.key] = {"pending": roi.CONTOUR_REASON, "contours": contours}
@@ -335,15 +358,24 @@ class XnatSource(Source):
 
     def fetch_cleaned(self, session: Session, dest: str | os.PathLike[str],
                       context: Mapping[str, Path] | None = None) -> dict[str, Any] | None:
-        """Decode the chosen cleaned SEG onto the STIR grid; None while there is none.
+        """The cleaning's VHI read decoded onto the STIR grid (:meth:`Source.fetch_by_rule`).
 
         ``context``: ``receipt`` (the push receipt, ``pushed.json``), ``stir`` (the STIR's pull
         sidecar, whose kept headers spare a download) and ``like`` (the proposal: the grid)."""
         with self._operation():
-            return self._fetch_cleaned(session, dest, dict(context or {}))
+            return self.fetch_by_rule(session, dest, context, self._receipts)
 
-    def _fetch_cleaned(self, session: Session, dest: str | os.PathLike[str],
-                       files: dict[str, Path]) -> dict[str, Any] | None:
+    def read_cleaning(self, session: Session, saved: Saved, dest: str | os.PathLike[str],
+                      context: Mapping[str, Path], data: bytes | None = None) -> dict[str, Any]:
+        """Decode one chosen collection's SEG onto the STIR grid.
+
+        ``context``: ``stir`` (the STIR's pull sidecar, whose kept headers spare a download)
+        and ``like`` (the proposal: the grid)."""
+        with self._operation():
+            return self._read_collection(session, saved.ref, dest, dict(context))
+
+    def _read_collection(self, session: Session, chosen: Mapping[str, Any], dest: str | os.PathLike[str],
+                         files: dict[str, Path]) -> dict[str, Any]:
         import nibabel as nib
         import pydicom
 
@@ -351,15 +383,7 @@ class XnatSource(Source):
         from vhi.imaging.seg import read_seg
 
         what = f"session {session.key}"
-        receipt = self._receipts.get(session.key)
-        if files.get("receipt") and Path(files["receipt"]).is_file():
-            receipt = json.loads(Path(files["receipt"]).read_text())
-        if receipt is None:
-            return None
-        exp, stir_uid, collections = self._collections(session)
-        chosen = self.choose_cleaned(session, collections, stir_uid, receipt)
-        if chosen is None:
-            return None
+        exp, _ = parse_scan_uri(self.server, session, "stir")
         data = roi.collection_bytes(self.client, session, exp, chosen)
         with tempfile.TemporaryDirectory(prefix="vhi-xnat-collect-") as tmp:
             work = Path(tmp)
@@ -385,15 +409,7 @@ class XnatSource(Source):
                 "seg_sop_instance_uid": chosen["uid"],
                 "insert_date": chosen["insert_date"], "proposal_label": self.proposal_label(session),
                 "stir": {"scan": stir["scan"], "series_uid": stir["series_uid"]},
-                "rule": "newest SEG collection on the STIR series saved after the proposal was "
-                        "last pushed changed"}
-
-
-def _before(receipt: Mapping[str, Any] | None) -> list[str] | None:
-    """The receipt's ``collections_before`` (None: no receipt, or one without the list)."""
-    if not receipt or not isinstance(receipt.get("collections_before"), list):
-        return None
-    return [str(i) for i in receipt["collections_before"]]
+                "rule": "each reader's newest save after the current proposal's push (vhi.sources.cleaning)"}
 
 
 __all__ = ["ListedSession", "XnatError", "XnatSource"]
