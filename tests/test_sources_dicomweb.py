@@ -27,7 +27,7 @@ from vhi.imaging.seg import write_seg
 from vhi.sources import SOURCE_TYPES, make_source
 from vhi.sources.dicomweb import DicomwebError, DicomwebSource
 
-from support.dicom_series import write_series
+from support.dicom_series import add_segment, write_series
 from support.env import unset_env
 from support.orthanc import FaultProxy, Orthanc, needs_orthanc
 from support.workflow import workflow_env
@@ -251,6 +251,55 @@ def test_push_verify_push_again_collect(tmp_path, env):
         assert int(mask.sum()) == 4 and int(mask[10:13, 8:10, 2:4].sum()) == 2
         assert info["seg_sop_instance_uid"] == edited.SOPInstanceUID
         assert info["seg_series_instance_uid"] == edited.SeriesInstanceUID
+
+
+def _collect(src: DicomwebSource, session, tmp: Path, name: str) -> subprocess.CompletedProcess:
+    """``vhi collect`` as the collect rule runs it (the proposal at tmp/proposal.nii.gz)."""
+    return subprocess.run(
+        ["vhi", "collect", "--source", json.dumps(src.spec), "--session", json.dumps(session.to_dict()),
+         "--like", str(tmp / "proposal.nii.gz"), "--out", str(tmp / f"{name}.nii.gz"),
+         "--vhi-out", str(tmp / f"{name}_vhi.json")],
+        capture_output=True, text=True, env=workflow_env(), timeout=120, check=False)
+
+
+def test_collect_measures_the_inflammation_segment_only(tmp_path, env):
+    """A reader's save with a second segment (a note, another finding; OHIF writes every
+    segment's type as "Tissue" and keeps the proposal's label): `vhi collect` measures the
+    inflammation segment; a save whose segments are none of them inflammation is refused,
+    naming them, and nothing is written."""
+    with Orthanc(tmp_path / "server") as orthanc:
+        study = make_study(tmp_path / "dicom", "P01", "S01_pre", 7)
+        orthanc.upload(p for files in study.files.values() for p in files)
+        src = source(orthanc.dicomweb)
+        session = session_of(src, "S01_pre")
+        lesion = [(x, y, 2) for x in range(8, 14) for y in range(6, 12)]
+        files = proposal_files(tmp_path, src, session, lesion)
+        receipt = src.push_proposal(session, files)
+        [stored] = orthanc.instance_file(study.study_uid, receipt["seg"]["series_uid"])
+        edited = viewer_edit(stored)
+        frames = edited.pixel_array.reshape(int(edited.NumberOfFrames), int(edited.Rows),
+                                            int(edited.Columns)).astype(bool)
+        note = np.zeros_like(frames)
+        note[0:2, 0:4, 0:5] = True  # 40 pixels far from the lesion
+        stow(orthanc, add_segment(edited, note, "Segment 2"))
+
+        result = _collect(src, session, tmp_path, "cleaned")
+        assert result.returncode == 0, result.stderr
+        vhi = json.loads((tmp_path / "cleaned_vhi.json").read_text())
+        assert vhi["voxels"] == 36  # the proposal's 6 x 6, not 36 + 40
+        assert ("measuring segment 1 'Inflammation (AI proposal)' (Tissue); left out (not "
+                "inflammation): 2 'Segment 2' (Tissue) with 40 pixels") in result.stderr
+
+        other = viewer_edit(stored)
+        other.SegmentSequence[0].SegmentLabel = "Segment 1"
+        other.ContentTime = "120100"  # saved after the first
+        stow(orthanc, add_segment(other, note, "erosion"))
+        result = _collect(src, session, tmp_path, "refused")
+        assert result.returncode == 2
+        assert ("the SEG has 2 segments and none is the inflammation segment (segments "
+                "1 'Segment 1' (Tissue), 2 'erosion' (Tissue))") in result.stderr, result.stderr
+        assert f"session X/P01/S01_pre: SEG series {other.SeriesInstanceUID}" in result.stderr
+        assert not list(tmp_path.glob("refused*"))
 
 
 # ----------------------------------------------------------------------------- faults
