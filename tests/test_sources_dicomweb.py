@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,6 +359,46 @@ def test_faults_name_the_session_and_leave_the_others(tmp_path, env, caplog):
         orthanc.start()
         src.fetch_scan(sessions["S01_pre"], "stir", tmp_path / "up.nii.gz")
     assert CANARY not in caplog.text
+
+
+def _pull(src: DicomwebSource, session, out: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    """``vhi pull`` of the STIR as the pull rule runs it."""
+    return subprocess.run(
+        ["vhi", "pull", "--source", json.dumps(src.spec), "--session", json.dumps(session.to_dict()),
+         "--scan", f"stir={out}"],
+        capture_output=True, text=True, env=workflow_env(), timeout=timeout, check=False)
+
+
+def test_a_server_that_trickles_meets_the_deadline_then_the_retry_rules(tmp_path, env):
+    """A retrieval whose answer trickles in (never slow enough for a read timeout) is cut at
+    source.deadline_s and retried; the last try's failure names the session, the series and
+    the deadline, and nothing is written. A trickle on one try only: the retry succeeds."""
+    import time
+
+    with Orthanc(tmp_path / "server") as orthanc, FaultProxy(orthanc.port) as proxy:
+        study = make_study(tmp_path / "dicom", "P01", "S01_pre", 8)
+        orthanc.upload(p for files in study.files.values() for p in files)
+        src = source(f"{proxy.url}/dicom-web", deadline_s=2, retries=1, backoff_s=0.1)
+        session = session_of(src, "S01_pre")
+        series = rf"/series/{study.series['stir']}$"
+        proxy.add("GET", series, trickle_s=0.5, chunk=100)  # ~20 KB: minutes at this rate
+        started = time.monotonic()
+        result = _pull(src, session, tmp_path / "stir.nii.gz")
+        took = time.monotonic() - started
+        assert result.returncode == 2, result.stderr
+        assert (f"session X/P01/S01_pre: retrieving STIR series {study.series['stir']}: no complete "
+                "answer within 2 s (source.deadline_s): the server sends too slowly or stalls "
+                "(after 2 attempts)") in result.stderr
+        assert "retry 1 of 1 in 0.1 s" in result.stderr
+        assert took < 30, took
+        assert [m for m, path, _ in proxy.log if re.search(series, path)] == ["GET", "GET"]
+        assert not list(tmp_path.glob("stir*"))
+
+        proxy.faults.clear()
+        proxy.add("GET", series, trickle_s=0.5, chunk=100, count=1)
+        result = _pull(src, session, tmp_path / "stir.nii.gz")
+        assert result.returncode == 0, result.stderr
+        assert np.array_equal(np.asarray(nib.load(tmp_path / "stir.nii.gz").dataobj), study.stir)
 
 
 def proposal_seg(tmp: Path, src: DicomwebSource, session, study: Study, orthanc: Orthanc) -> bytes:

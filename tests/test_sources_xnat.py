@@ -591,6 +591,34 @@ def test_persistent_download_faults_fail_clearly_and_leave_nothing(emu, tmp_path
         other.fetch_scan(session_b, "stir", tmp_path / "b.nii.gz")
 
 
+def test_a_download_that_trickles_meets_the_deadline_then_the_retry_rules(emu, tmp_path, caplog):
+    """The scan's zip trickles in (64 bytes every 0.1 s: never a read timeout): each try is
+    cut at source.deadline_s and retried; then the session fails by name, leaving nothing.
+    A trickle on one try only: the retry downloads the scan."""
+    import time
+
+    source, session = _pulled(emu, tmp_path, deadline_s=1.5, retries=1)
+    emu.faults.add("GET", ZIP, "trickle", seconds=0.1, chunk=64, count=100, query="format=zip")
+    dest = tmp_path / "out" / "stir.nii.gz"
+    dest.parent.mkdir()
+    started = time.monotonic()
+    with source, pytest.raises(XnatError) as raised:
+        source.fetch_scan(session, "stir", dest)
+    assert time.monotonic() - started < 20
+    assert raised.value.what == "session A/A09/1003_pre"
+    assert raised.value.cause == ("downloading STIR scan 3: no complete answer within 1.5 s "
+                                  "(source.deadline_s): the server sends too slowly or stalls "
+                                  "(after 2 attempts)")
+    assert len([e for e in emu.log.find("GET", ZIP) if "format=zip" in e.query]) == 2
+    assert list(dest.parent.iterdir()) == []
+
+    emu.faults.clear()
+    emu.faults.add("GET", ZIP, "trickle", seconds=0.1, chunk=64, count=1, query="format=zip")
+    with source:
+        assert source.fetch_scan(session, "stir", dest)["files"] == 23
+    assert "no complete answer within 1.5 s" in caplog.text and "retry 1 of 1" in caplog.text
+
+
 def test_corrupt_dicom_on_the_server_is_an_input_error(emu, tmp_path):
     demo = _demo(emu, "A")
     with emu.store.lock:

@@ -4,8 +4,8 @@
 the config template shipped with the package, a free port, only the DICOMweb plugin)
 with storage in the test's folder and, optionally, HTTP basic-auth users, plus the
 tests' helpers to store and read DICOM through Orthanc's REST API. :class:`FaultProxy`
-is a small loopback proxy in front of it that injects faults (an HTTP status, or a
-connection dropped mid-answer) into chosen requests.
+is a small loopback proxy in front of it that injects faults (an HTTP status, a
+connection dropped mid-answer, an answer that trickles) into chosen requests.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import io
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -92,12 +93,16 @@ def running_orthanc(folder: Path, users: dict[str, str] | None = None) -> Iterat
 # ----------------------------------------------------------------------------- fault proxy
 @dataclass
 class Fault:
-    """Requests matching ``method`` and ``path`` (regex) get ``status``, or are dropped mid-answer."""
+    """Requests matching ``method`` and ``path`` (regex) get ``status``, are dropped mid-answer,
+    or trickle: the answer's headers at once, then its body ``chunk`` bytes every ``trickle_s``
+    seconds (a server that never stalls long enough for a read timeout)."""
 
     method: str
     path: str
     status: int = 500
     drop: bool = False
+    trickle_s: float = 0.0
+    chunk: int = 64
     count: int = 1000
     hits: int = 0
 
@@ -133,7 +138,7 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 fault = self._fault()
-                if fault is not None and not fault.drop:
+                if fault is not None and not (fault.drop or fault.trickle_s):
                     data = b"injected fault"
                     self.send_response(fault.status)
                     self.send_header("Content-Type", "text/plain")
@@ -157,6 +162,15 @@ class FaultProxy:
                     if k.lower() not in ("content-length", "transfer-encoding", "connection"):
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
+                if fault is not None and fault.trickle_s:
+                    self.end_headers()
+                    with contextlib.suppress(OSError):  # the client gave up
+                        for start in range(0, len(data), fault.chunk):
+                            self.wfile.write(data[start:start + fault.chunk])
+                            self.wfile.flush()
+                            time.sleep(fault.trickle_s)
+                    self.close_connection = True
+                    return
                 if fault is not None:  # drop: half the answer, then the connection goes away
                     self.send_header("Connection", "close")
                     self.end_headers()

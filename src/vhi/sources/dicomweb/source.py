@@ -37,7 +37,7 @@ class DicomwebSource(Source):
     """The studies of one DICOMweb service (a PACS such as Orthanc)."""
 
     _CONNECTION = ("url", "user_env", "password_env", "token_env", "verify", "ca_bundle",
-                   "retries", "backoff_s", "timeout_s")
+                   "retries", "backoff_s", "timeout_s", "deadline_s")
     SPEC_KEYS: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "list": (*_CONNECTION, "query", "subject_label", "session_label", "modalities",
                  "selection", "timepoint_pattern"),

@@ -39,7 +39,7 @@ class XnatSource(Source):
     """The sessions of one XNAT project: the Source protocol over an :class:`XnatClient`."""
 
     _CONNECTION = ("server", "user_env", "password_env", "verify", "ca_bundle",
-                   "retries", "backoff_s", "timeout_s")
+                   "retries", "backoff_s", "timeout_s", "deadline_s")
     SPEC_KEYS: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "list": (*_CONNECTION, "project", "selection", "timepoint_pattern", "proposal_label"),
         "fetch": (*_CONNECTION, "project", "resource"),
