@@ -215,6 +215,139 @@ def test_dicomweb_plan_command(pacs, env, tmp_path):
     assert CANARY not in result.stdout + result.stderr + out.read_text()
 
 
+def _config(tmp: Path, url: str, **source_keys) -> Path:
+    import yaml
+
+    config = tmp / "config.yaml"
+    config.write_text(yaml.safe_dump({"sites": [{"name": "X", "reference": "auto",
+                                                 "source": spec(url, **source_keys)}]}))
+    return config
+
+
+def _dicomweb_plan(config: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["vhi", "dicomweb-plan", "--config", str(config), "--out", str(out)],
+                          capture_output=True, text=True, env=workflow_env(), timeout=120, check=False)
+
+
+def _upload(orthanc: Orthanc, study: Study, **attributes: str) -> None:
+    orthanc.upload((p for files in study.files.values() for p in files), **attributes)
+
+
+def test_the_documented_wildcard_query_matches_on_orthanc(tmp_path, env):
+    """docs/usage.md's `StudyDescription: "MRI SIJ*"`: `*` goes unencoded and the space as
+    `?` (Orthanc 1.10 decodes neither %2A nor %20 in a query value), and what `?` matched
+    beyond the value as written ("MRI_SIJ") is left out."""
+    with Orthanc(tmp_path / "server") as orthanc, FaultProxy(orthanc.port) as proxy:
+        for n, description in enumerate(["MRI SIJ both", "MRI SIJ", "MRI_SIJ other", "CT chest"], 1):
+            _upload(orthanc, make_study(tmp_path / "dicom", f"P0{n}", f"S0{n}_pre", n),
+                    StudyDescription=description)
+        config = _config(tmp_path, f"{proxy.url}/dicom-web",
+                         query={"ModalitiesInStudy": "MR", "StudyDescription": "MRI SIJ*"})
+        result = _dicomweb_plan(config, tmp_path / "plan.json")
+        assert result.returncode == 0, result.stderr
+        planned = sorted(r["session"] for r in json.loads((tmp_path / "plan.json").read_text())["sessions"])
+        assert planned == ["X/P01/S01_pre", "X/P02/S02_pre"]
+        [search] = [path for method, path, _ in proxy.log if "/dicom-web/studies?" in path][:1]
+        assert "StudyDescription=MRI?SIJ*&" in search and "%2A" not in search
+
+
+def test_a_capped_search_fails_instead_of_planning_a_short_cohort(tmp_path, env):
+    """Orthanc with LimitFindResults (1.10: no Warning header, offset pages within the cap):
+    the series of a study are fewer than its NumberOfStudyRelatedSeries, so the plan stops,
+    naming the study and the cause, before any job (it planned 1 of 4 sessions, exit 0)."""
+    from support.workflow import snakemake
+
+    with Orthanc(tmp_path / "server", config={"LimitFindResults": 2}) as orthanc:
+        for n in range(1, 5):
+            _upload(orthanc, make_study(tmp_path / "dicom", f"P0{n}", f"S0{n}_pre", n))
+        config = _config(tmp_path, orthanc.dicomweb)
+        result = _dicomweb_plan(config, tmp_path / "plan.json")
+        assert result.returncode == 2
+        cause = ("listing the series of the study: the service lists 3 of the 4 series of the "
+                 "study (NumberOfStudyRelatedSeries): it caps the results of a search (e.g. "
+                 "Orthanc's LimitFindResults); raise that limit on the service")
+        assert f"session X/P01/S01_pre: {cause}" in result.stderr, result.stderr
+        run = snakemake(tmp_path / "run", "--configfile", str(config), "-n")
+        assert run.returncode != 0 and cause in run.stdout + run.stderr
+        assert not (tmp_path / "run" / "work").exists()
+
+
+@pytest.mark.parametrize("ignore_offset", [False, True])
+def test_a_service_that_pages_is_read_to_the_end(tmp_path, env, ignore_offset):
+    """A PACS that answers 2 results a page with `Warning: 299` (as dcm4chee does): every
+    page is read (4 of 4 studies, each once); one that says there is more but ignores
+    `offset` fails by name instead of giving 2. (No ModalitiesInStudy in the query: Orthanc
+    1.10 applies limit and offset of such a search to series, not studies.)"""
+    with Orthanc(tmp_path / "server") as orthanc, \
+            FaultProxy(orthanc.port, qido_page=2, ignore_offset=ignore_offset) as proxy:
+        for n in range(1, 5):
+            _upload(orthanc, make_study(tmp_path / "dicom", f"P0{n}", f"S0{n}_pre", n))
+        config = _config(tmp_path, f"{proxy.url}/dicom-web", query={"PatientID": "P*"})
+        result = _dicomweb_plan(config, tmp_path / "plan.json")
+        if ignore_offset:
+            assert result.returncode == 2
+            assert (f"site X (DICOMweb {proxy.url}/dicom-web): searching for studies: the service "
+                    "says more results can be requested (Warning: 299) but gives none after the 2 "
+                    "found (it does not page with offset)") in result.stderr
+            return
+        assert result.returncode == 0, result.stderr
+        report = json.loads((tmp_path / "plan.json").read_text())["sessions"]
+        assert sorted(r["session"] for r in report) == [f"X/P0{n}/S0{n}_pre" for n in range(1, 5)]
+        assert all({"stir", "t1w"} <= set(r["picked"]) for r in report)
+
+
+def test_an_empty_site_stops_the_run_unless_allowed(tmp_path, env):
+    """A query that finds nothing stops the run before any job (it gave empty results, exit
+    0); `allow_empty: true` lets a site have none."""
+    from support.workflow import snakemake
+
+    with Orthanc(tmp_path / "server") as orthanc:
+        _upload(orthanc, make_study(tmp_path / "dicom", "P01", "S01_pre", 1))
+        query = {"ModalitiesInStudy": "MR", "StudyDescription": "no such study*"}
+        run = snakemake(tmp_path / "run", "--configfile", str(_config(tmp_path, orthanc.dicomweb,
+                                                                      query=query)), "-n")
+        assert run.returncode != 0
+        assert ("site X: its source lists no session: check its query, project or server"
+                in run.stdout + run.stderr), run.stdout[-2000:]
+        allowed = _config(tmp_path, orthanc.dicomweb, query=query, allow_empty=True)
+        run = snakemake(tmp_path / "run", "--configfile", str(allowed), "-n")
+        assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_studies_found_and_skipped_are_rows_of_status_csv(tmp_path, env):
+    """A study whose PatientID is not a valid id and one without an AccessionNumber are
+    skipped, each a `skipped` row of status.csv with its reason (`vhi tables`), and in the
+    dry run's report; the valid study is planned."""
+    import csv
+
+    with Orthanc(tmp_path / "server") as orthanc:
+        _upload(orthanc, make_study(tmp_path / "dicom", "P01", "S01_pre", 1))
+        bad_id = make_study(tmp_path / "dicom", "P 02", "S02_pre", 2)
+        no_accession = make_study(tmp_path / "dicom", "P03", "S03_pre", 3)
+        _upload(orthanc, bad_id)
+        _upload(orthanc, no_accession, AccessionNumber="")
+        config = _config(tmp_path, orthanc.dicomweb)
+        result = _dicomweb_plan(config, tmp_path / "plan.json")
+        assert result.returncode == 0, result.stderr
+        report = json.loads((tmp_path / "plan.json").read_text())
+        assert [r["session"] for r in report["sessions"]] == ["X/P01/S01_pre"]
+        assert len(report["skipped"]) == 2
+
+        result = subprocess.run(["vhi", "tables", "--config", str(config), "--refresh"], cwd=tmp_path,
+                                capture_output=True, text=True, env=workflow_env(), timeout=120,
+                                check=False)
+        assert result.returncode == 0, result.stderr
+        with (tmp_path / "results" / "partial" / "status.csv").open() as fh:
+            rows = {r["subject"]: r for r in csv.DictReader(fh)}
+        assert rows["P01"]["state"] == "pending"
+        assert (rows["P 02"]["state"], rows["P 02"]["session"]) == ("skipped", "S02_pre")
+        assert rows["P 02"]["reason"] == (
+            f"study {bad_id.study_uid}: subject id 'P 02' from {{PatientID}} is not a valid id: "
+            "1 to 128 letters, digits, _ or -, starting with a letter or digit")
+        assert rows["P03"]["reason"] == (f"study {no_accession.study_uid}: session id from "
+                                         "{AccessionNumber} is empty")
+
+
 # ----------------------------------------------------------------------------- push + collect
 def test_push_verify_push_again_collect(tmp_path, env):
     with Orthanc(tmp_path / "server") as orthanc, FaultProxy(orthanc.port) as proxy:

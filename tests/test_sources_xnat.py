@@ -285,6 +285,20 @@ def test_session_without_stir_is_listed_t1w_only_with_the_reason(emu, dicom_cach
     assert "session A/A99/9999_pre: no STIR (no scan matches the rules)" in caplog.text
 
 
+def test_session_with_an_invalid_label_is_skipped_with_the_reason(emu, caplog):
+    """A session whose label cannot be an id (XNAT allows more than the platform's ids) is
+    left out of the plan and reported by the source, for status.csv's `skipped` rows."""
+    experiment = emu.seed_session(SITE_PROJECTS["A"], "A98", "_9998_pre")
+    caplog.set_level(logging.WARNING, logger="vhi")
+    with _source(emu) as source:
+        keys = [s.key for s in source.list_sessions()]
+        [skipped] = source.skipped()
+    assert "A/A98/_9998_pre" not in keys and keys
+    assert (skipped.site, skipped.label, skipped.subject, skipped.session) == (
+        "A", f"experiment {experiment.id}", "A98", "_9998_pre")
+    assert skipped.reason.startswith("session label '_9998_pre': not a valid id")
+
+
 def test_fetch_gives_back_the_demo_volumes_exactly(emu, tmp_path):
     demo = _demo(emu, "A")
     with _source(emu) as source:

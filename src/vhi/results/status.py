@@ -4,7 +4,8 @@ States, in pipeline order: ``pending`` (nothing done yet), ``pulled``, ``segment
 (the end for a T1W-only session), ``proposed``, ``pushed``, ``awaiting_cleaning`` (the
 proposal is on the source, no cleaned segmentation yet), ``cleaned`` (collected, not
 measured), ``measured`` (VHI known), and ``failed`` (a step ran and failed; the reason
-is the error its log ends with). The state is read from the files a run leaves in
+is the error its log ends with). A study or session the source found but left out of the
+plan (ids that are not valid ids, ...) is a row of its own, ``skipped``, with the reason. The state is read from the files a run leaves in
 ``work/`` and ``logs/``, so it is true after a failed run as after a complete one.
 """
 
@@ -22,9 +23,10 @@ from vhi.cohort.layout import Layout
 from vhi.cohort.plan import PlannedSession
 from vhi.errors import InputError
 from vhi.fileio import read_json
+from vhi.sources import Skipped
 
 STATES = ("pending", "pulled", "segmented", "proposed", "pushed", "awaiting_cleaning",
-          "cleaned", "measured", "failed")
+          "cleaned", "measured", "failed", "skipped")
 COLUMNS = ["site", "subject", "session", "timepoint", "state", "reason", "step", "log",
            "viewer_path"]
 
@@ -95,9 +97,19 @@ def _viewer_path(receipt: Path) -> str:
     return path if isinstance(path, str) and path.startswith("/") else ""
 
 
+def skipped_status(s: Skipped) -> dict[str, str]:
+    """The row of what a source found and left out of the plan."""
+    return {"site": s.site, "subject": s.subject, "session": s.session, "timepoint": "",
+            "state": "skipped", "reason": f"{s.label}: {s.reason}", "step": "", "log": "",
+            "viewer_path": ""}
+
+
 def status_table(plan: Sequence[PlannedSession], layout: Layout) -> pd.DataFrame:
-    """One row per planned session (every session of the sheet, none dropped)."""
-    return pd.DataFrame([session_status(p, layout) for p in plan], columns=COLUMNS, dtype=object)
+    """One row per planned session (every session of the sheet, none dropped), then one per
+    study or session the sources found and skipped (a :class:`~vhi.cohort.plan.CohortPlan`'s)."""
+    rows = [*(session_status(p, layout) for p in plan),
+            *(skipped_status(s) for s in getattr(plan, "skipped", ()))]
+    return pd.DataFrame(rows, columns=COLUMNS, dtype=object)
 
 
 def state_counts(status: pd.DataFrame) -> pd.DataFrame:

@@ -41,7 +41,8 @@ class XnatSource(Source):
     _CONNECTION = ("server", "user_env", "password_env", "verify", "ca_bundle",
                    "retries", "backoff_s", "timeout_s", "deadline_s")
     SPEC_KEYS: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "list": (*_CONNECTION, "project", "selection", "timepoint_pattern", "proposal_label"),
+        "list": (*_CONNECTION, "project", "selection", "timepoint_pattern", "proposal_label",
+                 "allow_empty"),
         "fetch": (*_CONNECTION, "project", "resource"),
         "push": (*_CONNECTION, "project", "resource", "proposal_label"),
         "cleaned": (*_CONNECTION, "project", "resource", "proposal_label"),
@@ -118,8 +119,10 @@ class XnatSource(Source):
     def plan_sessions(self) -> list[ListedSession]:
         """Every MR session of the project with its scan selection (picked and rejected, why)."""
         with self._operation():
-            return listing.plan_sessions(self.client, site=self.site, project=self.project,
-                                         rules=self.rules, timepoint_re=self.timepoint_re)
+            listed, self._skipped = listing.plan_sessions(
+                self.client, site=self.site, project=self.project, rules=self.rules,
+                timepoint_re=self.timepoint_re)
+            return listed
 
     def list_sessions(self) -> list[Session]:
         """Sessions with a T1W (those with a STIR too get a proposal); the rest are logged."""
