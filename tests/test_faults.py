@@ -298,6 +298,57 @@ def test_vhi_is_from_consistent_geometry_only(tmp_path: Path) -> None:
     assert not (tmp_path / "vhi.json").exists()
 
 
+def test_a_qform_only_mask_without_voxel_sizes_is_refused(tmp_path: Path) -> None:
+    """pixdim 0 and no sform: nibabel sets the sizes to 1 mm as it loads the header, and the
+    qform is built from them, so header and affine agree on a volume no scanner made
+    (`vhi measure` gave 0.009 ml for these 9 voxels of 0.5 x 0.5 x 4 mm)."""
+    img = nib.Nifti1Image(mask_data(), np.diag([0.5, 0.5, 4.0, 1.0]))
+    img.set_qform(img.affine, 1)
+    img.set_sform(None, 0)
+    hdr = img.header
+    hdr["pixdim"][1:4] = 0
+    path = tmp_path / "qform_only.nii"
+    path.write_bytes(hdr.binaryblock + b"\0" * 4 + mask_data().tobytes(order="F"))
+    result = vhi("measure", "--mask", str(path), "--out", str(tmp_path / "vhi.json"))
+    assert result.returncode == EXIT_INPUT
+    assert (f"{path}: voxel sizes (pixdim) [0.0, 0.0, 0.0] mm in the header: a size of 0 is no "
+            "size (nibabel would take 1 mm); fix the header") in result.stderr
+    assert not (tmp_path / "vhi.json").exists()
+
+
+def test_a_damaged_json_intermediate_is_named(tmp_path: Path) -> None:
+    """A push receipt cut short (a full disk, a hand edit): `vhi collect` names the file and
+    stops with the input status (it ended in a JSONDecodeError traceback naming no file)."""
+    receipt = tmp_path / "pushed.json"
+    receipt.write_text('{"collection": {"id": "XNAT_E0001_')
+    session = Session("A", "A09", "1003_pre", "pre",
+                      {"stir": "https://xnat.invalid/data/experiments/E1/scans/3"})
+    source = {"type": "xnat", "server": "https://xnat.invalid", "project": "P", "retries": 0}
+    proposal = nifti(tmp_path / "proposal.nii", mask_data())
+    result = vhi("collect", "--source", json.dumps(source), "--session", json.dumps(session.to_dict()),
+                 "--like", str(proposal), "--out", str(tmp_path / "cleaned.nii.gz"),
+                 "--receipt", str(receipt))
+    assert result.returncode == EXIT_INPUT, result.stderr
+    assert f"{receipt}: not valid JSON" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "cleaned.nii.gz").exists()
+
+
+def test_a_cleaned_path_that_is_a_folder_is_named(tmp_path: Path) -> None:
+    """A folder where the cleaned mask belongs (a radiologist's export unpacked there): the
+    collect fails naming it (it said "no cleaned segmentation on the source (yet)")."""
+    session = Session("s1", "P0", "S0", "pre", {"stir": str(tmp_path / "stir.nii.gz")})
+    folder = tmp_path / "cohort" / "cleaned" / "s1" / "P0" / "S0.nii.gz"
+    folder.mkdir(parents=True)
+    source = {"type": "local", "root": str(tmp_path / "cohort")}
+    proposal = nifti(tmp_path / "proposal.nii", mask_data())
+    result = vhi("collect", "--source", json.dumps(source), "--session", json.dumps(session.to_dict()),
+                 "--like", str(proposal), "--out", str(tmp_path / "work" / "cleaned.nii.gz"))
+    assert result.returncode == EXIT_INPUT
+    assert (f"{folder}: session s1/P0/S0: the cleaned path is a folder (or not a regular file), "
+            "not a cleaned mask") in result.stderr, result.stderr
+    assert not list((tmp_path / "work").iterdir())
+
+
 def test_masks_hold_non_negative_integer_labels(tmp_path: Path) -> None:
     probability = mask_data().astype(np.float32) * 0.3
     probability[5:9, 5:9, 2] = 0.02
@@ -379,6 +430,35 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", str(where)], check=False)
+
+
+def test_an_atomic_write_reaches_the_disk_before_and_after_its_rename(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file is flushed (fsync) before it is renamed into place and its folder after:
+    otherwise a power loss can leave an empty file under the final name (the rename reached
+    the disk, the data did not) or no file at all."""
+    from vhi.fileio import save_json
+
+    events: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def recording_fsync(fd: int) -> None:
+        events.append(("fsync", str(Path(f"/proc/self/fd/{fd}").readlink())))
+        fsync(fd)
+
+    def recording_replace(src: str, dst: str) -> None:
+        events.append(("rename", f"{Path(src).name} -> {Path(dst).name}"))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    dest = tmp_path / "out" / "vhi.json"
+    save_json({"vhi_ml": 1.5}, dest)
+    [(_, tmp), rename, folder] = events
+    assert Path(tmp).parent == dest.parent and Path(tmp).name.startswith(".vhi.json.")
+    assert rename == ("rename", f"{Path(tmp).name} -> vhi.json")
+    assert folder == ("fsync", str(dest.parent))
+    assert json.loads(dest.read_text()) == {"vhi_ml": 1.5}
 
 
 def test_disk_full_names_the_file_and_leaves_nothing_half_written(full_disk: Path,

@@ -534,6 +534,22 @@ def test_a_server_that_trickles_meets_the_deadline_then_the_retry_rules(tmp_path
         assert np.array_equal(np.asarray(nib.load(tmp_path / "stir.nii.gz").dataobj), study.stir)
 
 
+def test_an_answer_that_is_not_dicom_names_the_series(tmp_path, env):
+    """A WADO-RS answer that is not multipart/related (a proxy's page, an error as text with
+    HTTP 200): the pull fails naming the session and the series (it ended in a traceback)."""
+    with Orthanc(tmp_path / "server") as orthanc, FaultProxy(orthanc.port) as proxy:
+        study = make_study(tmp_path / "dicom", "P01", "S01_pre", 9)
+        orthanc.upload(p for files in study.files.values() for p in files)
+        src = source(f"{proxy.url}/dicom-web")
+        proxy.add("GET", rf"/series/{study.series['stir']}$", status=200)
+        result = _pull(src, session_of(src, "S01_pre"), tmp_path / "stir.nii.gz")
+    assert result.returncode == 2, result.stderr
+    assert (f"session X/P01/S01_pre: retrieving STIR series {study.series['stir']}: the service's "
+            "answer is not DICOM (WADO-RS multipart/related): Unexpected media type: "
+            '"text/plain"') in result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.glob("stir*"))
+
+
 def proposal_seg(tmp: Path, src: DicomwebSource, session, study: Study, orthanc: Orthanc) -> bytes:
     """A platform SEG of ``study``'s T1W series (complete, unlike its STIR), as bytes."""
     from vhi.imaging.dicom import dicom_to_nifti, read_series

@@ -160,15 +160,14 @@ def viewer_route(study_uid: str) -> str:
 def proposal_to_push(files: Mapping[str, Path]) -> tuple[Any, str]:
     """The proposal volume of a push and the vhi version that made it (its sidecar's, else
     this one's): what a remote source's SEG is built from."""
-    import json
-
     import vhi
+    from vhi.fileio import read_json
     from vhi.imaging.nifti import load_mask
 
     proposal = load_mask(files["proposal"])
     sidecar = {}
     if files.get("sidecar") and Path(files["sidecar"]).is_file():
-        sidecar = json.loads(Path(files["sidecar"]).read_text())
+        sidecar = read_json(files["sidecar"])
     version = str(sidecar.get("provenance", {}).get("software", {}).get("version") or "")
     return proposal, version or vhi.__version__
 

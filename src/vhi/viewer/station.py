@@ -7,7 +7,6 @@ study in OHIF's segmentation mode, where the proposal SEG is in the study browse
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from vhi.cohort.layout import Layout
 from vhi.cohort.plan import plan_cohort
 from vhi.config.load import Settings
 from vhi.errors import ConfigError
+from vhi.fileio import read_json
 from vhi.sources import make_source, viewer_route
 from vhi.sources.dicomweb import DicomwebSource
 from vhi.viewer.ohif import app_config, fetch_ohif
@@ -57,7 +57,7 @@ def awaiting_cleaning(settings: Settings, site_name: str) -> list[Awaiting]:
         receipt = layout.work_file(s, "pushed.json")
         if not Path(receipt).is_file():
             continue
-        seg = json.loads(Path(receipt).read_text()).get("seg", {})
+        seg = read_json(receipt).get("seg") or {}
         study = str(seg.get("study_uid", ""))
         if study:
             out.append(Awaiting(s.key, study, viewer_route(study)))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import re
@@ -25,6 +24,7 @@ import numpy as np
 
 from vhi.cohort.ids import Session
 from vhi.errors import ConfigError, InputError
+from vhi.fileio import read_json
 from vhi.sources import Source, proposal_to_push
 from vhi.sources.select import compile_rules, sessions_of
 from vhi.sources.xnat import listing, roi, transfer
@@ -203,7 +203,7 @@ class XnatSource(Source):
         from vhi.imaging.nifti import grid_mismatch
 
         if sidecar is not None and Path(sidecar).is_file():
-            src = json.loads(Path(sidecar).read_text()).get("source", {})
+            src = read_json(sidecar).get("source") or {}
             headers = src.get("dicom_headers")
             if headers and src.get("uri") == session.scans.get("stir"):
                 datasets = transfer.datasets_from(headers)
@@ -224,8 +224,10 @@ class XnatSource(Source):
         there (a cleaning already saved is then not taken: safe, the radiologist saves again)."""
         previous = self._receipts.get(session.key)
         if previous is None and history is not None and Path(history).is_file():
-            with contextlib.suppress(OSError, ValueError):
-                previous = json.loads(Path(history).read_text())
+            try:
+                previous = read_json(history)
+            except InputError as exc:
+                log.warning("%s (taken as no earlier receipt)", exc)
         if (previous and previous.get("collection", {}).get("id") == existing["id"]
                 and isinstance(previous.get("collections_before"), list)):
             return sorted(str(i) for i in previous["collections_before"])
@@ -356,7 +358,7 @@ class XnatSource(Source):
         what = f"session {session.key}"
         receipt = self._receipts.get(session.key)
         if files.get("receipt") and Path(files["receipt"]).is_file():
-            receipt = json.loads(Path(files["receipt"]).read_text())
+            receipt = read_json(files["receipt"])
         if receipt is None:
             return None
         exp, stir_uid, collections = self._collections(session)
