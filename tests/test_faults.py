@@ -92,15 +92,28 @@ def cohort_numbers(run: Path) -> pd.DataFrame:
     return table.drop(columns=VARYING).set_index("session").sort_index()
 
 
+def _as_a_terminal_would() -> None:
+    """In the child, before exec: SIGINT as a terminal gives its jobs (the default action).
+
+    An ignored signal stays ignored across exec, so a run started by tests that themselves
+    run with SIGINT ignored (a background job of a script, as some CI runners start them)
+    would ignore the Ctrl-C these tests send it, and finish."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(run: Path, config: Path) -> subprocess.Popen[str]:
-    """The documented command in its own process group (as a terminal would run it)."""
+    """The documented command in its own process group, with SIGINT's default action (as a
+    terminal would run it)."""
     return subprocess.Popen(snakemake_command(run, "--configfile", str(config)), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=workflow_env(),
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=_as_a_terminal_would)  # noqa: PLW1509 - one signal call
 
 
-def signal_when_segmenting(proc: subprocess.Popen[str], run: Path, sig: int) -> str:
-    """Send ``sig`` to the run's process group once a segmentation job is running."""
+def signal_when_segmenting(proc: subprocess.Popen[str], run: Path, sig: int, *,
+                           again_after_s: float | None = None) -> str:
+    """Send ``sig`` to the run's process group once a segmentation job is running (and once
+    more ``again_after_s`` later: a user pressing Ctrl-C twice)."""
     deadline = time.monotonic() + 300
     while not list((run / "logs").rglob("segment_disease_region.log")):
         assert proc.poll() is None, "the run ended before segmenting"
@@ -108,6 +121,9 @@ def signal_when_segmenting(proc: subprocess.Popen[str], run: Path, sig: int) -> 
         time.sleep(0.2)
     time.sleep(1.0)
     os.killpg(proc.pid, sig)
+    if again_after_s is not None:
+        time.sleep(again_after_s)
+        os.killpg(proc.pid, sig)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, output[-3000:]
     return output
@@ -152,6 +168,8 @@ def test_an_interrupted_run_is_finished_by_the_same_command(sig: int, clean_run:
     run = tmp_path / "run"
     output = signal_when_segmenting(start(run, config), run, sig)
     assert final_results_absent(run), output[-3000:]  # never written as if complete
+    if sig == signal.SIGINT:  # what finished is in results/partial/, as the docs say
+        assert (run / "results" / "partial" / "status.csv").is_file(), output[-3000:]
     if sig == signal.SIGKILL:
         # Snakemake's lock outlives a killed run: the documented way out is --unlock
         locked = snakemake(run, "--configfile", str(config))
@@ -160,6 +178,36 @@ def test_an_interrupted_run_is_finished_by_the_same_command(sig: int, clean_run:
         assert snakemake(run, "--configfile", str(config), "--unlock").returncode == 0
     rerun_finishes(run, config)
     pd.testing.assert_frame_equal(cohort_numbers(run), cohort_numbers(clean_run))
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_still_leaves_the_partial_results(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C, then Ctrl-C again while the run stops (a user pressing twice): the second
+    used to interrupt Snakemake's stopping or the error handler, leaving no results/partial/
+    and a traceback. Now it is reported and the partial results are written; the same
+    command then finishes. (The U-Net is the tests' stand-in: no weights needed.)"""
+    from support.fake_model import write_vhi_shim
+    from xnat_emulator.synthetic_demo import write_synthetic_demo
+
+    monkeypatch.setenv("VHI_TEST_BIN", str(write_vhi_shim(tmp_path / "bin")))
+    demo = write_synthetic_demo(tmp_path / "cohort")
+    sheet = tmp_path / "cohort" / "sheet.csv"
+    sheet.write_text("site,subject,session,timepoint,stir,t1w,normal_marrow\n" + "".join(
+        f"demo,{subject},{scan},pre,{demo}/stir/{scan}_STIR.nii.gz,{demo}/t1w/{scan}_T1W.nii.gz,\n"
+        for scan, subject in (("1003", "09"), ("4386", "03"))))
+    config = tmp_path / "cohort" / "config.yaml"
+    config.write_text(yaml.safe_dump({"sites": [{"name": "demo", "reference": "auto", "source": {
+        "type": "local", "root": str(tmp_path / "cohort"), "sheet": str(sheet),
+        "outbox": str(tmp_path / "cohort" / "outbox")}}]}))
+    run = tmp_path / "run"
+    output = signal_when_segmenting(start(run, config), run, signal.SIGINT, again_after_s=0.05)
+    assert "VHI still stopping: what finished goes to results/partial/" in output, output[-3000:]
+    assert "RuntimeError" not in output and final_results_absent(run)
+    states = {k: r["state"] for k, r in status_of(run, partial=True).items()}
+    assert set(states) == {"1003", "4386"} and "failed" in states.values(), states
+    rerun_finishes(run, config)
+    assert {r["state"] for r in status_of(run).values()} == {"awaiting_cleaning"}
 
 
 @workflow_case

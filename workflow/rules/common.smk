@@ -11,6 +11,7 @@ from vhi.cohort.plan import (PLAN_DIR, PLAN_ENV, load_plan, plan_cohort, plan_di
                              save_run_plan, wildcard_constraints)
 from vhi.config.load import resolve_config
 from vhi.provenance import mark_run
+from vhi.results.tables import stop_once_on_ctrl_c
 from vhi.sources import source_class
 
 # The shared data (demo cohort, model weights) defaults to the folder beside the project,
@@ -43,6 +44,7 @@ envvars:
 
 onstart:
     save_run_plan(COHORT, LAYOUT.work)
+    stop_once_on_ctrl_c()  # so that a second Ctrl-C cannot stop the writing of results/partial/
 
 
 RESULTS = {key: str(LAYOUT.result(key)) for key in RESULT_FILES}
