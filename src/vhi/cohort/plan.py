@@ -105,10 +105,11 @@ def reference_mode(site_mode: str, session: Session) -> str:
     return site_mode
 
 
-def plan_cohort(settings: Settings) -> CohortPlan:
+def plan_cohort(settings: Settings, *, empty_sites_ok: bool = False) -> CohortPlan:
     """Every session of every site, sorted by key, with what applies to it; and what the
     sources found and skipped. A site whose source lists no session stops the plan unless
-    its ``source.allow_empty`` says it may."""
+    its ``source.allow_empty`` says it may, or ``empty_sites_ok`` (the cleaning station,
+    which lists what awaits cleaning: there it is a warning)."""
     plan = []
     skipped: list[Skipped] = []
     layout = Layout.from_settings(settings)
@@ -117,7 +118,9 @@ def plan_cohort(settings: Settings) -> CohortPlan:
         sessions = source.list_sessions()
         skipped += source.skipped()
         if not sessions and not site.source.get("allow_empty"):
-            raise ConfigError(f"site {site.name}", _nothing_listed(source.skipped()))
+            if not empty_sites_ok:
+                raise ConfigError(f"site {site.name}", _nothing_listed(source.skipped()))
+            log.warning("site %s: %s", site.name, _nothing_listed(source.skipped()))
         check_unique(sessions, f"site {site.name}")
         cleaned = source.find_cleaned(sessions, receipts=_receipts(layout, sessions))
         for s in sessions:
