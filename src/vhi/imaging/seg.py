@@ -348,7 +348,7 @@ def _frame_masks(seg: Dataset, per_frame: list[Dataset], measured: set[int] | No
     pixels set per segment number.
 
     BINARY and FRACTIONAL frames each belong to one segment (SegmentIdentificationSequence,
-    per frame or shared; a SEG of one segment may leave it out); LABELMAP pixels hold
+    per frame or shared; in a SEG of one segment, every frame is its); LABELMAP pixels hold
     the segment number.
     """
     values = _frame_values(seg, what)
@@ -362,20 +362,19 @@ def _frame_masks(seg: Dataset, per_frame: list[Dataset], measured: set[int] | No
     else:
         on = values > 0
     described = {int(item.SegmentNumber) for item in seg.get("SegmentSequence", [])}
-    single = len(described) <= 1
     pixels: dict[int, int] = {}
     for f in range(len(on)):
         ident = _functional_item(seg, per_frame[f] if per_frame else None, "SegmentIdentificationSequence")
-        if ident is not None and "ReferencedSegmentNumber" in ident:
+        if len(described) <= 1:  # every frame is the one segment's
+            number = next(iter(described), 1)
+        elif ident is not None and "ReferencedSegmentNumber" in ident:
             number = int(ident.ReferencedSegmentNumber)
-        elif single:
-            number = next(iter(measured)) if measured else 1
+            if number not in described:
+                raise InputError(what, f"frame {f + 1} belongs to segment {number}, which the SEG "
+                                       "does not describe (SegmentSequence)")
         else:
             raise InputError(what, f"frame {f + 1} names no segment (SegmentIdentificationSequence) "
                                    "in a SEG with several segments")
-        if not single and number not in described:
-            raise InputError(what, f"frame {f + 1} belongs to segment {number}, which the SEG "
-                                   "does not describe (SegmentSequence)")
         pixels[number] = pixels.get(number, 0) + int(on[f].sum())
         if measured is not None and number not in measured:
             on[f] = False

@@ -122,10 +122,13 @@ def _page(conn: DicomwebConnection, what: str, action: str, path: str,
 
 def search_all(conn: DicomwebConnection, what: str, action: str, path: str, key: str, *,
                filters: Mapping[str, str] | None = None, fields: Sequence[str] = (),
-               expected: int | None = None, counted: str = "") -> list[dict[str, Any]]:
+               expected: int | None = None, counted: str = "",
+               until_empty: bool = True) -> list[dict[str, Any]]:
     """Every result of a QIDO-RS search of ``path`` (``studies``, ``studies/{uid}/series``,
     ...), each once (by ``key``), page by page (``limit``/``offset``) until a page brings
     nothing more, or ``expected`` results (a count the service gave, ``counted`` naming it).
+    ``until_empty=False``: a page shorter than asked, without Warning 299, ends it too (one
+    request less, where a cap is ruled out otherwise).
 
     Raises DicomwebError when the service says more results can be requested (Warning:
     299) but gives none, or when it lists fewer than ``expected``: a short list is a
@@ -144,6 +147,8 @@ def search_all(conn: DicomwebConnection, what: str, action: str, path: str, key:
         new = {k: r for r in rows if (k := value(r, key)) and k not in found}
         found.update(new)
         if not new:  # the end (or a service that ignores offset and repeats itself)
+            break
+        if not until_empty and len(rows) < PAGE and not more:
             break
         offset += len(rows)
     if more and (expected is None or len(found) < expected):
@@ -207,10 +212,12 @@ def scan_row(series: Mapping[str, str]) -> ScanRow:
 def list_series(conn: DicomwebConnection, what: str, study_uid: str,
                 expected: int | None = None) -> list[dict[str, str]]:
     """Every series of a study with :data:`SERIES_FIELDS` (QIDO-RS); ``expected``: the
-    study's NumberOfStudyRelatedSeries, when the study search gave it."""
+    study's NumberOfStudyRelatedSeries, when the study search gave it. Without it (the SEGs
+    of a planned study) a short page ends the listing: the plan checked the study's series
+    against its count, so a cap of the service below them is ruled out."""
     rows = search_all(conn, what, "listing the series of the study", f"studies/{study_uid}/series",
                       "SeriesInstanceUID", fields=SERIES_FIELDS, expected=expected,
-                      counted="series of the study (NumberOfStudyRelatedSeries)")
+                      counted="series of the study (NumberOfStudyRelatedSeries)", until_empty=False)
     return [{k: value(r, k) for k in SERIES_FIELDS} | {"StudyInstanceUID": study_uid} for r in rows]
 
 

@@ -40,7 +40,7 @@ class DicomwebSource(Source):
                    "retries", "backoff_s", "timeout_s", "deadline_s")
     SPEC_KEYS: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "list": (*_CONNECTION, "query", "subject_label", "session_label", "modalities",
-                 "selection", "timepoint_pattern", "allow_empty"),
+                 "selection", "timepoint_pattern"),
         "fetch": _CONNECTION,
         "push": _CONNECTION,
         "cleaned": _CONNECTION,

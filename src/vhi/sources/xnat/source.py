@@ -42,8 +42,7 @@ class XnatSource(Source):
     _CONNECTION = ("server", "user_env", "password_env", "verify", "ca_bundle",
                    "retries", "backoff_s", "timeout_s", "deadline_s")
     SPEC_KEYS: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "list": (*_CONNECTION, "project", "selection", "timepoint_pattern", "proposal_label",
-                 "allow_empty"),
+        "list": (*_CONNECTION, "project", "selection", "timepoint_pattern", "proposal_label"),
         "fetch": (*_CONNECTION, "project", "resource"),
         "push": (*_CONNECTION, "project", "resource", "proposal_label"),
         "cleaned": (*_CONNECTION, "project", "resource", "proposal_label"),
