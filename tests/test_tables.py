@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import vhi
-from vhi.cohort.plan import load_plan, save_plan
+from vhi.cohort.plan import CohortPlan, load_plan, plan_digest, save_plan
 from vhi.errors import ConfigError
 from vhi.method.lesions import find_thresholds
 from vhi.model.bundles import get_bundle
@@ -25,6 +25,7 @@ from vhi.results.tables import (
     cohort_vhi_table,
     write_results,
 )
+from vhi.sources import Skipped
 
 from support.results import BRIGHT, DIM, EXPECTED_STATES, VOXEL_ML, SyntheticCohort
 
@@ -156,3 +157,13 @@ def test_saved_plan_reads_back_equal_for_job_processes(synthetic_cohort: Synthet
     assert load_plan(tmp_path / "work" / ".vhi_plan.json") == plan
     with pytest.raises(ConfigError, match="cannot read the cohort plan"):
         load_plan(tmp_path / "absent.json")
+    # what the sources skipped travels with the plan, into status.csv
+    skipped = Skipped("s1", "study 1.2.3", "subject id 'P 1' from {PatientID} is not a valid id",
+                      subject="P 1", session="S9")
+    save_plan(CohortPlan(plan, [skipped]), tmp_path / "with_skipped.json")
+    back = load_plan(tmp_path / "with_skipped.json")
+    assert back == plan and back.skipped == (skipped,)
+    assert plan_digest(back) != plan_digest(plan)
+    row = status_table(back, synthetic_cohort.layout).iloc[-1]
+    assert (row["state"], row["subject"], row["session"]) == ("skipped", "P 1", "S9")
+    assert row["reason"] == "study 1.2.3: subject id 'P 1' from {PatientID} is not a valid id"

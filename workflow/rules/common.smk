@@ -11,6 +11,7 @@ from vhi.cohort.plan import (PLAN_DIR, PLAN_ENV, load_plan, plan_cohort, plan_di
                              save_run_plan, wildcard_constraints)
 from vhi.config.load import resolve_config
 from vhi.provenance import mark_run
+from vhi.results.tables import stop_once_on_ctrl_c
 from vhi.sources import source_class
 
 # The shared data (demo cohort, model weights) defaults to the folder beside the project,
@@ -24,15 +25,17 @@ mark_run(SETTINGS.digest)
 # kept (named by its digest) only when the run starts (onstart: never by a dry run or
 # lint), and job processes (a cluster job re-reads this Snakefile) read that file, so no
 # other invocation, whatever sheet it plans, can change what a running run's jobs see.
+# COHORT is the plan (with what the sources skipped, for status.csv); PLAN its sessions by key.
 if workflow.is_main_process:
-    PLAN = {p.key: p for p in plan_cohort(SETTINGS)}
-    os.environ[PLAN_ENV] = str(run_plan_path(os.path.abspath(LAYOUT.work), list(PLAN.values())))
+    COHORT = plan_cohort(SETTINGS)
+    os.environ[PLAN_ENV] = str(run_plan_path(os.path.abspath(LAYOUT.work), COHORT))
 elif os.environ.get(PLAN_ENV):
-    PLAN = {p.key: p for p in load_plan(os.environ[PLAN_ENV])}
+    COHORT = load_plan(os.environ[PLAN_ENV])
 else:
     raise WorkflowError(f"{PLAN_ENV} is not set: a job process cannot know its run's plan "
                         "(the executor did not pass the environment)")
-PLAN_DIGEST = plan_digest(list(PLAN.values()))
+PLAN = {p.key: p for p in COHORT}
+PLAN_DIGEST = plan_digest(COHORT)
 
 
 envvars:
@@ -40,7 +43,8 @@ envvars:
 
 
 onstart:
-    save_run_plan(list(PLAN.values()), LAYOUT.work)
+    save_run_plan(COHORT, LAYOUT.work)
+    stop_once_on_ctrl_c()  # so that a second Ctrl-C cannot stop the writing of results/partial/
 
 
 RESULTS = {key: str(LAYOUT.result(key)) for key in RESULT_FILES}

@@ -17,9 +17,9 @@ rule build_cohort_tables:
         f"{SETTINGS.logs_dir}/build_cohort_tables.log",
     localrule: True
     run:
-        write_results_logged(list(PLAN.values()), LAYOUT, SETTINGS, log[0])
+        write_results_logged(COHORT, LAYOUT, SETTINGS, log[0])
 
 
 onerror:
-    write_results_logged(list(PLAN.values()), LAYOUT, SETTINGS,
+    write_results_logged(COHORT, LAYOUT, SETTINGS,
                          f"{SETTINGS.logs_dir}/build_cohort_tables.log", after_failure=True)

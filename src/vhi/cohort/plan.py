@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from vhi.cohort.layout import QC_FILES, STEPS, Layout, Step, pull_rule
 from vhi.config.load import Settings
 from vhi.errors import ConfigError
 from vhi.fileio import atomic_path, save_json
-from vhi.sources import make_source
+from vhi.sources import Skipped, make_source
 from vhi.sources.cleaning import CleaningRecord
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,15 @@ class PlannedSession:
                    note=str(data.get("note") or ""))
 
 
+class CohortPlan(list[PlannedSession]):
+    """The planned sessions (a list, as every reader of a plan takes it) and ``skipped``:
+    what the sources found and left out, with why (``status.csv``'s ``skipped`` rows)."""
+
+    def __init__(self, sessions: Iterable[PlannedSession] = (), skipped: Iterable[Skipped] = ()) -> None:
+        super().__init__(sessions)
+        self.skipped = tuple(skipped)
+
+
 def reference_mode(site_mode: str, session: Session) -> str:
     """``manual_if_present`` → manual where the sheet lists a mask, else auto."""
     if site_mode == "manual_if_present":
@@ -97,15 +106,24 @@ def reference_mode(site_mode: str, session: Session) -> str:
     return site_mode
 
 
-def plan_cohort(settings: Settings) -> list[PlannedSession]:
-    """Every session of every site, sorted by key, with what applies to it."""
+def plan_cohort(settings: Settings, *, empty_sites_ok: bool = False) -> CohortPlan:
+    """Every session of every site, sorted by key, with what applies to it; and what the
+    sources found and skipped. A site whose source lists no session stops the plan unless
+    its ``source.allow_empty`` says it may, or ``empty_sites_ok`` (the cleaning station,
+    which lists what awaits cleaning: there it is a warning)."""
     plan = []
+    skipped: list[Skipped] = []
     layout = Layout.from_settings(settings)
     # the station's saves and the assignments: what the one cleaning rule decides by
     record = CleaningRecord.of_run(layout.work, {s.name: s.double_read_vhi for s in settings.sites})
     for site in settings.sites:
         source = make_source(site.source, site=site.name)
         sessions = source.list_sessions()
+        skipped += source.skipped()
+        if not sessions and not site.source.get("allow_empty"):
+            if not empty_sites_ok:
+                raise ConfigError(f"site {site.name}", _nothing_listed(source.skipped()))
+            log.warning("site %s: %s", site.name, _nothing_listed(source.skipped()))
         check_unique(sessions, f"site {site.name}")
         cleaned = source.find_cleaned(sessions, receipts=_receipts(layout, sessions), record=record)
         for s in sessions:
@@ -119,9 +137,18 @@ def plan_cohort(settings: Settings) -> list[PlannedSession]:
                 note=note,
             ))
     plan.sort(key=lambda p: p.key)
-    log.info("cohort plan: %d sessions, %d with STIR, %d cleaned", len(plan),
-             sum(p.has_stir for p in plan), sum(p.cleaned is not None for p in plan))
-    return plan
+    log.info("cohort plan: %d sessions, %d with STIR, %d cleaned%s", len(plan),
+             sum(p.has_stir for p in plan), sum(p.cleaned is not None for p in plan),
+             f"; {len(skipped)} found and skipped (status.csv says why)" if skipped else "")
+    return CohortPlan(plan, skipped)
+
+
+def _nothing_listed(skipped: Sequence[Skipped]) -> str:
+    found = (f" ({len(skipped)} found and skipped: {skipped[0].label}: {skipped[0].reason}"
+             f"{'; …' if len(skipped) > 1 else ''})" if skipped else "")
+    return (f"its source lists no session{found}: check its query, project or server (`vhi "
+            "dicomweb-plan` / `vhi xnat-plan` show what it finds); a site that may have none "
+            "sets source.allow_empty: true")
 
 
 def _receipts(layout: Layout, sessions: Sequence[Session]) -> dict[str, dict[str, Any]]:
@@ -145,16 +172,23 @@ PLAN_DIR = ".vhi"
 PLAN_ENV = "VHI_PLAN"
 
 
+def _records(plan: Sequence[PlannedSession]) -> list[dict[str, Any]]:
+    """The plan as JSON records: its sessions, then each skipped entry as ``{"skipped": …}``."""
+    return [*(p.to_dict() for p in plan),
+            *({"skipped": s.to_dict()} for s in getattr(plan, "skipped", ()))]
+
+
 def save_plan(plan: Sequence[PlannedSession], path: str | os.PathLike[str]) -> None:
     """Write the plan (atomically)."""
-    save_json([p.to_dict() for p in plan], path)
+    save_json(_records(plan), path)
 
 
-def load_plan(path: str | os.PathLike[str]) -> list[PlannedSession]:
+def load_plan(path: str | os.PathLike[str]) -> CohortPlan:
     """Read a saved plan."""
     try:
         records = json.loads(Path(path).read_text())
-        return [PlannedSession.from_dict(r) for r in records]
+        return CohortPlan([PlannedSession.from_dict(r) for r in records if "skipped" not in r],
+                          [Skipped.from_dict(r["skipped"]) for r in records if "skipped" in r])
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ConfigError(str(path), f"cannot read the cohort plan ({exc})") from None
 
@@ -177,7 +211,7 @@ def save_run_plan(plan: Sequence[PlannedSession], work: str | os.PathLike[str]) 
     return path
 
 
-def load_latest_plan(work: str | os.PathLike[str]) -> list[PlannedSession] | None:
+def load_latest_plan(work: str | os.PathLike[str]) -> CohortPlan | None:
     """The plan of the last run started in ``work``; None when no run has started there."""
     latest = Path(work, PLAN_DIR, "latest")
     try:
@@ -190,8 +224,9 @@ def load_latest_plan(work: str | os.PathLike[str]) -> list[PlannedSession] | Non
 
 
 def plan_digest(plan: Sequence[PlannedSession]) -> str:
-    """A short hash of the plan: changes when any session's ids, scans or status inputs do."""
-    text = json.dumps([p.to_dict() for p in plan], sort_keys=True)
+    """A short hash of the plan: changes when any session's ids, scans or status inputs do,
+    or what was skipped."""
+    text = json.dumps(_records(plan), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

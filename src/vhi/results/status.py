@@ -7,7 +7,9 @@ measured), ``measured`` (VHI known), and ``failed`` (a step ran and failed; the 
 is the error its log ends with). The state is read from the files a run leaves in
 ``work/`` and ``logs/``, so it is true after a failed run as after a complete one. The
 reader columns (who reads it, who cleaned it and when, due date, overdue) come from the
-run's readers database and ``cleaned.json`` (:mod:`vhi.readers.progress`).
+run's readers database and ``cleaned.json`` (:mod:`vhi.readers.progress`). A study or
+session the source found but left out of the plan (ids that are not valid ids, ...) is a
+row of its own, ``skipped``, with the reason.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from vhi.cohort.plan import PlannedSession
 from vhi.errors import InputError
 from vhi.fileio import read_json
 from vhi.readers.progress import SESSION_COLUMNS, Reading
+from vhi.sources import Skipped
 
 STATES = ("pending", "pulled", "segmented", "proposed", "pushed", "awaiting_cleaning",
-          "cleaned", "measured", "failed")
+          "cleaned", "measured", "failed", "skipped")
 COLUMNS = ["site", "subject", "session", "timepoint", "state", "reason", "step", "log",
            "viewer_path", *SESSION_COLUMNS]
 
@@ -98,16 +101,26 @@ def _viewer_path(receipt: Path) -> str:
     return path if isinstance(path, str) and path.startswith("/") else ""
 
 
+def skipped_status(s: Skipped) -> dict[str, str]:
+    """The row of what a source found and left out of the plan."""
+    return {"site": s.site, "subject": s.subject, "session": s.session, "timepoint": "",
+            "state": "skipped", "reason": f"{s.label}: {s.reason}", "step": "", "log": "",
+            "viewer_path": "", **dict.fromkeys(SESSION_COLUMNS, "")}
+
+
 def status_table(plan: Sequence[PlannedSession], layout: Layout,
                  reading: Reading | None = None) -> pd.DataFrame:
     """One row per planned session (every session of the sheet, none dropped), with its
-    reader columns from ``reading`` (default: the run's readers database now)."""
+    reader columns from ``reading`` (default: the run's readers database now); then one
+    per study or session the sources found and skipped (a
+    :class:`~vhi.cohort.plan.CohortPlan`'s)."""
     reading = reading or Reading.of_run(layout.work)
     rows = []
     for p in plan:
         row = session_status(p, layout)
         cleaned = row["state"] in ("cleaned", "measured")
         rows.append({**row, **reading.session_columns(p.key, cleaned=cleaned)})
+    rows += [skipped_status(s) for s in getattr(plan, "skipped", ())]
     return pd.DataFrame(rows, columns=COLUMNS, dtype=object)
 
 

@@ -38,7 +38,7 @@ def awaiting_cleaning(settings: Settings, site_name: str) -> list[Awaiting]:
     """The site's sessions with a pushed proposal and no cleaned segmentation yet."""
     layout = Layout.from_settings(settings)
     out = []
-    for planned in plan_cohort(settings):
+    for planned in plan_cohort(settings, empty_sites_ok=True):
         s = planned.session
         if s.site != site_name or not s.has_stir or planned.cleaned is not None:
             continue
