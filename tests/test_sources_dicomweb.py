@@ -389,11 +389,13 @@ def test_push_verify_push_again_collect(tmp_path, env):
 
 
 def _collect(src: DicomwebSource, session, tmp: Path, name: str) -> subprocess.CompletedProcess:
-    """``vhi collect`` as the collect rule runs it (the proposal at tmp/proposal.nii.gz)."""
+    """``vhi collect`` as the collect rule runs it (the proposal at tmp/proposal.nii.gz, the
+    push receipt the source made)."""
+    (tmp / "pushed.json").write_text(json.dumps(src._receipts[session.key]))
     return subprocess.run(
         ["vhi", "collect", "--source", json.dumps(src.spec), "--session", json.dumps(session.to_dict()),
          "--like", str(tmp / "proposal.nii.gz"), "--out", str(tmp / f"{name}.nii.gz"),
-         "--vhi-out", str(tmp / f"{name}_vhi.json")],
+         "--vhi-out", str(tmp / f"{name}_vhi.json"), "--receipt", str(tmp / "pushed.json")],
         capture_output=True, text=True, env=workflow_env(), timeout=120, check=False)
 
 
