@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from vhi.errors import InputError
 from vhi.imaging.dicom import dicom_to_nifti, read_series
 from vhi.imaging.seg import read_seg, write_seg
 
-from support.dicom_series import SeriesInfo, write_series
+from support.dicom_series import SeriesInfo, add_segment, write_series
 
 AFFINE_TOL_MM = 1e-3
 
@@ -193,13 +194,87 @@ def test_seg_viewer_style_frames_by_sop_uid_and_several_segments(
     seg.PerFrameFunctionalGroupsSequence = [groups[i] for i in order]
     seg.NumberOfFrames = len(order)
     seg.PixelData = np.packbits(frames[order].reshape(-1), bitorder="little").tobytes()
-    second = pydicom.Dataset(seg.SegmentSequence[0])
+    second = copy.deepcopy(seg.SegmentSequence[0])
     second.SegmentNumber = 2
     second.SegmentLabel = "Inflammation (edited)"
     seg.SegmentSequence.append(second)
     seg.save_as(tmp_path / "edited.seg.dcm")
     back = read_seg(tmp_path / "edited.seg.dcm", nifti, source)
     assert np.array_equal(back, labels >= 1)
+
+
+def _proposal_seg(nifti: nib.Nifti1Image, source: list, path: Path) -> pydicom.Dataset:
+    write_seg(_proposal(nifti) >= 1, nifti.affine, source, path, algorithm_name="VHI",
+              algorithm_version="1.0", series_description="VHI inflammation", series_number=910)
+    return pydicom.dcmread(path)
+
+
+def test_seg_extra_segment_is_left_out_and_named(
+        stir_1003: tuple[nib.Nifti1Image, Path, Path], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A reader's second segment (a note, another finding) in an OHIF save: only the
+    inflammation segment (the proposal's label, kept by OHIF; its type rewritten to
+    "Tissue") is measured, and the log names what was left out."""
+    _, dicom, nifti_path = stir_1003
+    nifti = nib.load(nifti_path)
+    source = read_series(dicom)
+    seg = _proposal_seg(nifti, source, tmp_path / "p.seg.dcm")
+    inflammation = read_seg(tmp_path / "p.seg.dcm", nifti, source)
+    note = np.zeros((int(seg.NumberOfFrames), int(seg.Rows), int(seg.Columns)), bool)
+    note[3:6, :7, :9] = True  # 189 pixels, outside the proposal's box
+    add_segment(seg, note, "Segment 2").save_as(tmp_path / "two.seg.dcm")
+    assert seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Tissue"
+    caplog.set_level("WARNING")
+    back = read_seg(tmp_path / "two.seg.dcm", nifti, source)
+    assert np.array_equal(back, inflammation) and int(back.sum()) == int((_proposal(nifti) >= 1).sum())
+    assert ("measuring segment 1 'Inflammation (AI proposal)' (Tissue); left out (not "
+            "inflammation): 2 'Segment 2' (Tissue) with 189 pixels") in caplog.text
+
+
+def test_seg_with_several_segments_none_inflammation_is_refused(
+        stir_1003: tuple[nib.Nifti1Image, Path, Path], tmp_path: Path) -> None:
+    _, dicom, nifti_path = stir_1003
+    nifti = nib.load(nifti_path)
+    source = read_series(dicom)
+    seg = _proposal_seg(nifti, source, tmp_path / "p.seg.dcm")
+    seg.SegmentSequence[0].SegmentLabel = "Segment 1"
+    extra = np.zeros((int(seg.NumberOfFrames), int(seg.Rows), int(seg.Columns)), bool)
+    extra[0, 0, 0] = True
+    add_segment(seg, extra, "erosion?").save_as(tmp_path / "two.seg.dcm")
+    with pytest.raises(InputError, match=r"two.seg.dcm: the SEG has 2 segments and none is the "
+                                         r"inflammation segment \(segments 1 'Segment 1' \(Tissue\), "
+                                         r"2 'erosion\?' \(Tissue\)\)"):
+        read_seg(tmp_path / "two.seg.dcm", nifti, source)
+    # one segment is measured whatever its name
+    one = _proposal_seg(nifti, source, tmp_path / "one.seg.dcm")
+    one.SegmentSequence[0].SegmentLabel = "Segment 1"
+    one.save_as(tmp_path / "one.seg.dcm")
+    assert int(read_seg(tmp_path / "one.seg.dcm", nifti, source).sum()) == int((_proposal(nifti) >= 1).sum())
+
+
+def test_seg_labelmap_measures_the_inflammation_label(
+        stir_1003: tuple[nib.Nifti1Image, Path, Path], tmp_path: Path) -> None:
+    """A Label Map Segmentation (OHIF's default save): pixel values are segment numbers."""
+    _, dicom, nifti_path = stir_1003
+    nifti = nib.load(nifti_path)
+    source = read_series(dicom)
+    seg = _proposal_seg(nifti, source, tmp_path / "p.seg.dcm")
+    inflammation = read_seg(tmp_path / "p.seg.dcm", nifti, source)
+    shape = (int(seg.NumberOfFrames), int(seg.Rows), int(seg.Columns))
+    values = seg.pixel_array.reshape(shape).astype(np.uint8)
+    values[3:6, :7, :9] = 2
+    add_segment(seg, np.zeros_like(values, bool), "Segment 2")
+    seg.NumberOfFrames = len(values)
+    seg.PerFrameFunctionalGroupsSequence = seg.PerFrameFunctionalGroupsSequence[:len(values)]
+    for item in [*seg.PerFrameFunctionalGroupsSequence, *seg.SharedFunctionalGroupsSequence]:
+        if "SegmentIdentificationSequence" in item:
+            del item.SegmentIdentificationSequence
+    seg.SOPClassUID = seg.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66.7"
+    seg.SegmentationType = "LABELMAP"
+    seg.BitsAllocated, seg.BitsStored, seg.HighBit = 8, 8, 7
+    seg.PixelData = values.tobytes()
+    seg.save_as(tmp_path / "labelmap.seg.dcm")
+    assert np.array_equal(read_seg(tmp_path / "labelmap.seg.dcm", nifti, source), inflammation)
 
 
 def test_seg_empty_mask_is_valid(stir_1003: tuple[nib.Nifti1Image, Path, Path], tmp_path: Path) -> None:

@@ -92,15 +92,28 @@ def cohort_numbers(run: Path) -> pd.DataFrame:
     return table.drop(columns=VARYING).set_index("session").sort_index()
 
 
+def _as_a_terminal_would() -> None:
+    """In the child, before exec: SIGINT as a terminal gives its jobs (the default action).
+
+    An ignored signal stays ignored across exec, so a run started by tests that themselves
+    run with SIGINT ignored (a background job of a script, as some CI runners start them)
+    would ignore the Ctrl-C these tests send it, and finish."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(run: Path, config: Path) -> subprocess.Popen[str]:
-    """The documented command in its own process group (as a terminal would run it)."""
+    """The documented command in its own process group, with SIGINT's default action (as a
+    terminal would run it)."""
     return subprocess.Popen(snakemake_command(run, "--configfile", str(config)), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=workflow_env(),
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=_as_a_terminal_would)  # noqa: PLW1509 - one signal call
 
 
-def signal_when_segmenting(proc: subprocess.Popen[str], run: Path, sig: int) -> str:
-    """Send ``sig`` to the run's process group once a segmentation job is running."""
+def signal_when_segmenting(proc: subprocess.Popen[str], run: Path, sig: int, *,
+                           again_after_s: float | None = None) -> str:
+    """Send ``sig`` to the run's process group once a segmentation job is running (and once
+    more ``again_after_s`` later: a user pressing Ctrl-C twice)."""
     deadline = time.monotonic() + 300
     while not list((run / "logs").rglob("segment_disease_region.log")):
         assert proc.poll() is None, "the run ended before segmenting"
@@ -108,6 +121,9 @@ def signal_when_segmenting(proc: subprocess.Popen[str], run: Path, sig: int) -> 
         time.sleep(0.2)
     time.sleep(1.0)
     os.killpg(proc.pid, sig)
+    if again_after_s is not None:
+        time.sleep(again_after_s)
+        os.killpg(proc.pid, sig)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, output[-3000:]
     return output
@@ -152,6 +168,8 @@ def test_an_interrupted_run_is_finished_by_the_same_command(sig: int, clean_run:
     run = tmp_path / "run"
     output = signal_when_segmenting(start(run, config), run, sig)
     assert final_results_absent(run), output[-3000:]  # never written as if complete
+    if sig == signal.SIGINT:  # what finished is in results/partial/, as the docs say
+        assert (run / "results" / "partial" / "status.csv").is_file(), output[-3000:]
     if sig == signal.SIGKILL:
         # Snakemake's lock outlives a killed run: the documented way out is --unlock
         locked = snakemake(run, "--configfile", str(config))
@@ -160,6 +178,36 @@ def test_an_interrupted_run_is_finished_by_the_same_command(sig: int, clean_run:
         assert snakemake(run, "--configfile", str(config), "--unlock").returncode == 0
     rerun_finishes(run, config)
     pd.testing.assert_frame_equal(cohort_numbers(run), cohort_numbers(clean_run))
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_still_leaves_the_partial_results(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C, then Ctrl-C again while the run stops (a user pressing twice): the second
+    used to interrupt Snakemake's stopping or the error handler, leaving no results/partial/
+    and a traceback. Now it is reported and the partial results are written; the same
+    command then finishes. (The U-Net is the tests' stand-in: no weights needed.)"""
+    from support.fake_model import write_vhi_shim
+    from xnat_emulator.synthetic_demo import write_synthetic_demo
+
+    monkeypatch.setenv("VHI_TEST_BIN", str(write_vhi_shim(tmp_path / "bin")))
+    demo = write_synthetic_demo(tmp_path / "cohort")
+    sheet = tmp_path / "cohort" / "sheet.csv"
+    sheet.write_text("site,subject,session,timepoint,stir,t1w,normal_marrow\n" + "".join(
+        f"demo,{subject},{scan},pre,{demo}/stir/{scan}_STIR.nii.gz,{demo}/t1w/{scan}_T1W.nii.gz,\n"
+        for scan, subject in (("1003", "09"), ("4386", "03"))))
+    config = tmp_path / "cohort" / "config.yaml"
+    config.write_text(yaml.safe_dump({"sites": [{"name": "demo", "reference": "auto", "source": {
+        "type": "local", "root": str(tmp_path / "cohort"), "sheet": str(sheet),
+        "outbox": str(tmp_path / "cohort" / "outbox")}}]}))
+    run = tmp_path / "run"
+    output = signal_when_segmenting(start(run, config), run, signal.SIGINT, again_after_s=0.05)
+    assert "VHI still stopping: what finished goes to results/partial/" in output, output[-3000:]
+    assert "RuntimeError" not in output and final_results_absent(run)
+    states = {k: r["state"] for k, r in status_of(run, partial=True).items()}
+    assert set(states) == {"1003", "4386"} and "failed" in states.values(), states
+    rerun_finishes(run, config)
+    assert {r["state"] for r in status_of(run).values()} == {"awaiting_cleaning"}
 
 
 @workflow_case
@@ -301,6 +349,57 @@ def test_vhi_is_from_consistent_geometry_only(tmp_path: Path) -> None:
     assert not (tmp_path / "vhi.json").exists()
 
 
+def test_a_qform_only_mask_without_voxel_sizes_is_refused(tmp_path: Path) -> None:
+    """pixdim 0 and no sform: nibabel sets the sizes to 1 mm as it loads the header, and the
+    qform is built from them, so header and affine agree on a volume no scanner made
+    (`vhi measure` gave 0.009 ml for these 9 voxels of 0.5 x 0.5 x 4 mm)."""
+    img = nib.Nifti1Image(mask_data(), np.diag([0.5, 0.5, 4.0, 1.0]))
+    img.set_qform(img.affine, 1)
+    img.set_sform(None, 0)
+    hdr = img.header
+    hdr["pixdim"][1:4] = 0
+    path = tmp_path / "qform_only.nii"
+    path.write_bytes(hdr.binaryblock + b"\0" * 4 + mask_data().tobytes(order="F"))
+    result = vhi("measure", "--mask", str(path), "--out", str(tmp_path / "vhi.json"))
+    assert result.returncode == EXIT_INPUT
+    assert (f"{path}: voxel sizes (pixdim) [0.0, 0.0, 0.0] mm in the header: a size of 0 is no "
+            "size (nibabel would take 1 mm); fix the header") in result.stderr
+    assert not (tmp_path / "vhi.json").exists()
+
+
+def test_a_damaged_json_intermediate_is_named(tmp_path: Path) -> None:
+    """A push receipt cut short (a full disk, a hand edit): `vhi collect` names the file and
+    stops with the input status (it ended in a JSONDecodeError traceback naming no file)."""
+    receipt = tmp_path / "pushed.json"
+    receipt.write_text('{"collection": {"id": "XNAT_E0001_')
+    session = Session("A", "A09", "1003_pre", "pre",
+                      {"stir": "https://xnat.invalid/data/experiments/E1/scans/3"})
+    source = {"type": "xnat", "server": "https://xnat.invalid", "project": "P", "retries": 0}
+    proposal = nifti(tmp_path / "proposal.nii", mask_data())
+    result = vhi("collect", "--source", json.dumps(source), "--session", json.dumps(session.to_dict()),
+                 "--like", str(proposal), "--out", str(tmp_path / "cleaned.nii.gz"),
+                 "--receipt", str(receipt))
+    assert result.returncode == EXIT_INPUT, result.stderr
+    assert f"{receipt}: not valid JSON" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "cleaned.nii.gz").exists()
+
+
+def test_a_cleaned_path_that_is_a_folder_is_named(tmp_path: Path) -> None:
+    """A folder where the cleaned mask belongs (a radiologist's export unpacked there): the
+    collect fails naming it (it said "no cleaned segmentation on the source (yet)")."""
+    session = Session("s1", "P0", "S0", "pre", {"stir": str(tmp_path / "stir.nii.gz")})
+    folder = tmp_path / "cohort" / "cleaned" / "s1" / "P0" / "S0.nii.gz"
+    folder.mkdir(parents=True)
+    source = {"type": "local", "root": str(tmp_path / "cohort")}
+    proposal = nifti(tmp_path / "proposal.nii", mask_data())
+    result = vhi("collect", "--source", json.dumps(source), "--session", json.dumps(session.to_dict()),
+                 "--like", str(proposal), "--out", str(tmp_path / "work" / "cleaned.nii.gz"))
+    assert result.returncode == EXIT_INPUT
+    assert (f"{folder}: session s1/P0/S0: the cleaned path is a folder (or not a regular file), "
+            "not a cleaned mask") in result.stderr, result.stderr
+    assert not list((tmp_path / "work").iterdir())
+
+
 def test_masks_hold_non_negative_integer_labels(tmp_path: Path) -> None:
     probability = mask_data().astype(np.float32) * 0.3
     probability[5:9, 5:9, 2] = 0.02
@@ -382,6 +481,35 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", str(where)], check=False)
+
+
+def test_an_atomic_write_reaches_the_disk_before_and_after_its_rename(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file is flushed (fsync) before it is renamed into place and its folder after:
+    otherwise a power loss can leave an empty file under the final name (the rename reached
+    the disk, the data did not) or no file at all."""
+    from vhi.fileio import save_json
+
+    events: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def recording_fsync(fd: int) -> None:
+        events.append(("fsync", str(Path(f"/proc/self/fd/{fd}").readlink())))
+        fsync(fd)
+
+    def recording_replace(src: str, dst: str) -> None:
+        events.append(("rename", f"{Path(src).name} -> {Path(dst).name}"))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    dest = tmp_path / "out" / "vhi.json"
+    save_json({"vhi_ml": 1.5}, dest)
+    [(_, tmp), rename, folder] = events
+    assert Path(tmp).parent == dest.parent and Path(tmp).name.startswith(".vhi.json.")
+    assert rename == ("rename", f"{Path(tmp).name} -> vhi.json")
+    assert folder == ("fsync", str(dest.parent))
+    assert json.loads(dest.read_text()) == {"vhi_ml": 1.5}
 
 
 def test_disk_full_names_the_file_and_leaves_nothing_half_written(full_disk: Path,

@@ -5,12 +5,15 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian
 
 from vhi.errors import InputError
 from vhi.imaging.dicom import dicom_to_nifti
 from vhi.imaging.nifti import grid_mismatch
 from vhi.imaging.seg import read_seg, write_seg
 from vhi.imaging.series import SeriesIds, Window, mr_series, percentile_window, uid_from
+
+from support.orthanc import Orthanc, needs_orthanc
 
 
 def oblique(det_negative: bool = True) -> np.ndarray:
@@ -82,3 +85,25 @@ def test_percentile_window_is_raised_to_at_least():
     window = percentile_window(values, 1, 99, "x")
     assert (window.low, window.high) == (10, 990)
     assert percentile_window(values, 1, 99, "x", at_least=2000).high == 2000
+
+
+@needs_orthanc
+def test_the_stored_instances_are_dicom_files_pydicom_reads_unforced(tmp_path):
+    """The station stores the series by STOW-RS (vhi.sources.dicomweb.segs.store, through
+    dicomweb-client): what Orthanc keeps must be a DICOM file, with its preamble and
+    'DICM', that pydicom reads without force=True."""
+    import io
+
+    import pydicom
+
+    from vhi.sources.dicomweb import segs
+    from vhi.sources.dicomweb.client import DicomwebConnection
+
+    spec = {"user_env": "", "password_env": "", "verify": True, "ca_bundle": "", "retries": 0,
+            "backoff_s": 0.1, "timeout_s": 30}
+    with Orthanc(tmp_path / "server") as orthanc:
+        conn = DicomwebConnection("X", orthanc.dicomweb, spec)
+        segs.store(conn, "test", IDS.study_uid, mr_series(image(oblique()), IDS), "the STIR series")
+        [stored, *_] = orthanc.instance_file(IDS.study_uid, IDS.series_uid)
+    ds = pydicom.dcmread(io.BytesIO(stored))
+    assert stored[128:132] == b"DICM" and ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian

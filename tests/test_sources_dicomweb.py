@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from vhi.imaging.seg import write_seg
 from vhi.sources import SOURCE_TYPES, make_source
 from vhi.sources.dicomweb import DicomwebError, DicomwebSource
 
-from support.dicom_series import write_series
+from support.dicom_series import add_segment, write_series
 from support.env import unset_env
 from support.orthanc import FaultProxy, Orthanc, needs_orthanc
 from support.workflow import workflow_env
@@ -214,6 +215,139 @@ def test_dicomweb_plan_command(pacs, env, tmp_path):
     assert CANARY not in result.stdout + result.stderr + out.read_text()
 
 
+def _config(tmp: Path, url: str, **source_keys) -> Path:
+    import yaml
+
+    config = tmp / "config.yaml"
+    config.write_text(yaml.safe_dump({"sites": [{"name": "X", "reference": "auto",
+                                                 "source": spec(url, **source_keys)}]}))
+    return config
+
+
+def _dicomweb_plan(config: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["vhi", "dicomweb-plan", "--config", str(config), "--out", str(out)],
+                          capture_output=True, text=True, env=workflow_env(), timeout=120, check=False)
+
+
+def _upload(orthanc: Orthanc, study: Study, **attributes: str) -> None:
+    orthanc.upload((p for files in study.files.values() for p in files), **attributes)
+
+
+def test_the_documented_wildcard_query_matches_on_orthanc(tmp_path, env):
+    """docs/usage.md's `StudyDescription: "MRI SIJ*"`: `*` goes unencoded and the space as
+    `?` (Orthanc 1.10 decodes neither %2A nor %20 in a query value), and what `?` matched
+    beyond the value as written ("MRI_SIJ") is left out."""
+    with Orthanc(tmp_path / "server") as orthanc, FaultProxy(orthanc.port) as proxy:
+        for n, description in enumerate(["MRI SIJ both", "MRI SIJ", "MRI_SIJ other", "CT chest"], 1):
+            _upload(orthanc, make_study(tmp_path / "dicom", f"P0{n}", f"S0{n}_pre", n),
+                    StudyDescription=description)
+        config = _config(tmp_path, f"{proxy.url}/dicom-web",
+                         query={"ModalitiesInStudy": "MR", "StudyDescription": "MRI SIJ*"})
+        result = _dicomweb_plan(config, tmp_path / "plan.json")
+        assert result.returncode == 0, result.stderr
+        planned = sorted(r["session"] for r in json.loads((tmp_path / "plan.json").read_text())["sessions"])
+        assert planned == ["X/P01/S01_pre", "X/P02/S02_pre"]
+        [search] = [path for method, path, _ in proxy.log if "/dicom-web/studies?" in path][:1]
+        assert "StudyDescription=MRI?SIJ*&" in search and "%2A" not in search
+
+
+def test_a_capped_search_fails_instead_of_planning_a_short_cohort(tmp_path, env):
+    """Orthanc with LimitFindResults (1.10: no Warning header, offset pages within the cap):
+    the series of a study are fewer than its NumberOfStudyRelatedSeries, so the plan stops,
+    naming the study and the cause, before any job (it planned 1 of 4 sessions, exit 0)."""
+    from support.workflow import snakemake
+
+    with Orthanc(tmp_path / "server", config={"LimitFindResults": 2}) as orthanc:
+        for n in range(1, 5):
+            _upload(orthanc, make_study(tmp_path / "dicom", f"P0{n}", f"S0{n}_pre", n))
+        config = _config(tmp_path, orthanc.dicomweb)
+        result = _dicomweb_plan(config, tmp_path / "plan.json")
+        assert result.returncode == 2
+        cause = ("listing the series of the study: the service lists 3 of the 4 series of the "
+                 "study (NumberOfStudyRelatedSeries): it caps the results of a search (e.g. "
+                 "Orthanc's LimitFindResults); raise that limit on the service")
+        assert f"session X/P01/S01_pre: {cause}" in result.stderr, result.stderr
+        run = snakemake(tmp_path / "run", "--configfile", str(config), "-n")
+        assert run.returncode != 0 and cause in run.stdout + run.stderr
+        assert not (tmp_path / "run" / "work").exists()
+
+
+@pytest.mark.parametrize("ignore_offset", [False, True])
+def test_a_service_that_pages_is_read_to_the_end(tmp_path, env, ignore_offset):
+    """A PACS that answers 2 results a page with `Warning: 299` (as dcm4chee does): every
+    page is read (4 of 4 studies, each once); one that says there is more but ignores
+    `offset` fails by name instead of giving 2. (No ModalitiesInStudy in the query: Orthanc
+    1.10 applies limit and offset of such a search to series, not studies.)"""
+    with Orthanc(tmp_path / "server") as orthanc, \
+            FaultProxy(orthanc.port, qido_page=2, ignore_offset=ignore_offset) as proxy:
+        for n in range(1, 5):
+            _upload(orthanc, make_study(tmp_path / "dicom", f"P0{n}", f"S0{n}_pre", n))
+        config = _config(tmp_path, f"{proxy.url}/dicom-web", query={"PatientID": "P*"})
+        result = _dicomweb_plan(config, tmp_path / "plan.json")
+        if ignore_offset:
+            assert result.returncode == 2
+            assert (f"site X (DICOMweb {proxy.url}/dicom-web): searching for studies: the service "
+                    "says more results can be requested (Warning: 299) but gives none after the 2 "
+                    "found (it does not page with offset)") in result.stderr
+            return
+        assert result.returncode == 0, result.stderr
+        report = json.loads((tmp_path / "plan.json").read_text())["sessions"]
+        assert sorted(r["session"] for r in report) == [f"X/P0{n}/S0{n}_pre" for n in range(1, 5)]
+        assert all({"stir", "t1w"} <= set(r["picked"]) for r in report)
+
+
+def test_an_empty_site_stops_the_run_unless_allowed(tmp_path, env):
+    """A query that finds nothing stops the run before any job (it gave empty results, exit
+    0); `allow_empty: true` lets a site have none."""
+    from support.workflow import snakemake
+
+    with Orthanc(tmp_path / "server") as orthanc:
+        _upload(orthanc, make_study(tmp_path / "dicom", "P01", "S01_pre", 1))
+        query = {"ModalitiesInStudy": "MR", "StudyDescription": "no such study*"}
+        run = snakemake(tmp_path / "run", "--configfile", str(_config(tmp_path, orthanc.dicomweb,
+                                                                      query=query)), "-n")
+        assert run.returncode != 0
+        assert ("site X: its source lists no session: check its query, project or server"
+                in run.stdout + run.stderr), run.stdout[-2000:]
+        allowed = _config(tmp_path, orthanc.dicomweb, query=query, allow_empty=True)
+        run = snakemake(tmp_path / "run", "--configfile", str(allowed), "-n")
+        assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_studies_found_and_skipped_are_rows_of_status_csv(tmp_path, env):
+    """A study whose PatientID is not a valid id and one without an AccessionNumber are
+    skipped, each a `skipped` row of status.csv with its reason (`vhi tables`), and in the
+    dry run's report; the valid study is planned."""
+    import csv
+
+    with Orthanc(tmp_path / "server") as orthanc:
+        _upload(orthanc, make_study(tmp_path / "dicom", "P01", "S01_pre", 1))
+        bad_id = make_study(tmp_path / "dicom", "P 02", "S02_pre", 2)
+        no_accession = make_study(tmp_path / "dicom", "P03", "S03_pre", 3)
+        _upload(orthanc, bad_id)
+        _upload(orthanc, no_accession, AccessionNumber="")
+        config = _config(tmp_path, orthanc.dicomweb)
+        result = _dicomweb_plan(config, tmp_path / "plan.json")
+        assert result.returncode == 0, result.stderr
+        report = json.loads((tmp_path / "plan.json").read_text())
+        assert [r["session"] for r in report["sessions"]] == ["X/P01/S01_pre"]
+        assert len(report["skipped"]) == 2
+
+        result = subprocess.run(["vhi", "tables", "--config", str(config), "--refresh"], cwd=tmp_path,
+                                capture_output=True, text=True, env=workflow_env(), timeout=120,
+                                check=False)
+        assert result.returncode == 0, result.stderr
+        with (tmp_path / "results" / "partial" / "status.csv").open() as fh:
+            rows = {r["subject"]: r for r in csv.DictReader(fh)}
+        assert rows["P01"]["state"] == "pending"
+        assert (rows["P 02"]["state"], rows["P 02"]["session"]) == ("skipped", "S02_pre")
+        assert rows["P 02"]["reason"] == (
+            f"study {bad_id.study_uid}: subject id 'P 02' from {{PatientID}} is not a valid id: "
+            "1 to 128 letters, digits, _ or -, starting with a letter or digit")
+        assert rows["P03"]["reason"] == (f"study {no_accession.study_uid}: session id from "
+                                         "{AccessionNumber} is empty")
+
+
 # ----------------------------------------------------------------------------- push + collect
 def test_push_verify_push_again_collect(tmp_path, env):
     with Orthanc(tmp_path / "server") as orthanc, FaultProxy(orthanc.port) as proxy:
@@ -252,6 +386,57 @@ def test_push_verify_push_again_collect(tmp_path, env):
         assert int(mask.sum()) == 4 and int(mask[10:13, 8:10, 2:4].sum()) == 2
         assert info["seg_sop_instance_uid"] == edited.SOPInstanceUID
         assert info["seg_series_instance_uid"] == edited.SeriesInstanceUID
+
+
+def _collect(src: DicomwebSource, session, tmp: Path, name: str) -> subprocess.CompletedProcess:
+    """``vhi collect`` as the collect rule runs it (the proposal at tmp/proposal.nii.gz, the
+    push receipt the source made)."""
+    (tmp / "pushed.json").write_text(json.dumps(src._receipts[session.key]))
+    return subprocess.run(
+        ["vhi", "collect", "--source", json.dumps(src.spec), "--session", json.dumps(session.to_dict()),
+         "--like", str(tmp / "proposal.nii.gz"), "--out", str(tmp / f"{name}.nii.gz"),
+         "--vhi-out", str(tmp / f"{name}_vhi.json"), "--receipt", str(tmp / "pushed.json")],
+        capture_output=True, text=True, env=workflow_env(), timeout=120, check=False)
+
+
+def test_collect_measures_the_inflammation_segment_only(tmp_path, env):
+    """A reader's save with a second segment (a note, another finding; OHIF writes every
+    segment's type as "Tissue" and keeps the proposal's label): `vhi collect` measures the
+    inflammation segment; a save whose segments are none of them inflammation is refused,
+    naming them, and nothing is written."""
+    with Orthanc(tmp_path / "server") as orthanc:
+        study = make_study(tmp_path / "dicom", "P01", "S01_pre", 7)
+        orthanc.upload(p for files in study.files.values() for p in files)
+        src = source(orthanc.dicomweb)
+        session = session_of(src, "S01_pre")
+        lesion = [(x, y, 2) for x in range(8, 14) for y in range(6, 12)]
+        files = proposal_files(tmp_path, src, session, lesion)
+        receipt = src.push_proposal(session, files)
+        [stored] = orthanc.instance_file(study.study_uid, receipt["seg"]["series_uid"])
+        edited = viewer_edit(stored)
+        frames = edited.pixel_array.reshape(int(edited.NumberOfFrames), int(edited.Rows),
+                                            int(edited.Columns)).astype(bool)
+        note = np.zeros_like(frames)
+        note[0:2, 0:4, 0:5] = True  # 40 pixels far from the lesion
+        stow(orthanc, add_segment(edited, note, "Segment 2"))
+
+        result = _collect(src, session, tmp_path, "cleaned")
+        assert result.returncode == 0, result.stderr
+        vhi = json.loads((tmp_path / "cleaned_vhi.json").read_text())
+        assert vhi["voxels"] == 36  # the proposal's 6 x 6, not 36 + 40
+        assert ("measuring segment 1 'Inflammation (AI proposal)' (Tissue); left out (not "
+                "inflammation): 2 'Segment 2' (Tissue) with 40 pixels") in result.stderr
+
+        other = viewer_edit(stored)
+        other.SegmentSequence[0].SegmentLabel = "Segment 1"
+        other.ContentTime = "120100"  # saved after the first
+        stow(orthanc, add_segment(other, note, "erosion"))
+        result = _collect(src, session, tmp_path, "refused")
+        assert result.returncode == 2
+        assert ("the SEG has 2 segments and none is the inflammation segment (segments "
+                "1 'Segment 1' (Tissue), 2 'erosion' (Tissue))") in result.stderr, result.stderr
+        assert f"session X/P01/S01_pre: SEG series {other.SeriesInstanceUID}" in result.stderr
+        assert not list(tmp_path.glob("refused*"))
 
 
 # ----------------------------------------------------------------------------- faults
@@ -311,6 +496,62 @@ def test_faults_name_the_session_and_leave_the_others(tmp_path, env, caplog):
         orthanc.start()
         src.fetch_scan(sessions["S01_pre"], "stir", tmp_path / "up.nii.gz")
     assert CANARY not in caplog.text
+
+
+def _pull(src: DicomwebSource, session, out: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    """``vhi pull`` of the STIR as the pull rule runs it."""
+    return subprocess.run(
+        ["vhi", "pull", "--source", json.dumps(src.spec), "--session", json.dumps(session.to_dict()),
+         "--scan", f"stir={out}"],
+        capture_output=True, text=True, env=workflow_env(), timeout=timeout, check=False)
+
+
+def test_a_server_that_trickles_meets_the_deadline_then_the_retry_rules(tmp_path, env):
+    """A retrieval whose answer trickles in (never slow enough for a read timeout) is cut at
+    source.deadline_s and retried; the last try's failure names the session, the series and
+    the deadline, and nothing is written. A trickle on one try only: the retry succeeds."""
+    import time
+
+    with Orthanc(tmp_path / "server") as orthanc, FaultProxy(orthanc.port) as proxy:
+        study = make_study(tmp_path / "dicom", "P01", "S01_pre", 8)
+        orthanc.upload(p for files in study.files.values() for p in files)
+        src = source(f"{proxy.url}/dicom-web", deadline_s=2, retries=1, backoff_s=0.1)
+        session = session_of(src, "S01_pre")
+        series = rf"/series/{study.series['stir']}$"
+        proxy.add("GET", series, trickle_s=0.5, chunk=100)  # ~20 KB: minutes at this rate
+        started = time.monotonic()
+        result = _pull(src, session, tmp_path / "stir.nii.gz")
+        took = time.monotonic() - started
+        assert result.returncode == 2, result.stderr
+        assert (f"session X/P01/S01_pre: retrieving STIR series {study.series['stir']}: no complete "
+                "answer within 2 s (source.deadline_s): the server sends too slowly or stalls "
+                "(after 2 attempts)") in result.stderr
+        assert "retry 1 of 1 in 0.1 s" in result.stderr
+        assert took < 30, took
+        assert [m for m, path, _ in proxy.log if re.search(series, path)] == ["GET", "GET"]
+        assert not list(tmp_path.glob("stir*"))
+
+        proxy.faults.clear()
+        proxy.add("GET", series, trickle_s=0.5, chunk=100, count=1)
+        result = _pull(src, session, tmp_path / "stir.nii.gz")
+        assert result.returncode == 0, result.stderr
+        assert np.array_equal(np.asarray(nib.load(tmp_path / "stir.nii.gz").dataobj), study.stir)
+
+
+def test_an_answer_that_is_not_dicom_names_the_series(tmp_path, env):
+    """A WADO-RS answer that is not multipart/related (a proxy's page, an error as text with
+    HTTP 200): the pull fails naming the session and the series (it ended in a traceback)."""
+    with Orthanc(tmp_path / "server") as orthanc, FaultProxy(orthanc.port) as proxy:
+        study = make_study(tmp_path / "dicom", "P01", "S01_pre", 9)
+        orthanc.upload(p for files in study.files.values() for p in files)
+        src = source(f"{proxy.url}/dicom-web")
+        proxy.add("GET", rf"/series/{study.series['stir']}$", status=200)
+        result = _pull(src, session_of(src, "S01_pre"), tmp_path / "stir.nii.gz")
+    assert result.returncode == 2, result.stderr
+    assert (f"session X/P01/S01_pre: retrieving STIR series {study.series['stir']}: the service's "
+            "answer is not DICOM (WADO-RS multipart/related): Unexpected media type: "
+            '"text/plain"') in result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.glob("stir*"))
 
 
 def proposal_seg(tmp: Path, src: DicomwebSource, session, study: Study, orthanc: Orthanc) -> bytes:

@@ -285,6 +285,20 @@ def test_session_without_stir_is_listed_t1w_only_with_the_reason(emu, dicom_cach
     assert "session A/A99/9999_pre: no STIR (no scan matches the rules)" in caplog.text
 
 
+def test_session_with_an_invalid_label_is_skipped_with_the_reason(emu, caplog):
+    """A session whose label cannot be an id (XNAT allows more than the platform's ids) is
+    left out of the plan and reported by the source, for status.csv's `skipped` rows."""
+    experiment = emu.seed_session(SITE_PROJECTS["A"], "A98", "_9998_pre")
+    caplog.set_level(logging.WARNING, logger="vhi")
+    with _source(emu) as source:
+        keys = [s.key for s in source.list_sessions()]
+        [skipped] = source.skipped()
+    assert "A/A98/_9998_pre" not in keys and keys
+    assert (skipped.site, skipped.label, skipped.subject, skipped.session) == (
+        "A", f"experiment {experiment.id}", "A98", "_9998_pre")
+    assert skipped.reason.startswith("session label '_9998_pre': not a valid id")
+
+
 def test_fetch_gives_back_the_demo_volumes_exactly(emu, tmp_path):
     demo = _demo(emu, "A")
     with _source(emu) as source:
@@ -593,6 +607,34 @@ def test_persistent_download_faults_fail_clearly_and_leave_nothing(emu, tmp_path
     with _source(emu, "B") as other:
         session_b = other.list_sessions()[0]
         other.fetch_scan(session_b, "stir", tmp_path / "b.nii.gz")
+
+
+def test_a_download_that_trickles_meets_the_deadline_then_the_retry_rules(emu, tmp_path, caplog):
+    """The scan's zip trickles in (64 bytes every 0.1 s: never a read timeout): each try is
+    cut at source.deadline_s and retried; then the session fails by name, leaving nothing.
+    A trickle on one try only: the retry downloads the scan."""
+    import time
+
+    source, session = _pulled(emu, tmp_path, deadline_s=1.5, retries=1)
+    emu.faults.add("GET", ZIP, "trickle", seconds=0.1, chunk=64, count=100, query="format=zip")
+    dest = tmp_path / "out" / "stir.nii.gz"
+    dest.parent.mkdir()
+    started = time.monotonic()
+    with source, pytest.raises(XnatError) as raised:
+        source.fetch_scan(session, "stir", dest)
+    assert time.monotonic() - started < 20
+    assert raised.value.what == "session A/A09/1003_pre"
+    assert raised.value.cause == ("downloading STIR scan 3: no complete answer within 1.5 s "
+                                  "(source.deadline_s): the server sends too slowly or stalls "
+                                  "(after 2 attempts)")
+    assert len([e for e in emu.log.find("GET", ZIP) if "format=zip" in e.query]) == 2
+    assert list(dest.parent.iterdir()) == []
+
+    emu.faults.clear()
+    emu.faults.add("GET", ZIP, "trickle", seconds=0.1, chunk=64, count=1, query="format=zip")
+    with source:
+        assert source.fetch_scan(session, "stir", dest)["files"] == 23
+    assert "no complete answer within 1.5 s" in caplog.text and "retry 1 of 1" in caplog.text
 
 
 def test_corrupt_dicom_on_the_server_is_an_input_error(emu, tmp_path):

@@ -74,18 +74,17 @@ def test_a_study_skipped_at_listing_is_a_row_of_the_status(synthetic_cohort: Syn
     """What a source found and did not plan (the plan's ``skipped``) is a ``skipped`` row
     of status.csv with its reason; it leaves the results complete."""
     from vhi.results.tables import write_results
+    from vhi.sources import Skipped
 
     c = synthetic_cohort
     done = [p for p in c.plan if p.session.session in ("s1", "s2", "s3")]
-    skipped = [{"site": "a", "label": "study 1.2.3 (PatientID P7)", "reason": "no STIR or T1W series"},
-               {"site": "a", "label": "P8/ACC8", "subject": "P8", "session": "ACC8",
-                "reason": "invalid PatientID"}]
+    skipped = [Skipped("a", "study 1.2.3", "no STIR or T1W series"),
+               Skipped("a", "study 4.5.6", "invalid PatientID", subject="P 8", session="ACC8")]
     results = tmp_path / "results"
     status = write_results(done, c.layout_with_results(results), c.settings.timepoints, skipped=skipped)
-    rows = status.set_index("session")
-    assert rows.loc["study 1.2.3 (PatientID P7)", "state"] == "skipped"
-    assert rows.loc["study 1.2.3 (PatientID P7)", "reason"] == "no STIR or T1W series"
-    assert rows.loc["ACC8", ["subject", "reason"]].tolist() == ["P8", "P8/ACC8: invalid PatientID"]
+    assert status.iloc[-1][["subject", "session", "reason"]].tolist() == [
+        "P 8", "ACC8", "study 4.5.6: invalid PatientID"]
     written = pd.read_csv(results / "status.csv", dtype=str, keep_default_na=False)
     assert written["state"].tolist() == ["measured", "awaiting_cleaning", "segmented", "skipped", "skipped"]
+    assert written["reason"].iloc[3] == "study 1.2.3: no STIR or T1W series"
     assert not (results / "partial").exists()  # skipped studies are not unfinished sessions

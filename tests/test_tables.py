@@ -25,6 +25,7 @@ from vhi.results.tables import (
     cohort_vhi_table,
     write_results,
 )
+from vhi.sources import Skipped
 
 from support.results import BRIGHT, DIM, EXPECTED_STATES, VOXEL_ML, SyntheticCohort
 
@@ -152,10 +153,17 @@ def test_saved_plan_reads_back_equal_for_job_processes(synthetic_cohort: Synthet
     # every kind of session: cleaned (a fingerprint), reader masks, T1W only, manual reference
     assert any(p.cleaned for p in plan) and any(p.reader_masks for p in plan)
     assert any(not p.has_stir for p in plan) and any(p.reference == "manual" for p in plan)
-    saved = CohortPlan(synthetic_cohort.settings.sites_digest, tuple(plan),
-                       ({"site": "a", "label": "study 1.2.3", "reason": "no STIR series"},),
+    # what the sources skipped travels with the plan (and its digest), into status.csv
+    skipped = Skipped("s1", "study 1.2.3", "subject id 'P 1' from {PatientID} is not a valid id",
+                      subject="P 1", session="S9")
+    saved = CohortPlan(synthetic_cohort.settings.sites_digest, tuple(plan), (skipped,),
                        {"a": {"listed_at": "2026-01-02T03:04:05+00:00", "origin": "listed"}})
     save_plan(saved, tmp_path / "work" / ".vhi_plan.json")
-    assert load_plan(tmp_path / "work" / ".vhi_plan.json", synthetic_cohort.settings) == saved
+    back = load_plan(tmp_path / "work" / ".vhi_plan.json", synthetic_cohort.settings)
+    assert back == saved and back.skipped == (skipped,)
+    assert back.digest != CohortPlan(saved.sites_digest, tuple(plan)).digest
     with pytest.raises(ConfigError, match="cannot read the cohort plan"):
         load_plan(tmp_path / "absent.json")
+    row = status_table(back.sessions, synthetic_cohort.layout, skipped=back.skipped).iloc[-1]
+    assert (row["state"], row["subject"], row["session"]) == ("skipped", "P 1", "S9")
+    assert row["reason"] == "study 1.2.3: subject id 'P 1' from {PatientID} is not a valid id"

@@ -1,8 +1,10 @@
 """Files written whole or not at all, JSON sidecars and content digests.
 
 Every output of the platform goes through :func:`atomic_path`: it is written to a
-temporary name in its target folder and renamed into place only when complete, so a
-crash, a kill or a full disk leaves the previous file (or none), never half of one.
+temporary name in its target folder, flushed to disk (``fsync``) and renamed into place
+only when complete, and the folder is flushed after the rename, so a crash, a kill, a full
+disk or a power loss leaves the previous file (or none), never half of one or an empty
+file under the final name.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; rename it to ``dest`` only if the block succeeds.
 
     The temporary name keeps ``dest``'s suffixes, so writers that pick a format from the
-    name (nibabel) behave the same. On failure the temporary file is removed and an
-    existing ``dest`` is left untouched.
+    name (nibabel) behave the same. Before the rename the file's data reach the disk
+    (``fsync``), and after it the folder's entry does: without the first a power loss can
+    leave ``dest`` empty, without the second it can leave the old file or none. On failure
+    the temporary file is removed and an existing ``dest`` is left untouched.
     """
     dest = Path(dest)
     if dest.is_dir():
@@ -46,13 +50,28 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path.chmod(0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp_path
+        _fsync(tmp_path)
         tmp_path.replace(dest)
+        _fsync(dest.parent, folder=True)
     except OSError as exc:
         if exc.filename is None:  # a write's "No space left on device" names no file
             raise OSError(exc.errno, exc.strerror or str(exc), str(dest)) from exc
         raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _fsync(path: Path, *, folder: bool = False) -> None:
+    """Flush a file's (or a folder's) data to the disk. A file system that cannot flush a
+    folder (some network ones refuse with EINVAL) is left as it is."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if folder else 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if not (folder and exc.errno in (errno.EINVAL, errno.ENOTSUP)):
+            raise
+    finally:
+        os.close(fd)
 
 
 def read_json(path: str | os.PathLike[str], required: tuple[str, ...] = ()) -> dict[str, Any]:

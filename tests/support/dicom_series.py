@@ -201,3 +201,41 @@ def write_series(img: nib.spatialimages.SpatialImage, out_dir: str | Path, *,
         info.sop_uids.append(sop_uid)
         info.files.append(path)
     return info
+
+
+def add_segment(seg: Dataset, frames: np.ndarray, label: str, *, ohif_types: bool = True) -> Dataset:
+    """``seg`` (a BINARY SEG, one frame per source instance) with one more segment as OHIF
+    3.13 saves it: its own frames (``frames``: bool, one per frame of ``seg``, same order),
+    labelled ``label``, drawn by hand. ``ohif_types``: every segment's category and type
+    become SRT T-D0050 "Tissue", as OHIF writes them (labels kept)."""
+    import copy
+
+    n, rows, cols = int(seg.NumberOfFrames), int(seg.Rows), int(seg.Columns)
+    old = seg.pixel_array.reshape(n, rows, cols).astype(bool)
+    frames = np.asarray(frames, dtype=bool).reshape(n, rows, cols)
+    number = max(int(item.SegmentNumber) for item in seg.SegmentSequence) + 1
+    added = []
+    for item in seg.PerFrameFunctionalGroupsSequence[:n]:
+        copied = copy.deepcopy(item)
+        ident = Dataset()
+        ident.ReferencedSegmentNumber = number
+        copied.SegmentIdentificationSequence = [ident]
+        added.append(copied)
+    seg.PerFrameFunctionalGroupsSequence = [*seg.PerFrameFunctionalGroupsSequence, *added]
+    segment = copy.deepcopy(seg.SegmentSequence[0])
+    segment.SegmentNumber, segment.SegmentLabel = number, label
+    segment.SegmentAlgorithmType = "MANUAL"
+    for key in ("SegmentationAlgorithmIdentificationSequence", "SegmentAlgorithmName",
+                "AnatomicRegionSequence"):
+        if key in segment:
+            del segment[key]
+    seg.SegmentSequence.append(segment)
+    if ohif_types:
+        for item in seg.SegmentSequence:
+            for key in ("SegmentedPropertyCategoryCodeSequence", "SegmentedPropertyTypeCodeSequence"):
+                code = Dataset()
+                code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "T-D0050", "SRT", "Tissue"
+                setattr(item, key, [code])
+    seg.NumberOfFrames = 2 * n
+    seg.PixelData = np.packbits(np.concatenate([old, frames]).reshape(-1), bitorder="little").tobytes()
+    return seg

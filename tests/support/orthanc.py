@@ -4,8 +4,8 @@
 the config template shipped with the package, a free port, only the DICOMweb plugin)
 with storage in the test's folder and, optionally, HTTP basic-auth users, plus the
 tests' helpers to store and read DICOM through Orthanc's REST API. :class:`FaultProxy`
-is a small loopback proxy in front of it that injects faults (an HTTP status, or a
-connection dropped mid-answer) into chosen requests.
+is a small loopback proxy in front of it that injects faults (an HTTP status, a
+connection dropped mid-answer, an answer that trickles) into chosen requests.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import http.client
 import io
+import json
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,7 +38,26 @@ __all__ = ["FaultProxy", "Orthanc", "free_port", "needs_orthanc", "running_ortha
 
 
 class Orthanc(OrthancServer):
-    """The package's Orthanc launcher (:mod:`vhi.viewer.orthanc`) with the tests' helpers."""
+    """The package's Orthanc launcher (:mod:`vhi.viewer.orthanc`) with the tests' helpers;
+    ``config``: further Orthanc options (e.g. ``{"LimitFindResults": 2}``)."""
+
+    def __init__(self, folder: str | Path, users: dict[str, str] | None = None, *,
+                 config: dict | None = None, **kwargs: object) -> None:
+        super().__init__(folder, users, **kwargs)  # type: ignore[arg-type]
+        self.config = dict(config or {})
+
+    def write_config(self) -> Path:
+        path = super().write_config()
+        if self.config:
+            import json
+            import os
+
+            merged = {**json.loads(path.read_text()), **self.config}
+            path.unlink()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(json.dumps(merged, indent=2))
+        return path
 
     def version(self) -> str:
         return str(self.rest().get(f"{self.url}/system", timeout=10).json()["Version"])
@@ -92,23 +113,34 @@ def running_orthanc(folder: Path, users: dict[str, str] | None = None) -> Iterat
 # ----------------------------------------------------------------------------- fault proxy
 @dataclass
 class Fault:
-    """Requests matching ``method`` and ``path`` (regex) get ``status``, or are dropped mid-answer."""
+    """Requests matching ``method`` and ``path`` (regex) get ``status``, are dropped mid-answer,
+    or trickle: the answer's headers at once, then its body ``chunk`` bytes every ``trickle_s``
+    seconds (a server that never stalls long enough for a read timeout)."""
 
     method: str
     path: str
     status: int = 500
     drop: bool = False
+    trickle_s: float = 0.0
+    chunk: int = 64
     count: int = 1000
     hits: int = 0
 
 
 @dataclass
 class FaultProxy:
-    """A loopback HTTP proxy to ``upstream`` (host:port) that injects :class:`Fault` s."""
+    """A loopback HTTP proxy to ``upstream`` (host:port) that injects :class:`Fault` s.
+
+    ``qido_page``: answer every QIDO-RS search with at most that many results, and the
+    standard's ``Warning: 299`` when more can be requested (a PACS that pages, as
+    dcm4chee does); with ``ignore_offset`` it answers the first page whatever the offset.
+    """
 
     upstream_port: int
     faults: list[Fault] = field(default_factory=list)
     log: list[tuple[str, str, int]] = field(default_factory=list)
+    qido_page: int = 0
+    ignore_offset: bool = False
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -133,7 +165,7 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 fault = self._fault()
-                if fault is not None and not fault.drop:
+                if fault is not None and not (fault.drop or fault.trickle_s):
                     data = b"injected fault"
                     self.send_response(fault.status)
                     self.send_header("Content-Type", "text/plain")
@@ -144,19 +176,41 @@ class FaultProxy:
                     return
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("host", "accept-encoding", "connection")}
+                path, paged = self.path, self._paged()
+                if paged is not None:
+                    path = re.sub(r"([?&])limit=\d+", rf"\g<1>limit={proxy.qido_page + 1}", path)
+                    if proxy.ignore_offset:
+                        path = re.sub(r"([?&])offset=\d+", r"\g<1>offset=0", path)
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=120)
                 try:
-                    conn.request(self.command, self.path, body=body, headers=headers)
+                    conn.request(self.command, path, body=body, headers=headers)
                     answer = conn.getresponse()
                     data = answer.read()
                 finally:
                     conn.close()
+                more = False
+                if paged is not None and answer.status == 200:
+                    rows = json.loads(data or b"[]")
+                    more = len(rows) > proxy.qido_page
+                    data = json.dumps(rows[:proxy.qido_page]).encode()
                 proxy.log.append((self.command, self.path, answer.status))
                 self.send_response(answer.status)
                 for k, v in answer.getheaders():
                     if k.lower() not in ("content-length", "transfer-encoding", "connection"):
                         self.send_header(k, v)
+                if more:
+                    self.send_header("Warning", '299 127.0.0.1 "There are additional results that '
+                                                'can be requested"')
                 self.send_header("Content-Length", str(len(data)))
+                if fault is not None and fault.trickle_s:
+                    self.end_headers()
+                    with contextlib.suppress(OSError):  # the client gave up
+                        for start in range(0, len(data), fault.chunk):
+                            self.wfile.write(data[start:start + fault.chunk])
+                            self.wfile.flush()
+                            time.sleep(fault.trickle_s)
+                    self.close_connection = True
+                    return
                 if fault is not None:  # drop: half the answer, then the connection goes away
                     self.send_header("Connection", "close")
                     self.end_headers()
@@ -168,6 +222,13 @@ class FaultProxy:
                     return
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _paged(self) -> str | None:
+                """The search of a QIDO-RS request this proxy pages, else None."""
+                if not (proxy.qido_page and self.command == "GET" and "limit=" in self.path):
+                    return None
+                match = re.search(r"/(studies|series|instances)\?", self.path)
+                return match.group(1) if match else None
 
             do_GET = do_POST = do_PUT = do_DELETE = _forward  # noqa: N815
 

@@ -17,6 +17,9 @@ Kinds:
     Content-Length that matches the cut body (a well-framed but corrupt zip).
 ``delay``
     sleep ``seconds`` before handling the request.
+``trickle``
+    handle the request, send the headers, then the body ``chunk`` bytes every ``seconds``
+    (a server too slow to finish yet never silent long enough for a read timeout).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode
 
-FaultKind = Literal["status", "drop", "truncate_zip", "delay"]
+FaultKind = Literal["status", "drop", "truncate_zip", "delay", "trickle"]
 SECRET_KEYS = frozenset({"password", "j_password", "pass", "secret", "token"})
 
 
@@ -41,6 +44,7 @@ class FaultRule:
     body: str = ""
     fraction: float = 0.5
     seconds: float = 0.0
+    chunk: int = 64
     query: str | None = None
     hits: int = 0
     _path_re: re.Pattern[str] = field(init=False, repr=False)
@@ -82,9 +86,10 @@ class FaultSet:
         body: str = "",
         fraction: float = 0.5,
         seconds: float = 0.0,
+        chunk: int = 64,
         query: str | None = None,
     ) -> FaultRule:
-        if kind not in ("status", "drop", "truncate_zip", "delay"):
+        if kind not in ("status", "drop", "truncate_zip", "delay", "trickle"):
             raise ValueError(f"unknown fault kind {kind!r}")
         if not 0.0 <= fraction < 1.0:
             raise ValueError("fraction must be in [0, 1)")
@@ -97,6 +102,7 @@ class FaultSet:
             body=body or _default_body(status),
             fraction=fraction,
             seconds=seconds,
+            chunk=chunk,
             query=query,
         )
         with self._lock:

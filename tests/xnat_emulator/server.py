@@ -153,6 +153,16 @@ class _Handler(BaseHTTPRequestHandler):
         if rule is not None and rule.kind == "drop":
             self.send_header("Connection", "close")
         self.end_headers()
+        if rule is not None and rule.kind == "trickle" and method != "HEAD":
+            try:
+                for start in range(0, len(body), rule.chunk):
+                    self.wfile.write(body[start:start + rule.chunk])
+                    self.wfile.flush()
+                    time.sleep(rule.seconds)
+            except OSError as exc:  # the client gave up
+                LOG.debug("trickle ended: %s", exc)
+            self.close_connection = True
+            return
         if method != "HEAD":
             self.wfile.write(body)
         self.wfile.flush()

@@ -9,6 +9,7 @@ from vhi.cohort.plan import WorkflowPlan, wildcard_constraints
 from vhi.cohort.run import STATE_DIR
 from vhi.config.load import resolve_config
 from vhi.provenance import mark_run
+from vhi.results.tables import stop_once_on_ctrl_c
 from vhi.sources import source_class
 
 # The shared data (demo cohort, model weights) defaults to the folder beside the project,
@@ -32,6 +33,7 @@ RUN = WorkflowPlan(SETTINGS, main_process=workflow.is_main_process,
 # starts, and gives the folder back when it ends (onerror: workflow/rules/tables.smk).
 onstart:
     RUN.start()
+    stop_once_on_ctrl_c()  # so that a second Ctrl-C cannot stop the writing of results/partial/
 
 
 onsuccess:

@@ -147,16 +147,19 @@ def _selection_dry_run(args: argparse.Namespace, kind: str, name: str, unit: str
     if not sites:
         raise ConfigError(args.config, f"no {name} site" + (f" named {', '.join(args.site)}"
                                                             if args.site else ""))
-    report = []
+    report, skipped = [], []
     for site in sites:
-        for item in make_source(site.source, site=site.name).plan_sessions():
+        source = make_source(site.source, site=site.name)
+        for item in source.plan_sessions():
             log.info("%s", format_report(item.session.key, item.selection))
             report.append(item.report())
+        skipped += [s.to_dict() for s in source.skipped()]
     if args.out:
-        save_json({"sessions": report, "provenance": build_provenance(step=f"{kind}_plan")},
-                  args.out)
+        save_json({"sessions": report, "skipped": skipped,
+                   "provenance": build_provenance(step=f"{kind}_plan")}, args.out)
     usable = sum(1 for r in report if {"stir", "t1w"} <= set(r["picked"]))
-    log.info("%d %s, %d with a STIR and a T1W%s", len(report), unit, usable,
+    log.info("%d %s, %d with a STIR and a T1W%s%s", len(report), unit, usable,
+             f"; {len(skipped)} skipped" if skipped else "",
              f" (report: {args.out})" if args.out else "")
     return 0
 

@@ -35,7 +35,7 @@ from vhi.cohort.run import STATE_DIR, RunMarker, claim, marker_path, read_marker
 from vhi.config.load import Settings, SiteConfig
 from vhi.errors import ConfigError, UnreachableError
 from vhi.fileio import atomic_path
-from vhi.sources import make_source
+from vhi.sources import Skipped, make_source
 from vhi.sources.cleaning import CleaningRecord
 
 log = logging.getLogger(__name__)
@@ -118,14 +118,22 @@ def reference_mode(site_mode: str, session: Session) -> str:
     return site_mode
 
 
-def list_site(site: SiteConfig, layout: Layout,
-              record: CleaningRecord) -> tuple[list[PlannedSession], list[dict[str, str]]]:
+def list_site(site: SiteConfig, layout: Layout, record: CleaningRecord, *,
+              empty_sites_ok: bool = False) -> tuple[list[PlannedSession], list[Skipped]]:
     """Ask one site's source for its sessions (and cleaned segmentations by the one cleaning
     rule with ``record``, reader masks, scan identities): the planned sessions, and what
     the source found and skipped (with the reasons). Raises
-    :class:`vhi.errors.UnreachableError` when its server cannot be reached."""
+    :class:`vhi.errors.UnreachableError` when its server cannot be reached. A site whose
+    source lists no session stops the plan unless its ``source.allow_empty`` says it may,
+    or ``empty_sites_ok`` (the cleaning station, which lists what awaits cleaning: there it
+    is a warning)."""
     source = make_source(site.source, site=site.name)
     sessions = source.list_sessions()
+    skipped = source.skipped()
+    if not sessions and not site.source.get("allow_empty"):
+        if not empty_sites_ok:
+            raise ConfigError(f"site {site.name}", _nothing_listed(skipped))
+        log.warning("site %s: %s", site.name, _nothing_listed(skipped))
     check_unique(sessions, f"site {site.name}")
     cleaned = source.find_cleaned(sessions, receipts=_receipts(layout, sessions), record=record)
     planned = []
@@ -140,18 +148,21 @@ def list_site(site: SiteConfig, layout: Layout,
             note=note,
             identity=source.scan_identity(s),
         ))
-    skipped = [{**{k: str(v) for k, v in item.items()}, "site": site.name} for item in source.skipped]
     return planned, skipped
 
 
-def plan_cohort(settings: Settings) -> list[PlannedSession]:
-    """Every session of every site, listed now, sorted by key (no file is read or written)."""
-    layout = Layout.from_settings(settings)
-    record = cleaning_record(settings, layout)
-    plan = sorted((p for site in settings.sites for p in list_site(site, layout, record)[0]),
-                  key=lambda p: p.key)
-    _log_counts(plan)
-    return plan
+def _nothing_listed(skipped: Sequence[Skipped]) -> str:
+    found = (f" ({len(skipped)} found and skipped: {skipped[0].label}: {skipped[0].reason}"
+             f"{'; …' if len(skipped) > 1 else ''})" if skipped else "")
+    return (f"its source lists no session{found}: check its query, project or server (`vhi "
+            "dicomweb-plan` / `vhi xnat-plan` show what it finds); a site that may have none "
+            "sets source.allow_empty: true")
+
+
+def plan_cohort(settings: Settings, *, empty_sites_ok: bool = False) -> list[PlannedSession]:
+    """Every session of every site, listed now, sorted by key (no file is read or written;
+    :func:`make_plan` also keeps what was skipped and when each site was listed)."""
+    return list(make_plan(settings, empty_sites_ok=empty_sites_ok).sessions)
 
 
 def cleaning_record(settings: Settings, layout: Layout) -> CleaningRecord:
@@ -159,9 +170,10 @@ def cleaning_record(settings: Settings, layout: Layout) -> CleaningRecord:
     return CleaningRecord.of_run(layout.work, {s.name: s.double_read_vhi for s in settings.sites})
 
 
-def _log_counts(plan: Sequence[PlannedSession]) -> None:
-    log.info("cohort plan: %d sessions, %d with STIR, %d cleaned", len(plan),
-             sum(p.has_stir for p in plan), sum(p.cleaned is not None for p in plan))
+def _log_counts(plan: Sequence[PlannedSession], skipped: Sequence[Skipped]) -> None:
+    log.info("cohort plan: %d sessions, %d with STIR, %d cleaned%s", len(plan),
+             sum(p.has_stir for p in plan), sum(p.cleaned is not None for p in plan),
+             f"; {len(skipped)} found and skipped (status.csv says why)" if skipped else "")
 
 
 def _receipts(layout: Layout, sessions: Sequence[Session]) -> dict[str, dict[str, Any]]:
@@ -198,13 +210,13 @@ class CohortPlan:
     ``sites``: site -> ``listed_at`` (when the sessions given for it were listed),
     ``origin`` (``listed`` now, or ``saved``: an earlier listing, used because the server
     could not be reached, with the ``cause``), ``sessions`` and ``skipped`` (counts).
-    ``skipped``: one ``{"site", "label", "reason"}`` (and ``subject``/``session`` where
-    known) per study or session a source found and did not list.
+    ``skipped``: what the sources found and left out, and why (``status.csv``'s ``skipped``
+    rows).
     """
 
     sites_digest: str
     sessions: tuple[PlannedSession, ...]
-    skipped: tuple[Mapping[str, str], ...] = ()
+    skipped: tuple[Skipped, ...] = ()
     sites: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     created: str = ""
 
@@ -218,12 +230,12 @@ class CohortPlan:
     def by_key(self) -> dict[str, PlannedSession]:
         return {p.key: p for p in self.sessions}
 
-    def site_part(self, site: str) -> tuple[list[PlannedSession], list[dict[str, str]]] | None:
+    def site_part(self, site: str) -> tuple[list[PlannedSession], list[Skipped]] | None:
         """The sessions and skipped entries of one site; None when the site was never listed."""
         if site not in self.sites:
             return None
         return ([p for p in self.sessions if p.session.site == site],
-                [dict(s) for s in self.skipped if s.get("site") == site])
+                [s for s in self.skipped if s.site == site])
 
     def describe(self) -> str:
         """One line per site: sessions, skipped, when listed (and why not now)."""
@@ -240,7 +252,7 @@ class CohortPlan:
         return {"format": PLAN_FORMAT, "version": PLAN_VERSION, "sites_digest": self.sites_digest,
                 "created": self.created, "vhi_version": vhi.__version__, "digest": self.digest,
                 "sites": {k: dict(v) for k, v in self.sites.items()},
-                "skipped": [dict(s) for s in self.skipped],
+                "skipped": [s.to_dict() for s in self.skipped],
                 "sessions": [p.to_dict() for p in self.sessions]}
 
     @classmethod
@@ -256,7 +268,7 @@ class CohortPlan:
         try:
             return cls(sites_digest=str(data["sites_digest"]),
                        sessions=tuple(PlannedSession.from_dict(r) for r in data["sessions"]),
-                       skipped=tuple(dict(s) for s in data.get("skipped") or ()),
+                       skipped=tuple(Skipped.from_dict(s) for s in data.get("skipped") or ()),
                        sites={str(k): dict(v) for k, v in dict(data.get("sites") or {}).items()},
                        created=str(data.get("created") or ""))
         except (KeyError, TypeError, ValueError) as exc:
@@ -303,20 +315,21 @@ def saved_plan(settings: Settings) -> CohortPlan | None:
         return None
 
 
-def make_plan(settings: Settings, saved: CohortPlan | None = None) -> CohortPlan:
+def make_plan(settings: Settings, saved: CohortPlan | None = None, *,
+              empty_sites_ok: bool = False) -> CohortPlan:
     """List every site now. A site whose server cannot be reached stops the listing
     (:class:`UnreachableError` naming the site, the cause and what can be done), unless the
     config says ``unreachable_sites: saved`` and ``saved`` has a listing of it: then its
-    sessions are those, with a warning."""
+    sessions are those, with a warning. ``empty_sites_ok``: see :func:`list_site`."""
     layout = Layout.from_settings(settings)
     record = cleaning_record(settings, layout)
     sessions: list[PlannedSession] = []
-    skipped: list[dict[str, str]] = []
+    skipped: list[Skipped] = []
     sites: dict[str, dict[str, Any]] = {}
     for site in settings.sites:
         listed_at = _now()
         try:
-            found, lost = list_site(site, layout, record)
+            found, lost = list_site(site, layout, record, empty_sites_ok=empty_sites_ok)
             info: dict[str, Any] = {"listed_at": listed_at, "origin": "listed"}
         except UnreachableError as exc:
             found, lost, info = _saved_site(settings, site.name, saved, exc)
@@ -324,12 +337,12 @@ def make_plan(settings: Settings, saved: CohortPlan | None = None) -> CohortPlan
         sessions += found
         skipped += lost
     sessions.sort(key=lambda p: p.key)
-    _log_counts(sessions)
+    _log_counts(sessions, skipped)
     return CohortPlan(settings.sites_digest, tuple(sessions), tuple(skipped), sites, _now())
 
 
 def _saved_site(settings: Settings, site: str, saved: CohortPlan | None,
-                exc: UnreachableError) -> tuple[list[PlannedSession], list[dict[str, str]], dict[str, Any]]:
+                exc: UnreachableError) -> tuple[list[PlannedSession], list[Skipped], dict[str, Any]]:
     """An unreachable site's part of the saved listing, where the config allows it."""
     part = saved.site_part(site) if saved is not None else None
     if saved is None or part is None:
@@ -347,7 +360,7 @@ def _saved_site(settings: Settings, site: str, saved: CohortPlan | None,
     return part[0], part[1], {"listed_at": when, "origin": "saved", "cause": exc.cause}
 
 
-def obtain_plan(settings: Settings, *, refresh: bool) -> CohortPlan:
+def obtain_plan(settings: Settings, *, refresh: bool, empty_sites_ok: bool = False) -> CohortPlan:
     """The plan of ``settings``' sites: the saved listing, unless ``refresh`` or none is
     saved; then every site is listed (:func:`make_plan`) and the listing saved."""
     saved = saved_plan(settings)
@@ -355,7 +368,7 @@ def obtain_plan(settings: Settings, *, refresh: bool) -> CohortPlan:
         log.info("cohort plan: the listing saved at %s (%s; --refresh lists again)", saved.created,
                  saved_plan_path(settings))
         return saved
-    plan = make_plan(settings, saved)
+    plan = make_plan(settings, saved, empty_sites_ok=empty_sites_ok)
     save_plan(plan, saved_plan_path(settings))
     return plan
 
@@ -367,9 +380,10 @@ def run_plan_path(work: str | os.PathLike[str], plan: CohortPlan) -> Path:
     return Path(work, STATE_DIR, f"plan-{plan.digest}.json")
 
 
-def plan_digest(plan: Sequence[PlannedSession], skipped: Sequence[Mapping[str, str]] = ()) -> str:
-    """A short hash of the plan: changes when any session's ids, scans or status inputs do."""
-    text = json.dumps([[p.to_dict() for p in plan], [dict(s) for s in skipped]], sort_keys=True)
+def plan_digest(plan: Sequence[PlannedSession], skipped: Sequence[Skipped] = ()) -> str:
+    """A short hash of the plan: changes when any session's ids, scans or status inputs, or
+    what the sources skipped, do."""
+    text = json.dumps([[p.to_dict() for p in plan], [s.to_dict() for s in skipped]], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -96,6 +96,10 @@ def _read(path: str | os.PathLike[str]) -> tuple[Path, nib.Nifti1Image]:
         img = nib.load(path)
     except Exception as exc:  # nibabel raises many types for corrupt files
         raise InputError(path, f"cannot read as NIfTI ({exc})") from exc
+    written = _written_zooms(path, img)
+    if written is not None and not np.all(written != 0):
+        raise InputError(path, f"voxel sizes (pixdim) {written.tolist()} mm in the header: a size "
+                               "of 0 is no size (nibabel would take 1 mm); fix the header")
     if len(img.shape) == 4 and img.shape[3] == 1:
         img = img.slicer[..., 0]
     if len(img.shape) != 3:
@@ -112,6 +116,19 @@ def _read(path: str | os.PathLike[str]) -> tuple[Path, nib.Nifti1Image]:
     if why:
         raise InputError(path, why)
     return path, img
+
+
+def _written_zooms(path: Path, img: nib.spatialimages.SpatialImage) -> np.ndarray | None:
+    """The voxel sizes as the file holds them: nibabel sets a pixdim of 0 to 1 when it
+    loads a header, which would give a qform-only image 1 mm voxels unsaid."""
+    if not isinstance(img.header, nib.Nifti1Header):  # Nifti2Header is one too
+        return None
+    try:
+        with nib.openers.ImageOpener(path) as fh:
+            header = type(img.header).from_fileobj(fh, check=False)
+    except Exception:  # noqa: BLE001 - nib.load read it; a second read failing changes nothing
+        return None
+    return np.asarray(header["pixdim"][1:4], dtype=np.float64)
 
 
 def load_header(path: str | os.PathLike[str]) -> nib.Nifti1Image:

@@ -16,9 +16,16 @@ Conventions
   that an empty proposal is still a valid SEG), per-frame references to the source
   SOP instances, ContentQualification RESEARCH, and a series description that says
   the object is an AI proposal for research use.
-* Reading accepts SEGs from the OHIF viewer as well: several segments (their union is
-  returned), frames in any order, frames located by PlanePositionSequence or, lacking
-  that, by the source instance they reference (SOP Instance UID).
+* Reading accepts SEGs from the OHIF viewer as well: frames in any order, frames located
+  by PlanePositionSequence or, lacking that, by the source instance they reference (SOP
+  Instance UID), BINARY, FRACTIONAL or LABELMAP.
+* What is measured of a SEG with several segments (:func:`inflammation_segments`): the
+  inflammation segments, those whose segmented property type is Inflammation (SCT
+  409774005, what the platform writes) or whose label begins with "Inflammation" (OHIF
+  keeps the label of the proposal's segment when a reader edits it, but writes every
+  segment's type as "Tissue"). Other segments (a note, another finding) are left out and
+  named in the log; a SEG with several segments none of which is an inflammation segment
+  is refused, naming them. A SEG with one segment is that segment, whatever its name.
 """
 
 from __future__ import annotations
@@ -276,19 +283,102 @@ def _referenced_sops(per_frame: Dataset | None) -> list[str]:
     return uids
 
 
-def _frames_as_bool(seg: Dataset, what: object) -> np.ndarray:
+#: Segmented property types that make a segment an inflammation segment: SCT Inflammation
+#: (what :func:`write_seg` writes) and its SNOMED RT code.
+INFLAMMATION_TYPES = frozenset({("SCT", "409774005"), ("SRT", "M-40000")})
+
+
+def _segment_name(item: Dataset) -> str:
+    number = item.get("SegmentNumber", "?")
+    kind = item.get("SegmentedPropertyTypeCodeSequence")
+    meaning = str(kind[0].get("CodeMeaning", "")) if kind else ""
+    return f"{number} '{item.get('SegmentLabel', '')}'" + (f" ({meaning})" if meaning else "")
+
+
+def _is_inflammation(item: Dataset) -> bool:
+    kind = item.get("SegmentedPropertyTypeCodeSequence")
+    if kind and (str(kind[0].get("CodingSchemeDesignator", "")),
+                 str(kind[0].get("CodeValue", ""))) in INFLAMMATION_TYPES:
+        return True
+    return str(item.get("SegmentLabel", "")).strip().lower().startswith("inflammation")
+
+
+def inflammation_segments(seg: Dataset, what: object) -> dict[int, str]:
+    """The segments of a SEG that are measured (number -> how messages name it).
+
+    One segment: that one. Several: those of type Inflammation or labelled
+    "Inflammation…" (see the module docstring); none of them is an InputError that names
+    every segment.
+    """
+    items = list(seg.get("SegmentSequence", []))
+    try:
+        segments = {int(item.SegmentNumber): item for item in items}
+    except (AttributeError, TypeError, ValueError):
+        raise InputError(what, "a segment of the SEG has no valid SegmentNumber") from None
+    if len(segments) != len(items):
+        raise InputError(what, f"the SEG describes {len(items)} segments with only {len(segments)} "
+                               "distinct segment numbers")
+    if len(segments) <= 1:
+        return {n: _segment_name(item) for n, item in segments.items()}
+    chosen = {n: _segment_name(item) for n, item in segments.items() if _is_inflammation(item)}
+    if not chosen:
+        names = ", ".join(_segment_name(item) for item in segments.values())
+        raise InputError(what, f"the SEG has {len(segments)} segments and none is the inflammation "
+                               f"segment (segments {names}): save the cleaned inflammation as one "
+                               "segment labelled 'Inflammation…' (the proposal's segment keeps "
+                               "that label), or as the SEG's only segment")
+    return chosen
+
+
+def _frame_values(seg: Dataset, what: object) -> np.ndarray:
+    """The frames' pixel values, (frames, rows, columns)."""
     n_frames = int(getattr(seg, "NumberOfFrames", 1) or 0)
     if n_frames == 0 or "PixelData" not in seg:
-        return np.zeros((0, int(seg.Rows), int(seg.Columns)), dtype=bool)
+        return np.zeros((0, int(seg.Rows), int(seg.Columns)), dtype=np.uint8)
     try:
         pixels = seg.pixel_array
     except Exception as exc:  # pydicom raises many types for bad pixel data
         raise InputError(what, f"cannot decode the SEG pixel data ({exc})") from exc
-    pixels = pixels.reshape(n_frames, int(seg.Rows), int(seg.Columns))
-    if str(seg.get("SegmentationType", "BINARY")).upper() == "FRACTIONAL":
-        top = float(seg.get("MaximumFractionalValue", 255) or 255)
-        return pixels.astype(np.float64) >= top / 2
-    return pixels > 0
+    return pixels.reshape(n_frames, int(seg.Rows), int(seg.Columns))
+
+
+def _frame_masks(seg: Dataset, per_frame: list[Dataset], measured: set[int] | None,
+                 what: object) -> tuple[np.ndarray, dict[int, int]]:
+    """Per frame, the pixels of the ``measured`` segments (None: of every segment), and the
+    pixels set per segment number.
+
+    BINARY and FRACTIONAL frames each belong to one segment (SegmentIdentificationSequence,
+    per frame or shared; in a SEG of one segment, every frame is its); LABELMAP pixels hold
+    the segment number.
+    """
+    values = _frame_values(seg, what)
+    kind = str(seg.get("SegmentationType", "BINARY")).upper()
+    if kind == "LABELMAP":
+        numbers, counts = np.unique(values[values > 0], return_counts=True)
+        on = values > 0 if measured is None else np.isin(values, sorted(measured))
+        return on, {int(n): int(c) for n, c in zip(numbers, counts, strict=True)}
+    if kind == "FRACTIONAL":
+        on = values.astype(np.float64) >= float(seg.get("MaximumFractionalValue", 255) or 255) / 2
+    else:
+        on = values > 0
+    described = {int(item.SegmentNumber) for item in seg.get("SegmentSequence", [])}
+    pixels: dict[int, int] = {}
+    for f in range(len(on)):
+        ident = _functional_item(seg, per_frame[f] if per_frame else None, "SegmentIdentificationSequence")
+        if len(described) <= 1:  # every frame is the one segment's
+            number = next(iter(described), 1)
+        elif ident is not None and "ReferencedSegmentNumber" in ident:
+            number = int(ident.ReferencedSegmentNumber)
+            if number not in described:
+                raise InputError(what, f"frame {f + 1} belongs to segment {number}, which the SEG "
+                                       "does not describe (SegmentSequence)")
+        else:
+            raise InputError(what, f"frame {f + 1} names no segment (SegmentIdentificationSequence) "
+                                   "in a SEG with several segments")
+        pixels[number] = pixels.get(number, 0) + int(on[f].sum())
+        if measured is not None and number not in measured:
+            on[f] = False
+    return on, pixels
 
 
 def _check_references(seg: Dataset, source_datasets: Sequence[Dataset], series_uid: str,
@@ -338,15 +428,17 @@ def read_seg(path: str | os.PathLike[str],
     """Decode a DICOM SEG (ours or the OHIF viewer's) to a bool mask on the NIfTI grid.
 
     ``grid`` is the STIR NIfTI image, or ``(affine, shape)`` (RAS+ affine, 3-D shape);
-    ``source_datasets`` is the series the SEG was drawn on. The result is the union
-    of all segments, indexed ``[i, j, k]`` like the NIfTI array. Each frame is placed
+    ``source_datasets`` is the series the SEG was drawn on. The result is the union of
+    the inflammation segments (:func:`inflammation_segments`), indexed ``[i, j, k]`` like
+    the NIfTI array; other segments are left out and named in the log. Each frame is placed
     by its PlanePositionSequence (with the plane orientation and pixel measures of
     the SEG) or, where that is missing, by the geometry of the source instance it
     references by SOP Instance UID.
 
     Raises InputError naming ``path`` for an unreadable file, an object that is not a
     SEG, a SEG that references another series, frame of reference or instances not in
-    ``source_datasets``, and frames that do not lie on the grid (different geometry).
+    ``source_datasets``, frames that do not lie on the grid (different geometry), and
+    several segments none of which is an inflammation segment.
     """
     path = Path(path)
     if isinstance(grid, nib.spatialimages.SpatialImage):
@@ -368,11 +460,19 @@ def read_seg(path: str | os.PathLike[str],
 
     _check_references(seg, source_datasets, series_uid, path)
 
-    frames = _frames_as_bool(seg, path)
+    measured = inflammation_segments(seg, path)
     per_frame = list(seg.get("PerFrameFunctionalGroupsSequence", []))
-    if per_frame and len(per_frame) != len(frames):
+    n_frames = int(getattr(seg, "NumberOfFrames", 1) or 0) if "PixelData" in seg else 0
+    if per_frame and len(per_frame) != n_frames:
         raise InputError(path, f"{len(per_frame)} per-frame functional groups for "
-                               f"{len(frames)} frames")
+                               f"{n_frames} frames")
+    frames, pixels = _frame_masks(seg, per_frame, set(measured) or None, path)
+    left_out = {n: c for n, c in pixels.items() if measured and n not in measured and c}
+    if left_out:
+        names = {int(item.SegmentNumber): _segment_name(item) for item in seg.get("SegmentSequence", [])}
+        log.warning("%s: measuring segment %s; left out (not inflammation): %s", path.name,
+                    ", ".join(measured.values()),
+                    ", ".join(f"{names.get(n, n)} with {c} pixels" for n, c in sorted(left_out.items())))
     out = np.zeros(shape, dtype=bool)
     for f, frame in enumerate(frames):
         plane = _frame_plane(seg, per_frame[f] if per_frame else None, f"frame {f + 1}", by_sop=by_sop,

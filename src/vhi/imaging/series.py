@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRImageStorage
 from pydicom.valuerep import format_number_as_ds
 
@@ -170,7 +170,9 @@ def _common(ids: SeriesIds, zooms: np.ndarray, shape: tuple[int, ...], *, scale:
 
 def mr_series(img: nib.spatialimages.SpatialImage, ids: SeriesIds, window: Window | None = None,
               *, what: object = "image") -> list[Dataset]:
-    """The instances (one per slice, in slice order) of ``img`` as MR Image Storage datasets."""
+    """The instances (one per slice, in slice order) of ``img`` as MR Image Storage datasets:
+    DICOM files (preamble, ``DICM`` and file meta), however they are written (dicomweb-client's
+    STOW-RS writes a dataset as it stands, so a bare dataset would be stored without them)."""
     raw, slope, inter = _pixels(img, what)
     ny = raw.shape[1]
     affine = np.asarray(img.affine, dtype=np.float64)
@@ -190,8 +192,7 @@ def mr_series(img: nib.spatialimages.SpatialImage, ids: SeriesIds, window: Windo
         meta.MediaStorageSOPInstanceUID = sop
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds = copy.deepcopy(common)
-        ds.file_meta = meta
+        ds = FileDataset("", copy.deepcopy(common), file_meta=meta, preamble=b"\0" * 128)
         ds.SOPInstanceUID = sop
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [_ds(v) for v in position]

@@ -11,7 +11,8 @@ why). The state is read from the files a run leaves in ``work/`` and ``logs/`` a
 run marker (:mod:`vhi.cohort.run`), so it is true during a run, after a failed run and
 after a complete one. The reader columns (who reads it, who cleaned it and when, due
 date, overdue) come from the run's readers database and ``cleaned.json``
-(:mod:`vhi.readers.progress`).
+(:mod:`vhi.readers.progress`). A study or session the source found but left out of the
+plan (ids that are not valid ids, ...) is a row of its own, ``skipped``, with the reason.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from vhi.cohort.run import RunMarker
 from vhi.errors import InputError
 from vhi.fileio import read_json
 from vhi.readers.progress import SESSION_COLUMNS, Reading
+from vhi.sources import Skipped
 
 STATES = ("pending", "pulled", "segmented", "proposed", "pushed", "awaiting_cleaning",
           "cleaned", "measured", "running", "failed", "skipped")
@@ -126,30 +128,27 @@ def _viewer_path(receipt: Path) -> str:
     return path if isinstance(path, str) and path.startswith("/") else ""
 
 
-def skipped_row(entry: Mapping[str, str]) -> dict[str, Any]:
-    """The status row of a study or session a source found and did not plan."""
-    label = str(entry.get("label") or "")
-    session = str(entry.get("session") or label)
-    reason = str(entry.get("reason") or "skipped at listing")
-    return {"site": str(entry.get("site") or ""), "subject": str(entry.get("subject") or ""),
-            "session": session, "timepoint": "", "state": "skipped",
-            "reason": reason if session == label else f"{label}: {reason}", "step": "", "log": "",
+def skipped_status(s: Skipped) -> dict[str, Any]:
+    """The row of what a source found and left out of the plan."""
+    return {"site": s.site, "subject": s.subject, "session": s.session, "timepoint": "",
+            "state": "skipped", "reason": f"{s.label}: {s.reason}", "step": "", "log": "",
             "viewer_path": "", **dict.fromkeys(SESSION_COLUMNS, ""), "overdue": False}
 
 
 def status_table(plan: Sequence[PlannedSession], layout: Layout, reading: Reading | None = None, *,
-                 skipped: Sequence[Mapping[str, str]] = (), run: RunMarker | None = None) -> pd.DataFrame:
+                 skipped: Sequence[Skipped] = (), run: RunMarker | None = None) -> pd.DataFrame:
     """One row per planned session (every session of the sheet, none dropped), with its
     reader columns from ``reading`` (default: the run's readers database now), then one per
-    study or session the sources skipped (``skipped``, from the plan). ``run``: the run that
-    holds the work folder now, for the ``running`` state (:func:`session_status`)."""
+    study or session the sources found and skipped (``skipped``: the plan's, a
+    :class:`~vhi.cohort.plan.CohortPlan`'s). ``run``: the run that holds the work folder
+    now, for the ``running`` state (:func:`session_status`)."""
     reading = reading or Reading.of_run(layout.work)
     rows = []
     for p in plan:
         row = session_status(p, layout, run)
         cleaned = row["state"] in ("cleaned", "measured")
         rows.append({**row, **reading.session_columns(p.key, cleaned=cleaned)})
-    rows += [skipped_row(e) for e in skipped]
+    rows += [skipped_status(s) for s in skipped]
     return pd.DataFrame(rows, columns=COLUMNS, dtype=object)
 
 

@@ -14,10 +14,14 @@ Column meanings are listed in docs/output.md.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ from vhi.readers.progress import Reading, short_utc
 from vhi.results.readers import WORKLISTS_DIR, readers_table, reads_table, write_worklists
 from vhi.results.report import publish_qc_images, write_report
 from vhi.results.status import STATES, status_table
+from vhi.sources import Skipped
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +246,7 @@ def write_results(plan: Sequence[PlannedSession], layout: Layout, timepoints: Se
                   bundle: str | None = None, *, partial: str | None = None,
                   require_complete: bool = False, viewer_url: str | None = None,
                   readers: Sequence[ReaderConfig] = (), now: Any = None,
-                  skipped: Sequence[Mapping[str, str]] = ()) -> pd.DataFrame:
+                  skipped: Sequence[Skipped] = ()) -> pd.DataFrame:
     """Write every file of the results folder (atomically) and return the status table.
 
     ``results/`` holds the results of a finished cohort only: every session measured, or
@@ -303,10 +308,62 @@ def write_results_logged(plan: CohortPlan, layout: Layout, settings: Any,
 
     ``after_failure`` is the workflow's error handler: the tables are written from the
     sessions that finished, every failed session and its reason goes to stderr, and an
-    error here is reported, not raised (the run has failed already).
+    error here is reported, not raised (the run has failed already). A further Ctrl-C
+    (or SIGTERM) while they are written is ignored (:func:`_signals_held`): a user who
+    presses Ctrl-C twice would otherwise stop the writing and leave no partial results.
     """
-    import sys
+    if after_failure:
+        with _signals_held():
+            _write_results_logged(plan, layout, settings, log_path, after_failure=True)
+    else:
+        _write_results_logged(plan, layout, settings, log_path, after_failure=False)
 
+
+def stop_once_on_ctrl_c() -> None:
+    """Make Ctrl-C stop a workflow run once, so that its error handler writes what finished
+    to ``results/partial/`` (called when the run starts, in Snakemake's process).
+
+    The first Ctrl-C stops the run (Snakemake stops the running jobs, then its error
+    handler runs); the second, which a user pressing twice sends while Snakemake is still
+    stopping, would otherwise interrupt that and leave no partial results: it is only
+    reported; a third quits at once. A run started with SIGINT ignored (``nohup``, a
+    background job of a script) keeps ignoring it.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return
+    pressed = 0
+
+    def on_ctrl_c(signum: int, frame: Any) -> None:
+        nonlocal pressed
+        pressed += 1
+        if pressed == 2:
+            sys.stderr.write("VHI still stopping: what finished goes to results/partial/ "
+                             "(Ctrl-C once more quits at once, without it)\n")
+            return
+        if pressed == 1:
+            sys.stderr.write("VHI stopping the run: the running jobs stop, then what finished "
+                             "is written to results/partial/\n")
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_ctrl_c)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM ignored in this block (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+
+
+def _write_results_logged(plan: Sequence[PlannedSession], layout: Layout, settings: Any,
+                          log_path: str | Path, *, after_failure: bool) -> None:
     from vhi.readers.assign import assign_run
 
     log_path = Path(log_path)

@@ -18,6 +18,7 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,6 +39,30 @@ SOURCE_TYPES: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A study or session a source found and left out of the plan, and why: ``status.csv``
+    lists it (state ``skipped``), so no session the source holds goes missing unsaid.
+
+    ``label`` is how the source names it (``study 1.2.3``); ``subject`` and ``session`` are
+    the ids it would have had, as read (often the reason they are not valid ids).
+    """
+
+    site: str
+    label: str
+    reason: str
+    subject: str = ""
+    session: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Skipped:
+        return cls(**{k: str(data.get(k) or "") for k in ("site", "label", "reason", "subject",
+                                                           "session")})
+
+
 class Source(ABC):
     """The protocol every backend implements (local folder, XNAT, DICOMweb)."""
 
@@ -49,14 +74,15 @@ class Source(ABC):
     def __init__(self, site: str, spec: Mapping[str, Any]) -> None:
         self.site = site
         self.spec = dict(spec)
-        #: What :meth:`list_sessions` found and did not list, one ``{"label": …, "reason": …}``
-        #: per study or session (optionally ``subject`` and ``session`` where known): the
-        #: cohort plan keeps them and ``status.csv`` shows each as a ``skipped`` row.
-        self.skipped: list[dict[str, str]] = []
+        self._skipped: list[Skipped] = []
 
     @abstractmethod
     def list_sessions(self) -> list[Session]:
-        """Every session of the site, with its scans' URIs (and :attr:`skipped` filled)."""
+        """Every session of the site, with its scans' URIs."""
+
+    def skipped(self) -> list[Skipped]:
+        """What the last :meth:`list_sessions` found and left out, and why (none by default)."""
+        return list(self._skipped)
 
     @abstractmethod
     def fetch_scan(self, session: Session, role: str, dest: str | os.PathLike[str]) -> dict[str, Any]:
@@ -211,17 +237,17 @@ def viewer_route(study_uid: str) -> str:
 def proposal_to_push(files: Mapping[str, Path]) -> tuple[Any, str]:
     """The proposal volume of a push and the vhi version that made it (its sidecar's, else
     this one's): what a remote source's SEG is built from."""
-    import json
-
     import vhi
+    from vhi.fileio import read_json
     from vhi.imaging.nifti import load_mask
 
     proposal = load_mask(files["proposal"])
     sidecar = {}
     if files.get("sidecar") and Path(files["sidecar"]).is_file():
-        sidecar = json.loads(Path(files["sidecar"]).read_text())
+        sidecar = read_json(files["sidecar"])
     version = str(sidecar.get("provenance", {}).get("software", {}).get("version") or "")
     return proposal, version or vhi.__version__
 
 
-__all__ = ["SOURCE_TYPES", "Source", "make_source", "proposal_to_push", "source_class", "viewer_route"]
+__all__ = ["SOURCE_TYPES", "Skipped", "Source", "make_source", "proposal_to_push", "source_class",
+           "viewer_route"]

@@ -224,6 +224,9 @@ class LocalSource(Source):
     def fetch_cleaned(self, session: Session, dest: str | os.PathLike[str],
                       context: Mapping[str, Path] | None = None) -> dict[str, Any] | None:
         src = self.cleaned_path(session)
+        if src.exists() and not src.is_file():
+            raise InputError(src, f"session {session.key}: the cleaned path is a folder (or not a "
+                                  "regular file), not a cleaned mask: save the mask as this file")
         if not src.is_file():
             return None
         receipt = (context or {}).get("receipt")

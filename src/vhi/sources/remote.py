@@ -2,19 +2,23 @@
 
 The URL check (:func:`checked_url`), and :class:`RemoteConnection`: the settings every
 site's connection has (the environment variables its credentials come from, TLS
-verification and a site CA, retries with back-off, a timeout) and the scrubbing that
-keeps any credential out of a message. Credentials are read from the environment only
-when used, never kept in the config or written anywhere. A server that cannot be reached
-(connections refused or dropped, timeouts, HTTP 502/503/504 until the retries are spent) is a
-:class:`vhi.errors.UnreachableError` naming the site: the environment, not bad input.
+verification and a site CA, retries with back-off, a timeout per read and a deadline per
+request) and the scrubbing that keeps any credential out of a message. Credentials are
+read from the environment only when used, never kept in the config or written anywhere.
+A server that cannot be reached (connections refused or dropped, timeouts, HTTP
+502/503/504 until the retries are spent) is a :class:`vhi.errors.UnreachableError` naming
+the site: the environment, not bad input.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -82,6 +86,8 @@ class RemoteConnection:
         self.retries = int(spec["retries"])
         self.backoff_s = float(spec["backoff_s"])
         self.timeout_s = float(spec["timeout_s"])
+        #: The most one request may take in all (None: no bound): ``source.deadline_s``.
+        self.deadline_s = float(spec.get("deadline_s") or 0) or None
 
     def scrub(self, text: str) -> str:
         """``text`` with every credential of this connection replaced by ``***``, cut short."""
@@ -96,6 +102,57 @@ class RemoteConnection:
     def attempts(self) -> int:
         """Tries of one request: the first and ``retries`` more."""
         return max(self.retries, 0) + 1
+
+    @contextlib.contextmanager
+    def deadline(self, session: Any) -> Iterator[threading.Event]:
+        """Bound the requests made on ``session`` (a :class:`requests.Session`) in this block
+        to :attr:`deadline_s` in all; the event yielded is set once it has passed.
+
+        A read timeout never fires while a server trickles bytes, so a pull could hang
+        forever. Here every answer's socket is noted when its headers arrive (a response
+        hook), and when the deadline passes each is shut down: the read under way fails at
+        once, as a dropped connection, and the caller counts the try as failed.
+        """
+        passed = threading.Event()
+        if self.deadline_s is None:
+            yield passed
+            return
+        sockets: list[socket.socket] = []
+        lock = threading.Lock()
+
+        def shut(sock: socket.socket) -> None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+        def note(response: Any, *args: Any, **kwargs: Any) -> Any:
+            sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+            if sock is not None:
+                with lock:
+                    sockets.append(sock)
+                    if passed.is_set():
+                        shut(sock)
+            return response
+
+        def expire() -> None:
+            with lock:
+                passed.set()
+                for sock in sockets:
+                    shut(sock)
+
+        session.hooks["response"].append(note)
+        timer = threading.Timer(self.deadline_s, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield passed
+        finally:
+            timer.cancel()
+            session.hooks["response"].remove(note)
+
+    def deadline_cause(self) -> str:
+        """Why a try that ran past :attr:`deadline_s` failed."""
+        return (f"no complete answer within {self.deadline_s:g} s (source.deadline_s): the server "
+                "sends too slowly or stalls")
 
     def give_up_or_wait(self, error: type[VhiError], what: str, action: str, cause: str, *,
                         retry: bool, attempt: int, unreachable: bool = False) -> None:

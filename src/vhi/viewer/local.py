@@ -264,9 +264,8 @@ class LocalStation:
     # ------------------------------------------------------------------ load
     def _stored_sops(self, what: str, item: StationSession) -> set[str]:
         rows = search_all(self._conn(), what, "listing the station's STIR instances",
-                          lambda c, **kw: c.search_for_instances(**kw), "SOPInstanceUID",
-                          study_instance_uid=item.study_uid, series_instance_uid=item.series_uid,
-                          fields=["SOPInstanceUID"])
+                          f"studies/{item.study_uid}/series/{item.series_uid}/instances",
+                          "SOPInstanceUID", fields=("SOPInstanceUID",))
         return {value(r, "SOPInstanceUID") for r in rows} - {""}
 
     def load_one(self, item: StationSession) -> Outcome:

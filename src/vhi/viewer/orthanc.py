@@ -77,7 +77,8 @@ class OrthancServer:
     """One Orthanc process with its storage under ``folder``; a context manager.
 
     ``users`` (name -> password) turns on HTTP basic authentication (tests of
-    credentials); by default it has none and listens on 127.0.0.1 only.
+    credentials); by default it has none. It answers clients on this machine only
+    (``RemoteAccessAllowed: false``), though it listens on every interface.
     """
 
     def __init__(self, folder: str | Path, users: dict[str, str] | None = None, *, port: int = 0,

@@ -43,7 +43,7 @@ def awaiting_cleaning(settings: Settings, site_name: str, *, refresh: bool = Fal
     was made is not offered again."""
     layout = Layout.from_settings(settings)
     pushed = {}
-    for planned in obtain_plan(settings, refresh=refresh).sessions:
+    for planned in obtain_plan(settings, refresh=refresh, empty_sites_ok=True).sessions:
         s = planned.session
         if s.site != site_name or not s.has_stir or planned.cleaned is not None:
             continue

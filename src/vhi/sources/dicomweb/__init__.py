@@ -17,6 +17,9 @@ Config (``sites[].source`` with ``type: dicomweb``; every key in
                    ``most_frames`` = most instances)
     timepoint_pattern: regex on the session id; group 1 is the timepoint (default: the study date)
     retries, backoff_s, timeout_s: transient-error handling (default 3, 1.0 s doubling, 120 s)
+    deadline_s:    the most one request may take in all, however slowly the server sends
+                   (default 600 s; then the try fails and is retried)
+    allow_empty:   the site may list no session (default false: an empty site stops the run)
 
 Everything goes through ``dicomweb-client``. What this source does on the service, and
 nothing else: QIDO-RS searches, WADO-RS retrievals of series, SEG instances and their

@@ -4,13 +4,15 @@
 environment, else ``~/.netrc`` through requests; TLS verified, a site CA through
 ``ca_bundle``) and one :class:`dicomweb_client.DICOMwebClient` on it, with the client's
 own retrying turned off: every request goes through :meth:`DicomwebConnection.call`,
-which retries HTTP 408/429/5xx and dropped connections with exponential back-off and
-turns every other failure into a :class:`DicomwebError` naming what was being done.
+which bounds each try to ``deadline_s``, retries HTTP 408/429/5xx, dropped connections
+and tries past the deadline with exponential back-off and turns every other failure into
+a :class:`DicomwebError` naming what was being done.
 No credential is ever echoed in a message (:meth:`DicomwebConnection.scrub`).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -88,7 +90,8 @@ class DicomwebConnection(RemoteConnection):
     def call(self, what: str, action: str, fn: Callable[[Any], T]) -> T:
         """Run ``fn(client)`` with bounded retries (exponential back-off) on transient errors.
 
-        Retried: HTTP 408/429/5xx, dropped connections, timeouts, damaged retrievals.
+        Retried: HTTP 408/429/5xx, dropped connections, timeouts, damaged retrievals, a
+        try that runs past ``deadline_s`` (:meth:`RemoteConnection.deadline`).
         HTTP 401/403 and anything else, or the last failure, raise
         DicomwebError(what, "<action>: <cause>").
         """
@@ -97,8 +100,11 @@ class DicomwebConnection(RemoteConnection):
         attempt = 0
         while True:
             attempt += 1
+            passed = threading.Event()
             try:
-                return fn(self.client())
+                client = self.client()
+                with self.deadline(self._http) as passed:
+                    return fn(client)
             except requests.exceptions.HTTPError as exc:
                 status = exc.response.status_code if exc.response is not None else 0
                 if status in (401, 403):
@@ -112,10 +118,12 @@ class DicomwebConnection(RemoteConnection):
                 raise DicomwebError(what, f"{action}: TLS certificate verification failed; for a "
                                           "site CA set source.ca_bundle") from None
             except (requests.exceptions.RequestException, _Damaged) as exc:
-                cause = f"{type(exc).__name__}: {self.scrub(str(exc))}"
+                cause = (self.deadline_cause() if passed.is_set()
+                         else f"{type(exc).__name__}: {self.scrub(str(exc))}")
                 retry = True
-                down = unreachable(exc)
-                if isinstance(exc, requests.exceptions.RequestException):
+                # a stall cut at the deadline is the server's answer, not its absence
+                down = unreachable(exc) and not passed.is_set()
+                if isinstance(exc, requests.exceptions.RequestException) or passed.is_set():
                     self.close()  # a half-read stream leaves the connection unusable
             self.give_up_or_wait(DicomwebError, what, action, cause, retry=retry, attempt=attempt,
                                  unreachable=down)

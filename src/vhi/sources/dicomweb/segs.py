@@ -120,8 +120,16 @@ def decode(data: bytes, grid: Any, datasets: Sequence[Any]) -> np.ndarray:
 
 def retrieve(conn: DicomwebConnection, what: str, seg: Mapping[str, Any]) -> bytes:
     """The SEG instance as a DICOM file (WADO-RS)."""
-    ds = conn.call(what, f"retrieving SEG {seg['sop_uid']}", lambda c: c.retrieve_instance(
-        seg["study_uid"], seg["series_uid"], seg["sop_uid"]))
+    action = f"retrieving SEG {seg['sop_uid']} of series {seg['series_uid']}"
+
+    def fetch(client: Any) -> Any:
+        try:
+            return client.retrieve_instance(seg["study_uid"], seg["series_uid"], seg["sop_uid"])
+        except ValueError as exc:  # dicomweb-client: the answer is not multipart/related
+            raise DicomwebError(what, f"{action}: the service's answer is not DICOM (WADO-RS "
+                                      f"multipart/related): {exc}") from None
+
+    ds = conn.call(what, action, fetch)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

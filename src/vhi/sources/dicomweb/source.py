@@ -40,7 +40,7 @@ class DicomwebSource(Source):
     """The studies of one DICOMweb service (a PACS such as Orthanc)."""
 
     _CONNECTION = ("url", "user_env", "password_env", "token_env", "verify", "ca_bundle",
-                   "retries", "backoff_s", "timeout_s")
+                   "retries", "backoff_s", "timeout_s", "deadline_s")
     SPEC_KEYS: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "list": (*_CONNECTION, "query", "subject_label", "session_label", "modalities",
                  "selection", "timepoint_pattern"),
@@ -72,11 +72,13 @@ class DicomwebSource(Source):
 
     # ------------------------------------------------------------------ list + pull
     def plan_sessions(self) -> list[ListedStudy]:
-        """Every study the query finds with its series selection (picked and rejected, why)."""
-        return plan_studies(self.conn, site=self.site, query=self.query,
-                            subject_label=self.subject_label, session_label=self.session_label,
-                            modalities=self.modalities, rules=self.rules,
-                            timepoint_re=self.timepoint_re)
+        """Every study the query finds with its series selection (picked and rejected, why);
+        those found and skipped are :meth:`skipped`."""
+        listed, self._skipped = plan_studies(
+            self.conn, site=self.site, query=self.query, subject_label=self.subject_label,
+            session_label=self.session_label, modalities=self.modalities, rules=self.rules,
+            timepoint_re=self.timepoint_re)
+        return listed
 
     def list_sessions(self) -> list[Session]:
         return sessions_of(self.plan_sessions())

@@ -59,16 +59,24 @@ def download_series(conn: DicomwebConnection, session: Session, role: str,
     study, series = parse_series_uri(conn.url, session, role)
     label = f"{name} series {series}"
     rows = search_all(conn, what, f"listing the instances of {label}",
-                      lambda c, **kw: c.search_for_instances(**kw), "SOPInstanceUID",
-                      study_instance_uid=study, series_instance_uid=series,
-                      fields=["SOPInstanceUID", "InstanceNumber"])
+                      f"studies/{study}/series/{series}/instances", "SOPInstanceUID",
+                      fields=("SOPInstanceUID", "InstanceNumber"))
     expected = {value(r, "SOPInstanceUID") for r in rows} - {""}
     if not expected:
         raise DicomwebError(what, f"{label} has no instances on the service")
 
     def fetch(client: Any) -> list[Any]:
-        datasets = client.retrieve_series(study, series)
+        try:
+            datasets = client.retrieve_series(study, series)
+        except ValueError as exc:  # dicomweb-client: the answer is not multipart/related
+            raise DicomwebError(what, f"retrieving {label}: the service's answer is not DICOM "
+                                      f"(WADO-RS multipart/related): {exc}") from None
         got = {str(ds.SOPInstanceUID) for ds in datasets}
+        if got > expected:
+            raise DicomwebError(what, f"retrieving {label}: WADO-RS gave {len(got)} instances "
+                                      f"where the search lists {len(expected)}: the service caps "
+                                      "the results of a search (e.g. Orthanc's LimitFindInstances); "
+                                      "raise that limit on the service")
         if got != expected or len(datasets) != len(expected):
             raise _Damaged(f"WADO-RS gave {len(datasets)} instances, QIDO-RS lists {len(expected)} "
                            f"({len(expected - got)} missing, {len(got - expected)} unlisted)")

@@ -16,6 +16,9 @@ Config (``sites[].source`` with ``type: xnat``; every key in
     proposal_label: label of the proposal collection, default ``VHI_PROPOSAL_{session}``
     resource:     the scan resource holding the DICOM files (default DICOM)
     retries, backoff_s, timeout_s: transient-error handling (default 3, 1.0 s doubling, 120 s)
+    deadline_s:    the most one request may take in all, however slowly the server sends
+                   (default 600 s; then the try fails and is retried)
+    allow_empty:   the site may list no session (default false: an empty site stops the run)
 
 Everything goes through the ``xnat`` client (xnatpy). What this source does on the
 server, and nothing else:

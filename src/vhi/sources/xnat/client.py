@@ -1,8 +1,9 @@
 """The connection to one XNAT server through xnatpy: TLS, login, retries, one place for errors.
 
 :class:`XnatClient` opens the connection on first use and runs every request through
-:meth:`XnatClient.call`: bounded retries with exponential backoff on transient errors
-(HTTP 408/429/5xx, dropped connections, timeouts, damaged downloads), one new login on
+:meth:`XnatClient.call`: each try bounded to ``deadline_s``, bounded retries with
+exponential backoff on transient errors (HTTP 408/429/5xx, dropped connections, timeouts,
+damaged downloads, tries past the deadline), one new login on
 an HTTP 401, and every other failure turned into an :class:`XnatError` that names what
 was being done. No credential is ever echoed in a message (:meth:`XnatClient.scrub`).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -132,8 +134,9 @@ class XnatClient(RemoteConnection):
     def call(self, what: str, action: str, fn: Callable[[Any], T]) -> T:
         """Run ``fn(connection)`` with bounded retries (exponential backoff) on transient errors.
 
-        Retried: HTTP 408/429/5xx, dropped connections, timeouts, damaged downloads; an
-        HTTP 401 (an expired session) logs in again once. Anything else, or the last
+        Retried: HTTP 408/429/5xx, dropped connections, timeouts, damaged downloads, a try
+        that runs past ``deadline_s`` (:meth:`RemoteConnection.deadline`); an HTTP 401 (an
+        expired session) logs in again once. Anything else, or the last
         failure, raises XnatError(what, "<action>: <cause>").
         """
         import requests
@@ -143,9 +146,12 @@ class XnatClient(RemoteConnection):
         attempt = 0
         while True:
             attempt += 1
+            passed = threading.Event()
             try:
                 with self.caenv_value():
-                    return fn(self.connection())
+                    conn = self.connection()
+                    with self.deadline(conn.interface) as passed:
+                        return fn(conn)
             except XNATResponseError as exc:
                 status = int(getattr(exc, "status_code", 0) or 0)
                 if status == 401 and not relogged:
@@ -160,10 +166,12 @@ class XnatClient(RemoteConnection):
             except (requests.exceptions.SSLError, XNATSSLError):
                 raise XnatError(what, f"{action}: TLS certificate verification failed") from None
             except (requests.exceptions.RequestException, XNATValueError, _Transfer) as exc:
-                cause = f"{type(exc).__name__}: {self.scrub(str(exc))}"
+                cause = (self.deadline_cause() if passed.is_set()
+                         else f"{type(exc).__name__}: {self.scrub(str(exc))}")
                 retry = True
-                down = unreachable(exc) or isinstance(exc, XNATConnectionError)
-                if isinstance(exc, requests.exceptions.RequestException):
+                # a stall cut at the deadline is the server's answer, not its absence
+                down = (unreachable(exc) or isinstance(exc, XNATConnectionError)) and not passed.is_set()
+                if isinstance(exc, requests.exceptions.RequestException) or passed.is_set():
                     self.close()  # a half-read stream leaves the connection unusable
             self.give_up_or_wait(XnatError, what, action, cause, retry=retry, attempt=attempt,
                                  unreachable=down)

@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vhi.cohort.ids import ID_PATTERN, Session
+from vhi.cohort.ids import Session, check_id
+from vhi.errors import ConfigError
+from vhi.sources import Skipped
 from vhi.sources.select import (
     RoleRule,
     ScanRow,
@@ -29,7 +31,6 @@ from vhi.sources.xnat.uris import parse_scan_uri, scan_uri
 log = logging.getLogger(__name__)
 
 SESSION_XSI = "xnat:mrSessionData"
-_ID_RE = re.compile(f"^{ID_PATTERN}$")
 
 
 @dataclass(frozen=True)
@@ -53,21 +54,29 @@ class ListedSession:
 
 
 
-def plan_sessions(client: XnatClient, *, site: str, project: str,
-                  rules: Mapping[str, RoleRule], timepoint_re: re.Pattern[str] | None) -> list[ListedSession]:
-    """Every MR session of the project with its scan selection (picked and rejected, why)."""
+def plan_sessions(client: XnatClient, *, site: str, project: str, rules: Mapping[str, RoleRule],
+                  timepoint_re: re.Pattern[str] | None) -> tuple[list[ListedSession], list[Skipped]]:
+    """Every MR session of the project with its scan selection (picked and rejected, why);
+    and the sessions found but skipped, with why."""
     where = f"site {site} (XNAT project {project})"
     rows = client.get_rows(where, "listing the MR sessions", f"/data/projects/{project}/experiments",
                            {"xsiType": SESSION_XSI, "columns": "ID,label,subject_label,date,xsiType"})
-    listed = []
+    listed, skipped = [], []
     for row in sorted(rows, key=lambda r: (str(r.get("subject_label", "")), str(r.get("label", "")))):
         exp, label = str(row.get("ID", "")), str(row.get("label", ""))
         subject = str(row.get("subject_label", ""))
         if row.get("xsiType") not in (None, "", SESSION_XSI):
             continue
-        if not (_ID_RE.match(label) and _ID_RE.match(subject)):
-            log.warning("%s: skipping session %s/%s: labels must match %s", where, subject,
-                        label, ID_PATTERN)
+        why = []
+        for name, text in (("subject", subject), ("session", label)):
+            try:
+                check_id(text, f"{name} label")
+            except ConfigError as exc:
+                why.append(str(exc))
+        if why:
+            skipped.append(Skipped(site, f"experiment {exp}", "; ".join(why), subject=subject,
+                                   session=label))
+            log.warning("%s: skipping session %s/%s: %s", where, subject, label, "; ".join(why))
             continue
         key = f"{site}/{subject}/{label}"
         doc = client.call(f"session {key}", f"reading experiment {exp}", lambda c, e=exp: c.get_json(
@@ -86,7 +95,7 @@ def plan_sessions(client: XnatClient, *, site: str, project: str,
                              collections=collections_in(doc))
         listed.append(item)
         log.info("%s", format_report(key, selection))
-    return listed
+    return listed, skipped
 
 
 def scans_in(doc: Mapping[str, Any]) -> list[ScanRow] | None:

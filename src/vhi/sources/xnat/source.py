@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import re
@@ -26,6 +25,7 @@ import numpy as np
 
 from vhi.cohort.ids import Session
 from vhi.errors import ConfigError, InputError
+from vhi.fileio import read_json
 from vhi.sources import Source, proposal_to_push
 from vhi.sources.cleaning import CleaningRecord, PushRecord, Saved
 from vhi.sources.select import compile_rules, sessions_of
@@ -41,7 +41,7 @@ class XnatSource(Source):
     """The sessions of one XNAT project: the Source protocol over an :class:`XnatClient`."""
 
     _CONNECTION = ("server", "user_env", "password_env", "verify", "ca_bundle",
-                   "retries", "backoff_s", "timeout_s")
+                   "retries", "backoff_s", "timeout_s", "deadline_s")
     SPEC_KEYS: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "list": (*_CONNECTION, "project", "selection", "timepoint_pattern", "proposal_label"),
         "fetch": (*_CONNECTION, "project", "resource"),
@@ -145,8 +145,10 @@ class XnatSource(Source):
     def plan_sessions(self) -> list[ListedSession]:
         """Every MR session of the project with its scan selection (picked and rejected, why)."""
         with self._operation():
-            return listing.plan_sessions(self.client, site=self.site, project=self.project,
-                                         rules=self.rules, timepoint_re=self.timepoint_re)
+            listed, self._skipped = listing.plan_sessions(
+                self.client, site=self.site, project=self.project, rules=self.rules,
+                timepoint_re=self.timepoint_re)
+            return listed
 
     def list_sessions(self) -> list[Session]:
         """Sessions with a T1W (those with a STIR too get a proposal); the rest are logged."""
@@ -227,7 +229,7 @@ class XnatSource(Source):
         from vhi.imaging.nifti import grid_mismatch
 
         if sidecar is not None and Path(sidecar).is_file():
-            src = json.loads(Path(sidecar).read_text()).get("source", {})
+            src = read_json(sidecar).get("source") or {}
             headers = src.get("dicom_headers")
             if headers and src.get("uri") == session.scans.get("stir"):
                 datasets = transfer.datasets_from(headers)
@@ -248,8 +250,10 @@ class XnatSource(Source):
         there (a cleaning already saved is then not taken: safe, the radiologist saves again)."""
         previous = self._receipts.get(session.key)
         if previous is None and history is not None and Path(history).is_file():
-            with contextlib.suppress(OSError, ValueError):
-                previous = json.loads(Path(history).read_text())
+            try:
+                previous = read_json(history)
+            except InputError as exc:
+                log.warning("%s (taken as no earlier receipt)", exc)
         if (previous and previous.get("collection", {}).get("id") == existing["id"]
                 and isinstance(previous.get("collections_before"), list)):
             return sorted(str(i) for i in previous["collections_before"])
