@@ -28,7 +28,11 @@ include: "workflow/rules/qc.smk"
 include: "workflow/rules/tables.smk"
 
 
+# Every session's files too, not only the tables: a session file removed (or one a
+# fault left out) is made again by the next run, whatever results/ holds.
 rule all:
     input:
         **RESULTS,
+        sessions=all_session_files,
+        qc=all_qc_files,
     default_target: True

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from vhi.cli import main
-from vhi.cohort.plan import save_run_plan
+from vhi.cohort.plan import CohortPlan, save_plan, saved_plan_path
+from vhi.config.load import load_config_file
 from vhi.errors import EXIT_INPUT
 from vhi.readers.store import ReadersStore
 
@@ -26,11 +27,12 @@ def config(tmp_path: Path) -> Path:
     run = readers_run(tmp_path, KEYS, readers=[{"id": "A", "name": "Dr A", "sites": ["a"]},
                                                {"id": "B", "sites": ["a"]},
                                                {"id": "C", "sites": ["a"]}])
-    save_run_plan(run.plan, run.layout.work)  # the plan of "the last run", which --apply reuses
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(readers_config(tmp_path, readers=[
         {"id": "A", "name": "Dr A", "sites": ["a"]}, {"id": "B", "sites": ["a"]},
         {"id": "C", "sites": ["a"]}])))
+    settings = load_config_file(path)  # the saved listing of its sites, which --apply reuses
+    save_plan(CohortPlan(settings.sites_digest, tuple(run.plan)), tmp_path / saved_plan_path(settings))
     return path
 
 

@@ -160,6 +160,7 @@ def test_vhi_status_sessions(cohort: SyntheticCohort, tmp_path: Path, capsys) ->
 def test_the_workflows_gather_assigns_the_sessions_it_pushed(tmp_path: Path) -> None:
     """build_cohort_tables and the error handler (write_results_logged) assign before they
     write: s2 (pushed, awaiting cleaning) gets a reader; s1 (cleaned on its source) none."""
+    from vhi.cohort.plan import CohortPlan
     from vhi.config.load import resolve_config
     from vhi.results.tables import write_results_logged
 
@@ -171,7 +172,8 @@ def test_the_workflows_gather_assigns_the_sessions_it_pushed(tmp_path: Path) -> 
                   for site in s.sites],
         "readers": [{"id": "A", "sites": ["a"]}, {"id": "B", "sites": ["a"]}]})
     layout = c.layout_with_results(tmp_path / "results")
-    write_results_logged(c.plan, layout, settings, tmp_path / "tables.log", after_failure=True)
+    plan = CohortPlan(settings.sites_digest, tuple(c.plan))
+    write_results_logged(plan, layout, settings, tmp_path / "tables.log", after_failure=True)
     with ReadersStore.open(c.layout.work) as store:
         assert [(a.session_key, a.reader, a.role) for a in store.assignments()] == [("a/01/s2", "A", "first")]
         assert {k for k in ("a/01/s1", "a/01/s2") if store.last_push(k)} == {"a/01/s1", "a/01/s2"}

@@ -3,6 +3,8 @@
 The cluster has accounting (slurmdbd + MariaDB) and one GPU declared as a gres (no real GPU).
 (a) the cluster runs batch jobs, schedules and accounts the GPU; (b) a two-rule workflow runs
 through `snakemake --executor slurm` with the executor's default status check (sacct);
+(b') the project's workflow on a synthetic session with the stand-in model: the cluster
+jobs read the plan their run started with, whatever is listed meanwhile;
 (c) the demo's STIR sessions through the project's workflow with profiles/slurm: every job
 through sbatch, the segmentations as GPU batches, results equal to the local executor's;
 (d) a segmentation job cancelled mid-run leaves no half-written output and the rerun completes.
@@ -27,7 +29,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from support.cohorts import write_synthetic_site
+from support.fake_model import HOLD_ENV, write_vhi_shim
 from support.paths import MODELS, PROJECT_ROOT, SHARED
+from support.results import SessionDesign
 from support.slurm_cluster import (
     NODE_CPUS,
     SNAKEMAKE_SLURM_SETTINGS,
@@ -169,6 +174,54 @@ def test_two_rule_workflow_runs_as_slurm_jobs(slurm_cluster: SlurmCluster, test_
     assert {(r["JobIDRaw"], r["State"]) for r in slurm_cluster.accounting("--name", run_id)} == {
         (job_a, "COMPLETED"), (job_b, "COMPLETED")}
     assert elapsed < SNAKEMAKE_TIMEOUT_S
+
+
+# ---------------------------------------------------------------------------------------- (b')
+def test_cluster_jobs_read_the_plan_their_run_started_with(
+        slurm_cluster: SlurmCluster, test_profile: Path, tmp_path: Path, monkeypatch):
+    """A synthetic session through the project's workflow on the cluster, with the stand-in
+    model: while its segmentation is held, the session leaves the sheet (another takes its
+    place) and the sites are listed again (`vhi plan --refresh` replaces the saved listing).
+    The run's later jobs, each a `snakemake` process reading the Snakefile again, still
+    read the plan the run started with (named by its run marker) and the run completes."""
+    monkeypatch.setenv("VHI_TEST_BIN", str(write_vhi_shim(tmp_path / "bin")))
+    hold = tmp_path / "segmentation may finish"
+    monkeypatch.setenv(HOLD_ENV, str(hold))
+    site = write_synthetic_site(tmp_path / "cohort", {"s1": "01"})
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"sites": [site]}))
+    run = tmp_path / "run"
+    args = ["--profile", str(test_profile), "--snakefile", str(PROJECT_ROOT / "Snakefile"),
+            "--configfile", str(config)]
+    segment_log = run / "logs" / "a" / "01" / "s1" / "segment_disease_region.log"
+    with (tmp_path / "run.log").open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--directory", str(run), *args],
+                                env=workflow_env(), stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while not segment_log.is_file():
+                assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no segmentation started in 300 s"
+                time.sleep(0.5)
+            sheet = Path(site["source"]["sheet"])  # s1 leaves the sheet, s2 takes its place
+            sheet.write_text(sheet.read_text().replace(",s1,", ",s2,"))
+            relisted = subprocess.run(["vhi", "plan", "--config", str(config), "--refresh"], cwd=run,
+                                      env=workflow_env(), capture_output=True, text=True, timeout=120,
+                                      check=False)
+            assert relisted.returncode == 0, relisted.stderr
+            saved = json.loads(next((run / "work" / ".vhi" / "plans").glob("*.json")).read_text())
+            assert [s["session"] for s in saved["sessions"]] == ["s2"]
+            hold.touch()
+            assert proc.wait(timeout=600) == 0, (tmp_path / "run.log").read_text()[-5000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    output = (tmp_path / "run.log").read_text()
+    assert {"propose_lesions", "collect_cleaned"} <= {rule for rule in re.findall(r"rule (\w+):", output)}
+    assert len(submitted_jobs(output)) >= 3  # pull, segmentation, the jobs after it: all sbatch
+    vhi_json = json.loads((run / "work" / "a" / "01" / "s1" / "vhi.json").read_text())
+    assert vhi_json["voxels"] == int(SessionDesign(cleaned=True).cleaned_mask().sum())
+    assert not (run / "work" / ".vhi" / "run.json").exists()  # given back at the end
 
 
 # ---------------------------------------------------------------------------------------- (c)

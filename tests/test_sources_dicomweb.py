@@ -22,7 +22,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from vhi.errors import ConfigError
+from vhi.errors import ConfigError, UnreachableError
 from vhi.imaging.nifti import save_nifti
 from vhi.imaging.seg import write_seg
 from vhi.sources import SOURCE_TYPES, make_source
@@ -487,10 +487,11 @@ def test_faults_name_the_session_and_leave_the_others(tmp_path, env, caplog):
             src.fetch_cleaned(sessions["S01_pre"], tmp_path / "foreign.nii.gz")
         assert not (tmp_path / "foreign.nii.gz").exists()
 
-        # Orthanc itself goes down, then comes back
+        # Orthanc itself goes down (the environment, exit 3: UnreachableError), then comes back
         orthanc.stop()
-        with pytest.raises(DicomwebError, match=r"S01_pre: listing the instances of STIR series .*"
-                                                r"(ConnectionError|HTTP 502).*\(after 3 attempts\)"):
+        with pytest.raises(UnreachableError, match=r"site X: server cannot be reached: session "
+                                                   r"X/P01/S01_pre: listing the instances of STIR series .*"
+                                                   r"(ConnectionError|HTTP 502).*\(after 3 attempts\)"):
             src.fetch_scan(sessions["S01_pre"], "stir", tmp_path / "down.nii.gz")
         orthanc.start()
         src.fetch_scan(sessions["S01_pre"], "stir", tmp_path / "up.nii.gz")

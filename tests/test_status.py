@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from vhi.cli import main
@@ -47,7 +48,9 @@ def test_status_table_in_the_terminal(synthetic_cohort: SyntheticCohort, tmp_pat
     assert lines[0].split() == ["site", "pending", "segmented", "awaiting_cleaning", "measured",
                                 "failed", "total"]
     assert lines[1].split() == ["a", "1", "1", "1", "1", "1", "5"]
-    assert len(lines) == 2  # one site: no "all sites" row
+    assert lines[2] == ""  # one site: no "all sites" row; then the notes
+    assert lines[3].startswith("site a: 5 sessions, 0 skipped, listed 20")
+    assert len(lines) == 4  # no run holds the work folder; results/ holds nothing
 
 
 def test_a_session_awaiting_cleaning_in_a_viewer_has_its_route(synthetic_cohort: SyntheticCohort) -> None:
@@ -64,3 +67,24 @@ def test_a_session_awaiting_cleaning_in_a_viewer_has_its_route(synthetic_cohort:
         assert set(rows.drop(index="s2")["viewer_path"]) == {""}  # measured, failed, ... have none
     finally:
         receipt.write_text(saved)  # the cohort is shared by the module's tests
+
+
+def test_a_study_skipped_at_listing_is_a_row_of_the_status(synthetic_cohort: SyntheticCohort,
+                                                          tmp_path: Path) -> None:
+    """What a source found and did not plan (the plan's ``skipped``) is a ``skipped`` row
+    of status.csv with its reason; it leaves the results complete."""
+    from vhi.results.tables import write_results
+    from vhi.sources import Skipped
+
+    c = synthetic_cohort
+    done = [p for p in c.plan if p.session.session in ("s1", "s2", "s3")]
+    skipped = [Skipped("a", "study 1.2.3", "no STIR or T1W series"),
+               Skipped("a", "study 4.5.6", "invalid PatientID", subject="P 8", session="ACC8")]
+    results = tmp_path / "results"
+    status = write_results(done, c.layout_with_results(results), c.settings.timepoints, skipped=skipped)
+    assert status.iloc[-1][["subject", "session", "reason"]].tolist() == [
+        "P 8", "ACC8", "study 4.5.6: invalid PatientID"]
+    written = pd.read_csv(results / "status.csv", dtype=str, keep_default_na=False)
+    assert written["state"].tolist() == ["measured", "awaiting_cleaning", "segmented", "skipped", "skipped"]
+    assert written["reason"].iloc[3] == "study 1.2.3: no STIR or T1W series"
+    assert not (results / "partial").exists()  # skipped studies are not unfinished sessions

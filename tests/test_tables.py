@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import vhi
-from vhi.cohort.plan import CohortPlan, load_plan, plan_digest, save_plan
+from vhi.cohort.plan import CohortPlan, load_plan, save_plan
 from vhi.errors import ConfigError
 from vhi.method.lesions import find_thresholds
 from vhi.model.bundles import get_bundle
@@ -153,17 +153,17 @@ def test_saved_plan_reads_back_equal_for_job_processes(synthetic_cohort: Synthet
     # every kind of session: cleaned (a fingerprint), reader masks, T1W only, manual reference
     assert any(p.cleaned for p in plan) and any(p.reader_masks for p in plan)
     assert any(not p.has_stir for p in plan) and any(p.reference == "manual" for p in plan)
-    save_plan(plan, tmp_path / "work" / ".vhi_plan.json")
-    assert load_plan(tmp_path / "work" / ".vhi_plan.json") == plan
-    with pytest.raises(ConfigError, match="cannot read the cohort plan"):
-        load_plan(tmp_path / "absent.json")
-    # what the sources skipped travels with the plan, into status.csv
+    # what the sources skipped travels with the plan (and its digest), into status.csv
     skipped = Skipped("s1", "study 1.2.3", "subject id 'P 1' from {PatientID} is not a valid id",
                       subject="P 1", session="S9")
-    save_plan(CohortPlan(plan, [skipped]), tmp_path / "with_skipped.json")
-    back = load_plan(tmp_path / "with_skipped.json")
-    assert back == plan and back.skipped == (skipped,)
-    assert plan_digest(back) != plan_digest(plan)
-    row = status_table(back, synthetic_cohort.layout).iloc[-1]
+    saved = CohortPlan(synthetic_cohort.settings.sites_digest, tuple(plan), (skipped,),
+                       {"a": {"listed_at": "2026-01-02T03:04:05+00:00", "origin": "listed"}})
+    save_plan(saved, tmp_path / "work" / ".vhi_plan.json")
+    back = load_plan(tmp_path / "work" / ".vhi_plan.json", synthetic_cohort.settings)
+    assert back == saved and back.skipped == (skipped,)
+    assert back.digest != CohortPlan(saved.sites_digest, tuple(plan)).digest
+    with pytest.raises(ConfigError, match="cannot read the cohort plan"):
+        load_plan(tmp_path / "absent.json")
+    row = status_table(back.sessions, synthetic_cohort.layout, skipped=back.skipped).iloc[-1]
     assert (row["state"], row["subject"], row["session"]) == ("skipped", "P 1", "S9")
     assert row["reason"] == "study 1.2.3: subject id 'P 1' from {PatientID} is not a valid id"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
@@ -42,3 +43,37 @@ def write_cohort(root: Path, n: int, *, cleaned: int = 0, t1w_only: int = 0,
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump({"sites": [{"name": site, "source": source}]}))
     return config
+
+
+def write_synthetic_site(root: Path, sessions: Mapping[str, str], *, site: str = "a",
+                         extra_rows: Sequence[Mapping[str, str]] = ()) -> dict:
+    """A local site of tiny synthetic sessions (session -> subject) under ``root``: the STIR,
+    T1W, normal-marrow and cleaned masks of :class:`support.results.SessionDesign` (every
+    number known), for workflow runs with the stand-in model of :mod:`support.fake_model`.
+    Returns the site's config entry (its sheet: ``root/sheet_<site>.csv``)."""
+    import nibabel as nib
+    import numpy as np
+
+    from support.results import AFFINE, SessionDesign
+
+    def save(path: Path, array: np.ndarray) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(array, AFFINE), path)
+        return str(path)
+
+    design = SessionDesign(cleaned=True)
+    rows = [*({"site": site, "subject": subject, "session": session, "timepoint": "pre",
+               "stir": save(root / "scans" / f"{session}_STIR.nii.gz", design.stir()),
+               "t1w": save(root / "scans" / f"{session}_T1W.nii.gz", design.t1w()),
+               "normal_marrow": save(root / "scans" / f"{session}_NM.nii.gz", design.reference())}
+              for session, subject in sessions.items()), *extra_rows]
+    for session, subject in sessions.items():
+        save(root / "cleaned" / site / subject / f"{session}.nii.gz", design.cleaned_mask())
+    sheet = root / f"sheet_{site}.csv"
+    with sheet.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["site", "subject", "session", "timepoint", "stir",
+                                                "t1w", "normal_marrow"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return {"name": site, "source": {"type": "local", "root": str(root), "sheet": str(sheet),
+                                     "outbox": str(root / "outbox")}}

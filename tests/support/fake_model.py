@@ -4,17 +4,32 @@ absent (the synthetic tier of the XNAT workflow tests).
 :func:`write_vhi_shim` writes an executable ``vhi`` that runs the real CLI
 (:func:`vhi.cli.main`) with :func:`vhi.api.load_ensemble` replaced by
 :class:`BoxEnsemble`: the real bundle's metadata, and as the disease region the central
-part of every slice instead of the network's output. Every other command is the real one.
+part of every slice instead of the network's output (held until the file
+:data:`HOLD_ENV` names exists, where a test sets it). Every other command is the real one.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 TESTS = Path(__file__).resolve().parents[1]
+
+
+#: A file a test names to hold every segmentation until the file exists (at most 300 s):
+#: the test watches the run while a step runs (``vhi status``: running; a second run).
+HOLD_ENV = "VHI_TEST_SEGMENT_UNTIL"
+
+
+def hold_segmentation() -> None:
+    until = os.environ.get(HOLD_ENV)
+    deadline = time.monotonic() + 300
+    while until and not Path(until).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 class BoxEnsemble:
@@ -28,6 +43,7 @@ class BoxEnsemble:
         self.device_note = None
 
     def segment(self, t1w: np.ndarray) -> np.ndarray:
+        hold_segmentation()
         mask = np.zeros(t1w.shape, dtype=np.uint8)
         nx, ny = t1w.shape[:2]
         mask[nx // 4: nx - nx // 4, ny // 4: ny - ny // 4, :] = 1

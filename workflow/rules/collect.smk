@@ -20,7 +20,7 @@ rule collect_cleaned:
         source=source_json("cleaned"),
         session=session_json,
         fingerprint=cleaned_fingerprint,
-        work=LAYOUT.work,
+        work=lambda wildcards: LAYOUT.work,  # the run's readers database (a function: not a file prefix)
         vhi_role=lambda wildcards: SETTINGS.site(wildcards.site).double_read_vhi,
     log:
         LAYOUT.log_pattern("collect_cleaned"),

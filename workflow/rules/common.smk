@@ -4,11 +4,9 @@ import json
 import os
 import shlex
 
-from snakemake.exceptions import WorkflowError
-
 from vhi.cohort.layout import PULL_LOG, PULL_RULES, QC_FILES, RESULT_FILES, Layout
-from vhi.cohort.plan import (PLAN_DIR, PLAN_ENV, load_plan, plan_cohort, plan_digest, run_plan_path,
-                             save_run_plan, wildcard_constraints)
+from vhi.cohort.plan import WorkflowPlan, wildcard_constraints
+from vhi.cohort.run import STATE_DIR
 from vhi.config.load import resolve_config
 from vhi.provenance import mark_run
 from vhi.results.tables import stop_once_on_ctrl_c
@@ -21,30 +19,25 @@ SETTINGS = resolve_config(config)
 LAYOUT = Layout.from_settings(SETTINGS)
 # Every vhi command of this run records the run and the config it came from.
 mark_run(SETTINGS.digest)
-# One plan per run. The main process asks every source for its sessions once; the plan is
-# kept (named by its digest) only when the run starts (onstart: never by a dry run or
-# lint), and job processes (a cluster job re-reads this Snakefile) read that file, so no
-# other invocation, whatever sheet it plans, can change what a running run's jobs see.
-# COHORT is the plan (with what the sources skipped, for status.csv); PLAN its sessions by key.
-if workflow.is_main_process:
-    COHORT = plan_cohort(SETTINGS)
-    os.environ[PLAN_ENV] = str(run_plan_path(os.path.abspath(LAYOUT.work), COHORT))
-elif os.environ.get(PLAN_ENV):
-    COHORT = load_plan(os.environ[PLAN_ENV])
-else:
-    raise WorkflowError(f"{PLAN_ENV} is not set: a job process cannot know its run's plan "
-                        "(the executor did not pass the environment)")
-PLAN = {p.key: p for p in COHORT}
-PLAN_DIGEST = plan_digest(COHORT)
+# The plan is made when the DAG is built (the first input function asks for it), never
+# while the Snakefile is only parsed: --unlock and --lint contact no server. The main
+# process lists the sites (config `plan: list`) or reads their saved listing (`plan:
+# saved`); job processes read the plan of the run that holds the work folder
+# (vhi.cohort.plan.WorkflowPlan, docs/architecture.md).
+RUN = WorkflowPlan(SETTINGS, main_process=workflow.is_main_process,
+                   executing=lambda: workflow.executor_plugin is not None and not workflow.dryrun,
+                   config_files=workflow.configfiles)
 
 
-envvars:
-    PLAN_ENV,
-
-
+# A run takes the work folder (its run marker) and keeps its plan for its jobs when it
+# starts, and gives the folder back when it ends (onerror: workflow/rules/tables.smk).
 onstart:
-    save_run_plan(COHORT, LAYOUT.work)
+    RUN.start()
     stop_once_on_ctrl_c()  # so that a second Ctrl-C cannot stop the writing of results/partial/
+
+
+onsuccess:
+    RUN.finish()
 
 
 RESULTS = {key: str(LAYOUT.result(key)) for key in RESULT_FILES}
@@ -52,11 +45,11 @@ SESSION_LABEL = "{site}/{subject}/{session}"
 
 
 wildcard_constraints:
-    **wildcard_constraints(list(PLAN.values())),
+    **wildcard_constraints(SETTINGS),
 
 
 def planned(wildcards):
-    return PLAN[SESSION_LABEL.format(**wildcards)]
+    return RUN.sessions[SESSION_LABEL.format(**wildcards)]
 
 
 def session_json(wildcards):
@@ -78,12 +71,18 @@ def source_json(operation):
 def pull_only(rule):
     """Input function of a pull rule: nothing for the sessions whose scans it pulls, else a
     file that never exists, so that Snakemake takes the rule of the session's set."""
-    absent = [os.path.join(LAYOUT.work, PLAN_DIR, f"not-pulled-by-{rule}")]
+    absent = [os.path.join(LAYOUT.work, STATE_DIR, f"not-pulled-by-{rule}")]
 
     def only(wildcards):
         return [] if planned(wildcards).pull_rule() == rule else absent
 
     return only
+
+
+def scan_identity(wildcards):
+    """Params function of a pull rule: the pulled scans' identity (size and time of a local
+    file), so a scan replaced at the same path is pulled again."""
+    return json.dumps(planned(wildcards).pulled_identity(), sort_keys=True)
 
 
 def pull_scan_args(wildcards, output):
@@ -124,7 +123,7 @@ def session_final_files(p):
 
 
 def all_session_files(wildcards):
-    return [f for p in PLAN.values() for f in session_final_files(p)]
+    return [f for p in RUN.plan.sessions for f in session_final_files(p)]
 
 
 # QC images (qc.smk)
@@ -141,4 +140,9 @@ def qc_scan_args(wildcards, input):
 
 
 def all_qc_files(wildcards):
-    return [str(LAYOUT.work_file(p.session, name)) for p in PLAN.values() for name in p.qc_files()]
+    return [str(LAYOUT.work_file(p.session, name)) for p in RUN.plan.sessions for name in p.qc_files()]
+
+
+def run_plan_digest(wildcards):
+    """Params function of the tables: the plan, so a changed plan rebuilds them."""
+    return RUN.plan.digest

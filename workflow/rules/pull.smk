@@ -2,7 +2,8 @@
 # the T1W's grid), the manual normal-marrow mask. One rule per set of scans a session has
 # (vhi.cohort.layout.PULL_RULES), tried in the order below: a rule that does not pull this
 # session's set asks for a file that never exists (pull_only), so Snakemake takes the next.
-# The copies are temporary: the source keeps the originals.
+# The copies are temporary: the source keeps the originals. A scan replaced at the same
+# path (another size or modification time: the plan's scan identity) is pulled again.
 
 
 for _rule, _roles in PULL_RULES.items():
@@ -18,6 +19,7 @@ for _rule, _roles in PULL_RULES.items():
         params:
             source=source_json("fetch"),
             session=session_json,
+            identity=scan_identity,
             scans=pull_scan_args,
         log:
             LAYOUT.log_pattern(PULL_LOG),

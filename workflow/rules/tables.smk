@@ -1,7 +1,9 @@
 # Cohort tables, status and report.html: a pure gather of the sessions' files, written
 # only when every session's files exist. After a failed or interrupted run the error
-# handler writes what finished to results/partial/ (never the targets of `rule all`), so
-# the same command run again still retries the failed sessions and then writes results/.
+# handler writes what finished to results/partial/ (never the targets of `rule all`) and
+# moves complete results of an earlier run to results/stale/, so nothing in results/
+# looks current that is not; the same command run again retries the failed sessions and
+# then writes results/.
 from vhi.results.tables import write_results_logged
 
 
@@ -12,14 +14,17 @@ rule build_cohort_tables:
     output:
         **RESULTS,
     params:
-        plan=PLAN_DIGEST,
+        plan=run_plan_digest,
     log:
         f"{SETTINGS.logs_dir}/build_cohort_tables.log",
     localrule: True
     run:
-        write_results_logged(COHORT, LAYOUT, SETTINGS, log[0])
+        write_results_logged(RUN.plan, LAYOUT, SETTINGS, log[0])
 
 
 onerror:
-    write_results_logged(COHORT, LAYOUT, SETTINGS,
-                         f"{SETTINGS.logs_dir}/build_cohort_tables.log", after_failure=True)
+    try:
+        write_results_logged(RUN.plan, LAYOUT, SETTINGS,
+                             f"{SETTINGS.logs_dir}/build_cohort_tables.log", after_failure=True)
+    finally:
+        RUN.finish()

@@ -5,7 +5,9 @@ measure, models), one session of the workflow (:mod:`vhi.cli.session`: pull, pus
 collect, agreement), the cohort (:mod:`vhi.cli.cohort`: sheet, tables, xnat-plan) and
 its readers (:mod:`vhi.cli.readers`: readers, assign).
 Every sub-command checks its inputs: a bad input, config or source is an error naming
-the file or session and the cause, with exit status :data:`vhi.errors.EXIT_INPUT`.
+the file or session and the cause, with exit status :data:`vhi.errors.EXIT_INPUT`; a
+server that cannot be reached, a busy work folder, a full disk or a missing permission
+exit with :data:`vhi.errors.EXIT_ENVIRONMENT` (the status each error carries).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 
 import vhi
 from vhi.cli import cohort, readers, scan, session, viewer
-from vhi.errors import EXIT_ENVIRONMENT, EXIT_INPUT, VhiError
+from vhi.errors import EXIT_ENVIRONMENT, VhiError
 
 log = logging.getLogger("vhi")
 
@@ -60,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except VhiError as exc:
         log.error("%s", exc)
-        return EXIT_INPUT
+        return exc.exit_status
     except MemoryError:
         log.error("out of memory in vhi %s (exit %d): give the job more memory",
                   args.command, EXIT_ENVIRONMENT)

@@ -1,9 +1,12 @@
-"""``vhi sheet | tables | status | xnat-plan | dicomweb-plan``: cohort-level commands.
+"""``vhi sheet | plan | tables | status | xnat-plan | dicomweb-plan``: cohort-level commands.
 
-``vhi sheet`` writes or checks a session sheet; ``vhi tables`` rebuilds the cohort
+``vhi sheet`` writes or checks a session sheet; ``vhi plan`` lists every site's sessions
+and saves the plan file (:mod:`vhi.cohort.plan`); ``vhi tables`` rebuilds the cohort
 tables and status from a config and the work folder; ``vhi status`` prints the sessions
 per state and site (the code of ``status.csv``); ``vhi xnat-plan`` and
 ``vhi dicomweb-plan`` are the dry runs of the XNAT and DICOMweb sites' scan selection.
+``plan``, ``tables`` and ``status`` read the saved plan and list the sites again only with
+``--refresh`` or when none is saved, so ``status`` works with every server down.
 """
 
 from __future__ import annotations
@@ -36,29 +39,41 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- plan
+def _plan_of(settings: Any, args: argparse.Namespace) -> Any:
+    """``--plan PATH`` (a plan of this config's sites), else the saved listing of the
+    config's sites, listed now only with ``--refresh`` or when none is saved."""
+    from vhi.cohort.plan import load_plan, obtain_plan
+
+    if getattr(args, "plan", None):
+        return load_plan(args.plan, settings)
+    return obtain_plan(settings, refresh=args.refresh)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """List every site (or reuse the saved listing) and save it: the plan file the workflow
+    (``plan: saved``), ``vhi status``, ``vhi tables`` and ``vhi viewer`` read."""
+    import sys
+
+    from vhi.cohort.plan import saved_plan_path
+
+    settings = load_config_file(args.config)
+    plan = _plan_of(settings, args)
+    sys.stdout.write(f"{plan.describe()}\nplan: {saved_plan_path(settings)} ({len(plan.sessions)} "
+                     f"sessions, {len(plan.skipped)} skipped, digest {plan.digest})\n")
+    return 0
+
+
 # --------------------------------------------------------------------------- tables
-def _saved_or_new_plan(settings: Any, args: argparse.Namespace) -> list[Any]:
-    """The plan of the last run (or ``--plan``), unless ``--refresh`` or no run has saved
-    one: then every source is asked again."""
-    from vhi.cohort.plan import load_latest_plan, load_plan, plan_cohort
-
-    plan = None if args.refresh else (load_plan(args.plan) if args.plan
-                                      else load_latest_plan(settings.work_dir))
-    if plan is None:
-        return plan_cohort(settings)
-    log.info("using the saved plan of the last run in %s (--refresh asks the sources again)",
-             settings.work_dir)
-    return plan
-
-
 def cmd_tables(args: argparse.Namespace) -> int:
     from vhi.cohort.layout import Layout
     from vhi.results.tables import write_results
 
     settings = load_config_file(args.config)
-    plan = _saved_or_new_plan(settings, args)
-    status = write_results(plan, Layout.from_settings(settings), settings.timepoints, settings.bundle,
-                           viewer_url=settings.viewer_url, readers=settings.readers)
+    plan = _plan_of(settings, args)
+    status = write_results(plan.sessions, Layout.from_settings(settings), settings.timepoints,
+                           settings.bundle, viewer_url=settings.viewer_url, readers=settings.readers,
+                           skipped=plan.skipped)
     counts = status["state"].value_counts().to_dict()
     log.info("status: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return 0
@@ -66,19 +81,38 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- status
 def cmd_status(args: argparse.Namespace) -> int:
-    """Sessions per state and site, from ``work/`` and ``logs/`` as ``status.csv`` has them."""
+    """Sessions per state and site, from ``work/`` and ``logs/`` as ``status.csv`` has them,
+    with the plan's age, the run that holds the work folder and the state of ``results/``.
+    Reads the saved plan: works with every server down."""
     import json
     import sys
 
     from vhi.cohort.layout import Layout
-    from vhi.results.status import counts_summary, format_counts, state_counts, status_table
+    from vhi.cohort.plan import saved_plan_path
+    from vhi.cohort.run import active_run
+    from vhi.cohort.run import summary as run_summary
+    from vhi.results.status import (
+        counts_summary,
+        format_counts,
+        format_notes,
+        results_state,
+        state_counts,
+        status_table,
+    )
 
     settings = load_config_file(args.config)
-    status = status_table(_saved_or_new_plan(settings, args), Layout.from_settings(settings))
+    layout = Layout.from_settings(settings)
+    plan = _plan_of(settings, args)
+    run = active_run(settings.work_dir)
+    status = status_table(plan.sessions, layout, skipped=plan.skipped, run=run)
     counts = state_counts(status)
     sessions = status[SESSION_VIEW].to_dict("records") if args.sessions else None
+    plan_info = {"file": str(args.plan or saved_plan_path(settings)), "created": plan.created,
+                 "digest": plan.digest, "sites": {k: dict(v) for k, v in plan.sites.items()}}
+    results = results_state(layout)
     if args.json:
-        summary = counts_summary(counts)
+        summary = {**counts_summary(counts), "plan": plan_info, "run": run_summary(run),
+                   "results": results}
         sys.stdout.write(json.dumps({**summary, "sessions": sessions} if args.sessions else summary,
                                     indent=2) + "\n")
         return 0
@@ -88,6 +122,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         sys.stdout.write(f"{len(overdue)} session(s) overdue for cleaning: "
                          f"{', '.join(overdue['session'].astype(str).head(10))}"
                          f"{' ...' if len(overdue) > 10 else ''} (vhi status --sessions)\n")
+    sys.stdout.write(format_notes(plan.describe(), run, results))
     if sessions is not None:
         from vhi.cli.output import text_table
 
@@ -161,13 +196,21 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, help="also write the per-study selection report (JSON)")
     p.set_defaults(func=cmd_dicomweb_plan)
 
-    def plan_options(p: argparse.ArgumentParser) -> None:
+    def plan_options(p: argparse.ArgumentParser, *, plan_file: bool = True) -> None:
         p.add_argument("--config", required=True, type=Path)
-        p.add_argument("--plan", type=Path,
-                       help="a saved cohort plan (default: the last run's, in work/.vhi/)")
-        p.add_argument("--refresh", action="store_true",
-                       help="ask every source for its sessions again instead of reusing the "
-                            "plan of the last run")
+        refresh = p.add_mutually_exclusive_group()
+        if plan_file:
+            refresh.add_argument("--plan", type=Path,
+                                 help="a plan file of this config's sites (default: the saved "
+                                      "listing, work/.vhi/plans/)")
+        refresh.add_argument("--refresh", action="store_true",
+                             help="list every site again (and save the listing) instead of "
+                                  "reading the saved listing")
+
+    p = sub.add_parser("plan", help="list every site's sessions and save the plan file the "
+                                    "workflow, status, tables and viewer read")
+    plan_options(p, plan_file=False)
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("tables", help="rebuild results/ (tables, status) from a config and work/")
     plan_options(p)

@@ -157,13 +157,13 @@ def cmd_assign(args: argparse.Namespace) -> int:
         raise ConfigError("vhi assign", "moving an assignment needs --session, --from, --to and --reason")
     settings = load_config_file(args.config)
     if args.apply:
-        from vhi.cli.cohort import _saved_or_new_plan
+        from vhi.cli.cohort import _plan_of
         from vhi.cohort.layout import Layout
         from vhi.readers.assign import assign_run
 
         if not settings.readers:
             raise ConfigError(args.config, "no readers: nothing to assign (config `readers:`)")
-        new = assign_run(settings, _saved_or_new_plan(settings, args), Layout.from_settings(settings))
+        new = assign_run(settings, _plan_of(settings, args).sessions, Layout.from_settings(settings))
         log.info("%d new assignment(s)", len(new))
     if all(moving):
         _reassign(settings, args)
@@ -215,9 +215,10 @@ def register(sub: Any) -> None:
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("--apply", action="store_true",
                    help="first assign every session ready for cleaning, as the workflow does")
-    p.add_argument("--plan", type=Path, help="with --apply: a saved cohort plan (default: the last run's)")
+    p.add_argument("--plan", type=Path, help="with --apply: a plan file of this config's sites "
+                                           "(default: the saved listing, work/.vhi/plans/)")
     p.add_argument("--refresh", action="store_true",
-                   help="with --apply: ask every source for its sessions again")
+                   help="with --apply: list every site again (and save the listing)")
     p.add_argument("--session", help="one session (site/subject/session)")
     p.add_argument("--from", dest="from_reader", metavar="READER", help="move the session from this reader")
     p.add_argument("--to", metavar="READER", help="... to this reader (who must read the session's site)")

@@ -66,6 +66,9 @@ QC_FILES = {"image": "qc.png", "slices": "qc_slices.npz", "cleaned": "qc_cleaned
 #: Where the report's copies of the QC images go, under the results folder.
 QC_RESULTS_DIR = "qc"
 
+#: The note beside complete results set aside once a later run failed (``results/stale/``).
+STALE_NOTE = "STALE.txt"
+
 RESULT_FILES = {
     "cohort_vhi": "cohort_vhi.csv",
     "cohort_vhi_parquet": "cohort_vhi.parquet",
@@ -118,3 +121,8 @@ class Layout:
         """Where a failed or interrupted run writes what it finished: ``results/partial/``,
         never the targets of ``rule all``, so the next run still has the work to do."""
         return Layout(self.work, self.logs, str(Path(self.results, "partial")))
+
+    def stale(self) -> Layout:
+        """Where complete results go when a later run fails or stops (``results/stale/``): they
+        are no longer the cohort's current state, and must not look like it."""
+        return Layout(self.work, self.logs, str(Path(self.results, "stale")))

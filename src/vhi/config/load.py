@@ -72,6 +72,8 @@ class Settings:
     timepoints: tuple[str, ...]
     sites: tuple[SiteConfig, ...]
     viewer_url: str = "http://127.0.0.1:8000"
+    plan: str = "list"  # list | saved: where a workflow run gets its cohort plan
+    unreachable_sites: str = "fail"  # fail | saved: a site whose server cannot be reached
     readers: tuple[ReaderConfig, ...] = ()
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
@@ -80,6 +82,14 @@ class Settings:
         """sha256 of the validated config (defaults filled in): the provenance of a run."""
         text = json.dumps(self.raw, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def sites_digest(self) -> str:
+        """sha256 (16 hex digits) of the sites as configured (defaults filled in, paths as
+        written): what a cohort plan depends on, so a plan is read only by a config that
+        plans the same sites."""
+        text = json.dumps(self.raw.get("sites", []), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def site(self, name: str) -> SiteConfig:
         for site in self.sites:
@@ -136,6 +146,8 @@ def resolve_config(config: Mapping[str, Any]) -> Settings:
         timepoints=tuple(data["timepoints"]),
         sites=sites,
         viewer_url=data["viewer_url"],
+        plan=data["plan"],
+        unreachable_sites=data["unreachable_sites"],
         readers=readers,
         raw=data,
     )

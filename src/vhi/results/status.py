@@ -3,34 +3,39 @@
 States, in pipeline order: ``pending`` (nothing done yet), ``pulled``, ``segmented``
 (the end for a T1W-only session), ``proposed``, ``pushed``, ``awaiting_cleaning`` (the
 proposal is on the source, no cleaned segmentation yet), ``cleaned`` (collected, not
-measured), ``measured`` (VHI known), and ``failed`` (a step ran and failed; the reason
-is the error its log ends with). The state is read from the files a run leaves in
-``work/`` and ``logs/``, so it is true after a failed run as after a complete one. The
-reader columns (who reads it, who cleaned it and when, due date, overdue) come from the
-run's readers database and ``cleaned.json`` (:mod:`vhi.readers.progress`). A study or
-session the source found but left out of the plan (ids that are not valid ids, ...) is a
-row of its own, ``skipped``, with the reason.
+measured), ``measured`` (VHI known); ``running`` (a run holds the work folder and one of
+the session's steps has started in it, its log without an error, its output not yet
+written), ``failed`` (a step ran and failed; the reason is the error its log ends with)
+and ``skipped`` (found by the site's source at listing and not planned; the reason says
+why). The state is read from the files a run leaves in ``work/`` and ``logs/`` and the
+run marker (:mod:`vhi.cohort.run`), so it is true during a run, after a failed run and
+after a complete one. The reader columns (who reads it, who cleaned it and when, due
+date, overdue) come from the run's readers database and ``cleaned.json``
+(:mod:`vhi.readers.progress`). A study or session the source found but left out of the
+plan (ids that are not valid ids, ...) is a row of its own, ``skipped``, with the reason.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from vhi.cohort.layout import Layout
+from vhi.cohort.layout import STALE_NOTE, Layout
 from vhi.cohort.plan import PlannedSession
+from vhi.cohort.run import RunMarker
 from vhi.errors import InputError
 from vhi.fileio import read_json
 from vhi.readers.progress import SESSION_COLUMNS, Reading
 from vhi.sources import Skipped
 
 STATES = ("pending", "pulled", "segmented", "proposed", "pushed", "awaiting_cleaning",
-          "cleaned", "measured", "failed", "skipped")
+          "cleaned", "measured", "running", "failed", "skipped")
 COLUMNS = ["site", "subject", "session", "timepoint", "state", "reason", "step", "log",
            "viewer_path", *SESSION_COLUMNS]
 
@@ -53,8 +58,26 @@ def log_error(path: Path) -> str | None:
     return next((line.strip() for line in reversed(lines) if line.strip()), None)
 
 
-def session_status(p: PlannedSession, layout: Layout) -> dict[str, str]:
-    """State, reason, failed step and its log for one planned session."""
+def _running_in(log: Path, run: RunMarker | None) -> bool:
+    """Whether the step of ``log`` runs in ``run``: its log was written since the run
+    started and holds no error (an ERROR line of ours, a traceback) yet."""
+    if run is None:
+        return False
+    try:
+        started = datetime.fromisoformat(run.started).timestamp()
+        if log.stat().st_mtime < started - 1.0:  # file times may be a little coarse
+            return False
+        lines = log.read_text(errors="replace").splitlines()
+    except (OSError, ValueError):
+        return False
+    return not any(_LOG_ERROR.match(line) or line.startswith("Traceback (") for line in lines)
+
+
+def session_status(p: PlannedSession, layout: Layout, run: RunMarker | None = None) -> dict[str, str]:
+    """State, reason, failed (or running) step and its log for one planned session.
+
+    ``run``: the run that holds the work folder now (:func:`vhi.cohort.run.active_run`), if
+    any: a step it started whose log has no error yet is ``running``, not ``failed``."""
     s = p.session
     row = {"site": s.site, "subject": s.subject, "session": s.session, "timepoint": s.timepoint,
            "state": "pending", "reason": "", "step": "", "log": "",
@@ -73,6 +96,10 @@ def session_status(p: PlannedSession, layout: Layout) -> dict[str, str]:
                 row["state"] = step.state
             continue
         log = layout.log_file(s, step.log)
+        if _running_in(log, run):
+            row.update(state="running", step=step.log, log=str(log),
+                       reason=f"{step.log} running (run of {run.started}, pid {run.pid} on {run.host})")
+            return row
         error = log_error(log)
         if error is not None or log.is_file():
             row.update(state="failed", step=step.log, log=str(log),
@@ -101,26 +128,27 @@ def _viewer_path(receipt: Path) -> str:
     return path if isinstance(path, str) and path.startswith("/") else ""
 
 
-def skipped_status(s: Skipped) -> dict[str, str]:
+def skipped_status(s: Skipped) -> dict[str, Any]:
     """The row of what a source found and left out of the plan."""
     return {"site": s.site, "subject": s.subject, "session": s.session, "timepoint": "",
             "state": "skipped", "reason": f"{s.label}: {s.reason}", "step": "", "log": "",
-            "viewer_path": "", **dict.fromkeys(SESSION_COLUMNS, "")}
+            "viewer_path": "", **dict.fromkeys(SESSION_COLUMNS, ""), "overdue": False}
 
 
-def status_table(plan: Sequence[PlannedSession], layout: Layout,
-                 reading: Reading | None = None) -> pd.DataFrame:
+def status_table(plan: Sequence[PlannedSession], layout: Layout, reading: Reading | None = None, *,
+                 skipped: Sequence[Skipped] = (), run: RunMarker | None = None) -> pd.DataFrame:
     """One row per planned session (every session of the sheet, none dropped), with its
-    reader columns from ``reading`` (default: the run's readers database now); then one
-    per study or session the sources found and skipped (a
-    :class:`~vhi.cohort.plan.CohortPlan`'s)."""
+    reader columns from ``reading`` (default: the run's readers database now), then one per
+    study or session the sources found and skipped (``skipped``: the plan's, a
+    :class:`~vhi.cohort.plan.CohortPlan`'s). ``run``: the run that holds the work folder
+    now, for the ``running`` state (:func:`session_status`)."""
     reading = reading or Reading.of_run(layout.work)
     rows = []
     for p in plan:
-        row = session_status(p, layout)
+        row = session_status(p, layout, run)
         cleaned = row["state"] in ("cleaned", "measured")
         rows.append({**row, **reading.session_columns(p.key, cleaned=cleaned)})
-    rows += [skipped_status(s) for s in getattr(plan, "skipped", ())]
+    rows += [skipped_status(s) for s in skipped]
     return pd.DataFrame(rows, columns=COLUMNS, dtype=object)
 
 
@@ -160,3 +188,37 @@ def format_counts(counts: pd.DataFrame) -> str:
     line = lambda cells: "  ".join(  # noqa: E731
         c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
     return "\n".join(line(r) for r in [header, *body]) + "\n"
+
+
+def results_state(layout: Layout) -> dict[str, Any]:
+    """What ``results/`` holds: complete results, partial ones (``partial/``), and complete
+    ones of an earlier run set aside as stale (``stale/``, with its note)."""
+    def written(path: Path) -> str | None:
+        try:
+            return datetime.fromtimestamp(path.stat().st_mtime).astimezone().isoformat(timespec="seconds")
+        except OSError:
+            return None
+
+    stale = layout.stale()
+    note = Path(stale.results, STALE_NOTE)
+    return {"complete": written(layout.result("status")),
+            "partial": written(layout.partial().result("status")),
+            "stale": written(stale.result("status")),
+            "stale_note": note.read_text().strip() if note.is_file() else None}
+
+
+def format_notes(plan: str, run: RunMarker | None, results: Mapping[str, Any]) -> str:
+    """The lines under ``vhi status``'s table: the plan's listing per site, the run that
+    holds the work folder, what results/ holds."""
+    lines = ["", plan]
+    if run is not None:
+        lines.append(f"run in progress: {run.describe()}")
+    if results.get("partial"):
+        lines.append(f"results/partial/: the sessions that finished, written {results['partial']} "
+                     "(a run stopped, or sessions are not finished)")
+    if results.get("stale"):
+        lines.append("results/stale/: complete results of an earlier run, no longer current "
+                     f"(see its {STALE_NOTE})")
+    if results.get("complete"):
+        lines.append(f"results/: complete, written {results['complete']}")
+    return "\n".join(lines) + "\n"

@@ -29,8 +29,8 @@ from typing import Any
 import pandas as pd
 
 import vhi
-from vhi.cohort.layout import STEPS, Layout
-from vhi.cohort.plan import PlannedSession
+from vhi.cohort.layout import QC_RESULTS_DIR, RESULT_FILES, STALE_NOTE, STEPS, Layout
+from vhi.cohort.plan import CohortPlan, PlannedSession
 from vhi.config.load import ReaderConfig
 from vhi.errors import InputError, VhiError
 from vhi.fileio import atomic_path, read_json, save_json
@@ -39,6 +39,7 @@ from vhi.readers.progress import Reading, short_utc
 from vhi.results.readers import WORKLISTS_DIR, readers_table, reads_table, write_worklists
 from vhi.results.report import publish_qc_images, write_report
 from vhi.results.status import STATES, status_table
+from vhi.sources import Skipped
 
 log = logging.getLogger(__name__)
 
@@ -213,23 +214,54 @@ def _write_parquet(df: pd.DataFrame, dest: Path) -> None:
         df.to_parquet(tmp, index=False)
 
 
+def set_aside_complete(layout: Layout, why: str) -> Path | None:
+    """Move the complete results in ``results/`` (a finished run's) to ``results/stale/``,
+    replacing older stale ones, with a note saying why: once a later run has failed or
+    stopped they are not the cohort's current state. None when there were none."""
+    status = layout.result("status")
+    if not status.is_file():
+        return None
+    written = datetime.fromtimestamp(status.stat().st_mtime, UTC).isoformat(timespec="seconds")
+    stale = layout.stale()
+    shutil.rmtree(stale.results, ignore_errors=True)
+    Path(stale.results).mkdir(parents=True)
+    for key in RESULT_FILES:
+        if layout.result(key).exists():
+            layout.result(key).replace(stale.result(key))
+    for name in (QC_RESULTS_DIR, WORKLISTS_DIR):
+        if Path(layout.results, name).is_dir():
+            Path(layout.results, name).replace(Path(stale.results, name))
+    note = Path(stale.results, STALE_NOTE)
+    with atomic_path(note) as tmp:
+        tmp.write_text(f"These are the complete results of an earlier run (written {written}).\n"
+                       f"They are no longer current: at {datetime.now(UTC).isoformat(timespec='seconds')} "
+                       f"partial results were written to {layout.partial().results} ({why}).\n"
+                       "Run the same command again to finish: that writes results/ anew and "
+                       "removes this folder.\n")
+    log.warning("complete results of %s moved to %s: %s", written, stale.results, why)
+    return Path(stale.results)
+
+
 def write_results(plan: Sequence[PlannedSession], layout: Layout, timepoints: Sequence[str],
                   bundle: str | None = None, *, partial: str | None = None,
                   require_complete: bool = False, viewer_url: str | None = None,
-                  readers: Sequence[ReaderConfig] = (), now: Any = None) -> pd.DataFrame:
+                  readers: Sequence[ReaderConfig] = (), now: Any = None,
+                  skipped: Sequence[Skipped] = ()) -> pd.DataFrame:
     """Write every file of the results folder (atomically) and return the status table.
 
     ``results/`` holds the results of a finished cohort only: every session measured, or
     as far as it can go (awaiting cleaning, T1W only). While a session has failed or not
     run yet, or when ``partial`` says why the run stopped, the files go to
-    ``results/partial/`` and the report says so; ``require_complete`` (the workflow's
-    final rule) raises instead. A complete write removes a stale ``results/partial/``.
-    ``viewer_url``: where the cleaning station serves, for the report's links and the
-    worklists; ``readers``: the config's readers (their table and worklists); ``now``: the
-    moment due dates are judged against (default: now).
+    ``results/partial/`` and the report says so, and complete results of an earlier run
+    are moved to ``results/stale/`` (:func:`set_aside_complete`); ``require_complete``
+    (the workflow's final rule) raises instead. A complete write removes
+    ``results/partial/`` and ``results/stale/``. ``viewer_url``: where the cleaning
+    station serves, for the report's links and the worklists; ``readers``: the config's
+    readers (their table and worklists); ``now``: the moment due dates are judged against
+    (default: now); ``skipped``: the plan's skipped studies, rows of the status.
     """
     reading = Reading.of_run(layout.work, now)
-    status = status_table(plan, layout, reading)
+    status = status_table(plan, layout, reading, skipped=skipped)
     unfinished = status[status["step"] != ""]
     if not unfinished.empty and partial is None:
         shown = "; ".join(f"{r.site}/{r.subject}/{r.session}: {r.reason}"
@@ -240,6 +272,9 @@ def write_results(plan: Sequence[PlannedSession], layout: Layout, timepoints: Se
     dest = layout.partial() if partial is not None else layout
     if partial is None:
         shutil.rmtree(layout.partial().results, ignore_errors=True)
+        shutil.rmtree(layout.stale().results, ignore_errors=True)
+    else:
+        set_aside_complete(layout, partial)
     cohort = cohort_vhi_table(plan, layout, status)
     change = change_table(cohort, timepoints)
     agreement = agreement_table(plan, layout, status)
@@ -267,7 +302,7 @@ def write_results(plan: Sequence[PlannedSession], layout: Layout, timepoints: Se
     return status
 
 
-def write_results_logged(plan: Sequence[PlannedSession], layout: Layout, settings: Any,
+def write_results_logged(plan: CohortPlan, layout: Layout, settings: Any,
                          log_path: str | Path, *, after_failure: bool = False) -> None:
     """:func:`write_results` with the ``vhi`` log also going to ``log_path``.
 
@@ -341,7 +376,7 @@ def _write_results_logged(plan: Sequence[PlannedSession], layout: Layout, settin
     root.setLevel(logging.INFO)
     try:
         try:  # the sessions this run pushed get their readers (what follows reads them)
-            assign_run(settings, plan, layout)
+            assign_run(settings, plan.sessions, layout)
         except (VhiError, OSError) as exc:
             if not after_failure:
                 raise
@@ -350,9 +385,10 @@ def _write_results_logged(plan: Sequence[PlannedSession], layout: Layout, settin
         if after_failure:
             partial = ("the run stopped before every session was finished: these results "
                        "hold the sessions that were; run the same command again to finish")
-        status = write_results(plan, layout, settings.timepoints, settings.bundle,
+        status = write_results(plan.sessions, layout, settings.timepoints, settings.bundle,
                                partial=partial, require_complete=not after_failure,
-                               viewer_url=settings.viewer_url, readers=settings.readers)
+                               viewer_url=settings.viewer_url, readers=settings.readers,
+                               skipped=plan.skipped)
         if after_failure:
             failed = status[status["state"] == "failed"]
             for row in failed.itertuples():
@@ -362,6 +398,9 @@ def _write_results_logged(plan: Sequence[PlannedSession], layout: Layout, settin
                              f"{layout.partial().results}; {len(failed)} failed: see "
                              f"{layout.partial().result('status')}; fix them and run the same "
                              f"command again\n")
+            if layout.stale().result("status").is_file():
+                sys.stderr.write(f"VHI the complete results of an earlier run are no longer "
+                                 f"current: moved to {layout.stale().results}\n")
     except (OSError, ValueError, KeyError) as exc:
         if not after_failure:
             raise

@@ -190,6 +190,12 @@ class Source(ABC):
         """Independent reader masks of the session (reader -> path) for agreement; none by default."""
         return {}
 
+    def scan_identity(self, session: Session) -> dict[str, Any]:
+        """Per scan role, what changes when the scan is replaced at the same URI: the workflow
+        pulls a scan again when its identity changes. None by default: a server source's
+        URIs name the series or scan itself (a new series is a new URI)."""
+        return {}
+
     @classmethod
     def spec_for(cls, spec: Mapping[str, Any], operation: str) -> dict[str, Any]:
         """The part of the site spec that ``operation`` depends on (plus ``type``)."""

@@ -245,6 +245,21 @@ class LocalSource(Source):
                             if k in seg}})
         return info
 
+    def scan_identity(self, session: Session) -> dict[str, Any]:
+        """Size and modification time of each listed scan file (``{"absent": true}`` for one
+        that is not there): a file replaced at the same path is pulled again."""
+        identity: dict[str, Any] = {}
+        for role, uri in sorted(session.scans.items()):
+            if not uri:
+                continue
+            try:
+                st = Path(uri).stat()
+            except OSError:
+                identity[role] = {"absent": True}
+                continue
+            identity[role] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return identity
+
     def reader_masks(self, session: Session) -> dict[str, str]:
         masks = {}
         for name, pattern in self.mask_patterns.items():

@@ -5,6 +5,9 @@ site's connection has (the environment variables its credentials come from, TLS
 verification and a site CA, retries with back-off, a timeout per read and a deadline per
 request) and the scrubbing that keeps any credential out of a message. Credentials are
 read from the environment only when used, never kept in the config or written anywhere.
+A server that cannot be reached (connections refused or dropped, timeouts, HTTP
+502/503/504 until the retries are spent) is a :class:`vhi.errors.UnreachableError` naming
+the site: the environment, not bad input.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from vhi.errors import ConfigError, VhiError
+from vhi.errors import ConfigError, UnreachableError, VhiError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,21 @@ def checked_url(site: str, key: str, value: Any, credentials: str) -> str:
         raise ConfigError(f"site {site} source.{key}", "credentials do not belong in the URL: "
                           f"set them in the environment ({credentials}) or ~/.netrc")
     return url
+
+
+#: Answers that say the server behind a gateway is not there (bad gateway, unavailable,
+#: gateway timeout); an HTTP 500 is the server's own answer about what was asked.
+DOWN_STATUS = frozenset({502, 503, 504})
+
+
+def unreachable(exc: BaseException | None = None, status: int = 0) -> bool:
+    """Whether a failed request says the server is not there: no connection, a timeout,
+    or an answer in :data:`DOWN_STATUS`."""
+    import requests
+
+    if exc is not None:
+        return isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout)
+    return status in DOWN_STATUS
 
 
 class RemoteConnection:
@@ -137,11 +155,15 @@ class RemoteConnection:
                 "sends too slowly or stalls")
 
     def give_up_or_wait(self, error: type[VhiError], what: str, action: str, cause: str, *,
-                        retry: bool, attempt: int) -> None:
+                        retry: bool, attempt: int, unreachable: bool = False) -> None:
         """After failed try ``attempt``: raise ``error(what, "<action>: <cause>")`` when the
-        cause is final or the tries are spent, else wait the back-off (doubling each time)."""
+        cause is final or the tries are spent, else wait the back-off (doubling each time).
+        ``unreachable``: the cause is the server's absence (:func:`unreachable`), so the
+        error raised is :class:`vhi.errors.UnreachableError` naming this site."""
         if not retry or attempt >= self.attempts:
             tries = f" (after {attempt} attempts)" if attempt > 1 else ""
+            if unreachable:
+                raise UnreachableError(self.site, f"{what}: {action}: {cause}{tries}")
             raise error(what, f"{action}: {cause}{tries}")
         delay = self.backoff_s * 2 ** (attempt - 1)
         log.warning("%s: %s: %s; retry %d of %d in %.1f s", what, action, cause, attempt,
@@ -149,4 +171,4 @@ class RemoteConnection:
         time.sleep(delay)
 
 
-__all__ = ["RETRY_STATUS", "RemoteConnection", "checked_url", "env_value"]
+__all__ = ["DOWN_STATUS", "RETRY_STATUS", "RemoteConnection", "checked_url", "env_value", "unreachable"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vhi.cohort.layout import Layout
-from vhi.cohort.plan import plan_cohort
+from vhi.cohort.plan import cleaning_record, obtain_plan
 from vhi.config.load import Settings
 from vhi.errors import ConfigError
 from vhi.fileio import read_json
@@ -34,21 +34,31 @@ def dicomweb_site(settings: Settings, name: str | None) -> Any:
     return sites[0]
 
 
-def awaiting_cleaning(settings: Settings, site_name: str) -> list[Awaiting]:
-    """The site's sessions with a pushed proposal and no cleaned segmentation yet."""
+def awaiting_cleaning(settings: Settings, site_name: str, *, refresh: bool = False) -> list[Awaiting]:
+    """The site's sessions with a pushed proposal and no cleaned segmentation yet.
+
+    The sessions come from the saved plan (the sites are listed again only with
+    ``refresh``, or when none is saved); those it has as not cleaned are looked up on the
+    source once more (one request each, no listing), so a session cleaned since the plan
+    was made is not offered again."""
     layout = Layout.from_settings(settings)
-    out = []
-    for planned in plan_cohort(settings, empty_sites_ok=True):
+    pushed = {}
+    for planned in obtain_plan(settings, refresh=refresh, empty_sites_ok=True).sessions:
         s = planned.session
         if s.site != site_name or not s.has_stir or planned.cleaned is not None:
             continue
         receipt = layout.work_file(s, "pushed.json")
-        if not Path(receipt).is_file():
-            continue
-        seg = read_json(receipt).get("seg", {})
-        study = str(seg.get("study_uid", ""))
-        if study:
-            out.append(Awaiting(s.key, s.site, study, viewer_route(study)))
+        if Path(receipt).is_file():
+            pushed[s.key] = (s, read_json(receipt))
+    source = make_source(settings.site(site_name).source, site=site_name)
+    cleaned = source.find_cleaned([s for s, _ in pushed.values()],
+                                  receipts={key: r for key, (_, r) in pushed.items()},
+                                  record=cleaning_record(settings, layout))
+    out = []
+    for key, (s, receipt) in pushed.items():
+        study = str(receipt.get("seg", {}).get("study_uid", ""))
+        if study and not (cleaned.get(key) and not cleaned[key].get("pending")):
+            out.append(Awaiting(key, s.site, study, viewer_route(study)))
     return out
 
 

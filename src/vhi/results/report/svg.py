@@ -21,7 +21,7 @@ from vhi.results.report.text import esc, fmt_ml, number, order, records, session
 STATE_COLOURS = {
     "pending": "#bdbdbd", "pulled": "#c6dbef", "segmented": "#9ecae1", "proposed": "#6baed6",
     "pushed": "#4292c6", "awaiting_cleaning": "#f0b429", "cleaned": "#a1d99b",
-    "measured": "#31a354", "failed": "#d62728", "skipped": "#7f7f7f",
+    "measured": "#31a354", "running": "#9e9ac8", "failed": "#d62728", "skipped": "#737373",
 }
 SITE_COLOURS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442",
                 "#000000")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from vhi.errors import InputError
-from vhi.sources.remote import RETRY_STATUS, RemoteConnection, checked_url, env_value
+from vhi.sources.remote import RETRY_STATUS, RemoteConnection, checked_url, env_value, unreachable
 
 T = TypeVar("T")
 
@@ -113,6 +113,7 @@ class DicomwebConnection(RemoteConnection):
                 body = self.scrub((exc.response.text if exc.response is not None else "").strip())
                 cause = f"HTTP {status} from the service" + (f" ({body[:200]})" if body else "")
                 retry = status in RETRY_STATUS
+                down = unreachable(status=status)
             except requests.exceptions.SSLError:
                 raise DicomwebError(what, f"{action}: TLS certificate verification failed; for a "
                                           "site CA set source.ca_bundle") from None
@@ -120,6 +121,9 @@ class DicomwebConnection(RemoteConnection):
                 cause = (self.deadline_cause() if passed.is_set()
                          else f"{type(exc).__name__}: {self.scrub(str(exc))}")
                 retry = True
+                # a stall cut at the deadline is the server's answer, not its absence
+                down = unreachable(exc) and not passed.is_set()
                 if isinstance(exc, requests.exceptions.RequestException) or passed.is_set():
                     self.close()  # a half-read stream leaves the connection unusable
-            self.give_up_or_wait(DicomwebError, what, action, cause, retry=retry, attempt=attempt)
+            self.give_up_or_wait(DicomwebError, what, action, cause, retry=retry, attempt=attempt,
+                                 unreachable=down)

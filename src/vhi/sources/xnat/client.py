@@ -17,8 +17,8 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from vhi.errors import InputError
-from vhi.sources.remote import RETRY_STATUS, RemoteConnection, checked_url, env_value
+from vhi.errors import InputError, UnreachableError
+from vhi.sources.remote import RETRY_STATUS, RemoteConnection, checked_url, env_value, unreachable
 
 #: xnatpy's own messages go to this logger too (it is passed to ``xnat.connect``).
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class XnatClient(RemoteConnection):
     def _connect(self) -> Any:
         import requests
         import xnat
-        from xnat.exceptions import XNATError, XNATLoginFailedError, XNATSSLError
+        from xnat.exceptions import XNATConnectionError, XNATError, XNATLoginFailedError, XNATSSLError
 
         where = f"XNAT {self.server} (site {self.site})"
         user, password = env_value(self.user_env), env_value(self.password_env)
@@ -100,8 +100,10 @@ class XnatClient(RemoteConnection):
             who = (f"${self.user_env}" if user else "xnatpy's environment or ~/.netrc")
             raise XnatError(where, f"login failed (credentials from {who})") from None
         except (requests.exceptions.RequestException, XNATError, OSError) as exc:
-            raise XnatError(where, f"cannot connect ({type(exc).__name__}: "
-                                   f"{self.scrub(str(exc))})") from None
+            cause = f"cannot connect ({type(exc).__name__}: {self.scrub(str(exc))})"
+            if unreachable(exc) or isinstance(exc, XNATConnectionError):
+                raise UnreachableError(self.site, f"{where}: {cause}") from None
+            raise XnatError(where, cause) from None
         if self.ca_bundle:
             conn.interface.verify = self.ca_bundle
         return conn
@@ -138,7 +140,7 @@ class XnatClient(RemoteConnection):
         failure, raises XnatError(what, "<action>: <cause>").
         """
         import requests
-        from xnat.exceptions import XNATResponseError, XNATSSLError, XNATValueError
+        from xnat.exceptions import XNATConnectionError, XNATResponseError, XNATSSLError, XNATValueError
 
         relogged = False
         attempt = 0
@@ -160,15 +162,19 @@ class XnatClient(RemoteConnection):
                     continue
                 cause = f"HTTP {status} from the server"
                 retry = status in RETRY_STATUS
+                down = unreachable(status=status)
             except (requests.exceptions.SSLError, XNATSSLError):
                 raise XnatError(what, f"{action}: TLS certificate verification failed") from None
             except (requests.exceptions.RequestException, XNATValueError, _Transfer) as exc:
                 cause = (self.deadline_cause() if passed.is_set()
                          else f"{type(exc).__name__}: {self.scrub(str(exc))}")
                 retry = True
+                # a stall cut at the deadline is the server's answer, not its absence
+                down = (unreachable(exc) or isinstance(exc, XNATConnectionError)) and not passed.is_set()
                 if isinstance(exc, requests.exceptions.RequestException) or passed.is_set():
                     self.close()  # a half-read stream leaves the connection unusable
-            self.give_up_or_wait(XnatError, what, action, cause, retry=retry, attempt=attempt)
+            self.give_up_or_wait(XnatError, what, action, cause, retry=retry, attempt=attempt,
+                                 unreachable=down)
 
     def get_rows(self, what: str, action: str, path: str,
                  query: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
