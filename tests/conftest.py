@@ -9,11 +9,33 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from support.browser import needs_browser
+from support.data import needs_models
+from support.orthanc import needs_orthanc
 from support.paths import DATA, SHARED
 
 if TYPE_CHECKING:
     from support.demo import DemoRun
     from support.results import SyntheticCohort
+
+#: The tiers a test's needs put it in (the markers registered in pyproject.toml; `make
+#: test-fast` runs the tests in none of them): the skip conditions of support/ it carries,
+#: and the fixtures it uses. Tiers with no such sign (slurm, container, install, slow)
+#: are marked in the test modules.
+TIER_OF_SKIP = [(needs_models.mark, "real_model"), (needs_orthanc.mark, "orthanc"),
+                (needs_browser.mark, "browser")]
+TIER_OF_FIXTURE = {"demo_run": "real_model", "slurm_cluster": "slurm"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        skips = list(item.iter_markers("skipif"))
+        tiers = {tier for sign, tier in TIER_OF_SKIP if sign in skips}
+        tiers |= {tier for name, tier in TIER_OF_FIXTURE.items()
+                  if name in getattr(item, "fixturenames", ())}
+        for tier in sorted(tiers - {mark.name for mark in item.iter_markers()}):
+            item.add_marker(tier)
+
 
 #: What the session fixture `shared_folder` sets for the whole session (restored at its end).
 SESSION_ENV = {"VHI_SHARED": str(SHARED)}

@@ -25,7 +25,7 @@ from vhi import __version__, api
 from support.data import BUNDLE_DIR, needs_data, needs_models
 from support.paths import DATA, PROJECT_ROOT
 
-pytestmark = [pytest.mark.slow, needs_models, needs_data]
+pytestmark = [pytest.mark.container, pytest.mark.slow, needs_models, needs_data]
 
 TAG = "localhost/vhi:test"
 BUILD_TIMEOUT_S = 1800

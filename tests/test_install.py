@@ -33,6 +33,8 @@ from support.data import needs_data
 from support.imports import imported_modules, third_party
 from support.paths import DATA, PROJECT_ROOT
 
+pytestmark = pytest.mark.install
+
 CACHE = Path(os.environ.get("VHI_CACHE") or "~/.cache/vhi").expanduser()
 WHEELS = CACHE / "wheels"
 VENVS = CACHE / "install-test"

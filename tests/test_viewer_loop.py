@@ -26,10 +26,10 @@ from vhi.viewer.ohif import OHIF_VERSION, is_fetched
 from vhi.viewer.station import awaiting_cleaning, station_for
 
 from support.browser import needs_browser
+from support.data import needs_models
 from support.env import unset_env
 from support.ohif_browser import KNOWN_CONSOLE_ERRORS, clean_in_browser, reader_edit
 from support.orthanc import Orthanc, needs_orthanc, seed_demo
-from support.paths import MODELS
 from support.workflow import job_counts, snakemake, status_of
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,6 @@ log = logging.getLogger(__name__)
 USER, CANARY = "vhi-robot", "CANARY-ohif-41d9"
 SESSIONS = ("1003", "4386")  # demo scan ids; site A's series layout
 
-needs_weights = pytest.mark.skipif(
-    not (MODELS / "sij_disease_region_unet" / "model_1.pt").is_file(),
-    reason=f"published U-Net weights not found under {MODELS}")
 needs_ohif = pytest.mark.skipif(not is_fetched(), reason=f"OHIF {OHIF_VERSION} not fetched "
                                                           "(`make setup` runs `vhi viewer --fetch-only`)")
 
@@ -52,7 +49,7 @@ def env(monkeypatch):
 
 
 @pytest.mark.slow
-@needs_weights
+@needs_models
 @needs_orthanc
 @needs_browser
 @needs_ohif

@@ -20,15 +20,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from support.data import needs_models
 from support.demo import STIR_SESSIONS, T1W_ONLY, DemoRun, r11, source_state
-from support.paths import MODELS, PROJECT_ROOT
+from support.paths import PROJECT_ROOT
 from support.workflow import half_written, job_counts, snakemake, status_of, workflow_env
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (MODELS / "sij_disease_region_unet" / "model_1.pt").is_file(),
-                       reason=f"published U-Net weights not found under {MODELS}"),
-]
+pytestmark = [pytest.mark.slow, needs_models]
 
 
 def mask_ml(path: Path) -> tuple[int, float]:

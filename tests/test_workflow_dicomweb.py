@@ -9,20 +9,17 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from support.data import needs_models
 from support.env import unset_env
 from support.orthanc import FaultProxy, Orthanc, needs_orthanc, seed_demo
-from support.paths import MODELS
 from support.workflow import half_written, snakemake, status_of
 
 USER, CANARY = "vhi-robot", "CANARY-wf-dw-6e0f"
 
-needs_weights = pytest.mark.skipif(
-    not (MODELS / "sij_disease_region_unet" / "model_1.pt").is_file(),
-    reason=f"published U-Net weights not found under {MODELS}")
 
 
 @pytest.mark.slow
-@needs_weights
+@needs_models
 @needs_orthanc
 def test_failing_sessions_are_named_and_the_others_complete(tmp_path, data_dir, monkeypatch):
     unset_env(monkeypatch, "DICOMWEB_USER", "DICOMWEB_PASS", "DICOMWEB_TOKEN", "REQUESTS_CA_BUNDLE")

@@ -48,7 +48,7 @@ RADIOLOGIST = ("radiologist", "rad-pw-1")
 #: every seeded session (2 + 2 keeps the run inside a few minutes on 2 cores)
 SPLIT = {"A": ["1003", "4386"], "B": ["1012", "3002"]}
 
-@pytest.fixture(params=["synthetic", "demo"])
+@pytest.fixture(params=["synthetic", pytest.param("demo", marks=pytest.mark.real_model)])
 def xnat_data(request, tmp_path_factory, monkeypatch) -> Path:
     """The volumes the emulator is seeded with, and the model the runs use: synthetic
     stand-ins with the box model of support.fake_model, or the demo data with the U-Net."""
