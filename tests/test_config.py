@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from vhi import __version__
 from vhi.config.load import load_config_file, resolve_config
 from vhi.errors import ConfigError
 
@@ -94,3 +95,18 @@ def test_config_does_not_mutate_the_input() -> None:
     config = minimal()
     resolve_config(config)
     assert "work_dir" not in config
+
+
+def test_the_image_key_names_what_snakemake_and_apptainer_take(tmp_path: Path) -> None:
+    from vhi.config.image import container_uri
+
+    project = tmp_path / "project"
+    assert container_uri("dist/vhi-0.1.0.oci.tar", project) == f"oci-archive://{project}/dist/vhi-0.1.0.oci.tar"
+    assert container_uri("/images/vhi.sif", project) == "/images/vhi.sif"
+    assert container_uri("vhi.sif", project) == f"{project}/vhi.sif"
+    assert container_uri("docker://registry.example.org/vhi:0.1.0", project) == (
+        "docker://registry.example.org/vhi:0.1.0")
+    # the default: the archive scripts/build-image.sh writes for this version
+    assert resolve_config(minimal()).image == f"dist/vhi-{__version__}.oci.tar"
+    assert 'archive="${ARCHIVE-$root/dist/vhi-${version}.oci.tar}"' in (
+        PROJECT_ROOT / "scripts" / "build-image.sh").read_text()

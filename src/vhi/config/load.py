@@ -55,6 +55,7 @@ class Settings:
     timepoints: tuple[str, ...]
     sites: tuple[SiteConfig, ...]
     viewer_url: str = "http://127.0.0.1:8000"
+    image: str = ""
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -103,6 +104,7 @@ def resolve_config(config: Mapping[str, Any]) -> Settings:
         timepoints=tuple(data["timepoints"]),
         sites=sites,
         viewer_url=data["viewer_url"],
+        image=expand_shared(data["image"], shared),
         raw=data,
     )
 
