@@ -69,6 +69,22 @@ def environment_unchanged() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def stand_in_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the `vhi` of support.fake_model (the box model for the U-Net)."""
+    from support.fake_model import write_vhi_shim
+
+    return write_vhi_shim(tmp_path_factory.mktemp("stand_in_bin"))
+
+
+@pytest.fixture
+def stand_in_model(stand_in_bin: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test's workflow runs (support.workflow) segment with the stand-in model, 3 s a
+    scan (the U-Net's pace on the CPU): for tests where the U-Net's output is not the point."""
+    monkeypatch.setenv("VHI_TEST_BIN", str(stand_in_bin))
+    monkeypatch.setenv("VHI_FAKE_SEGMENT_S", "3")
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA / "stir").is_dir():
         pytest.skip(f"public bone-MRI data not found at {DATA} (set VHI_SHARED to the shared folder)")

@@ -42,7 +42,6 @@ from vhi.errors import EXIT_ENVIRONMENT, EXIT_INPUT, ConfigError, InputError
 from vhi.imaging.nifti import load_image, load_mask
 
 from support.data import needs_data
-from support.fake_model import write_vhi_shim
 from support.paths import DATA
 from support.workflow import half_written, snakemake, snakemake_command, status_of, workflow_env
 
@@ -137,10 +136,10 @@ def workflow_case(test):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def stand_in_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Every `vhi` of this module's runs segments with the stand-in model, 3 s a scan."""
+def stand_in_for_the_module(stand_in_bin: Path) -> Iterator[None]:
+    """conftest's stand_in_model for the whole module (clean_run is module-scoped)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VHI_TEST_BIN", str(write_vhi_shim(tmp_path_factory.mktemp("bin"))))
+        mp.setenv("VHI_TEST_BIN", str(stand_in_bin))
         mp.setenv("VHI_FAKE_SEGMENT_S", "3")
         yield
 

@@ -5,7 +5,8 @@ Two demo sessions go through the workflow against a real Orthanc (pull, propose,
 opens one session, loads the proposal SEG (its segment and voxel counts must be ours),
 removes one connected component and adds a few voxels through OHIF's labelmap API, and
 saves through OHIF's own store command; the next run's VHI must be our count of the
-edited mask × the voxel volume. Screenshots go to the test's ``artefacts`` folder.
+edited mask × the voxel volume. Screenshots go to the test's ``artefacts`` folder. The
+disease region comes from the stand-in model (support.fake_model): the loop is the point.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from vhi.viewer.ohif import OHIF_VERSION, is_fetched
 from vhi.viewer.station import awaiting_cleaning, station_for
 
 from support.browser import needs_browser
-from support.data import needs_models
 from support.env import unset_env
 from support.ohif_browser import KNOWN_CONSOLE_ERRORS, clean_in_browser, reader_edit
 from support.orthanc import Orthanc, needs_orthanc, seed_demo
@@ -49,10 +49,10 @@ def env(monkeypatch):
 
 
 @pytest.mark.slow
-@needs_models
 @needs_orthanc
 @needs_browser
 @needs_ohif
+@pytest.mark.usefixtures("stand_in_model")
 def test_clean_in_ohif_and_collect(tmp_path, data_dir, env, monkeypatch):
     started = time.monotonic()
     artefacts = tmp_path / "artefacts"

@@ -20,12 +20,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from support.data import needs_models
 from support.demo import STIR_SESSIONS, T1W_ONLY, DemoRun, r11, source_state
 from support.paths import PROJECT_ROOT
 from support.workflow import half_written, job_counts, snakemake, status_of, workflow_env
 
-pytestmark = [pytest.mark.slow, needs_models]
+pytestmark = pytest.mark.slow
 
 
 def mask_ml(path: Path) -> tuple[int, float]:
@@ -110,9 +109,11 @@ def test_demo_cohort_end_to_end_and_resume(demo_run: DemoRun, tmp_path: Path,
     assert source_state(data_dir) == before  # the radiologists' and scanner's files untouched
 
 
+@pytest.mark.usefixtures("stand_in_model")
 def test_broken_sessions_fail_alone(tmp_path: Path, data_dir: Path) -> None:
     """Missing T1W, corrupt STIR, STIR/T1W grid mismatch: each fails with its reason;
-    the good session is complete; no half-written file anywhere."""
+    the good session is complete; no half-written file anywhere (the stand-in model
+    segments: the failures are the point)."""
     before = source_state(data_dir)
     corrupt = tmp_path / "corrupt_STIR.nii.gz"
     corrupt.write_bytes((data_dir / "stir" / "1012_STIR.nii.gz").read_bytes()[:5000])

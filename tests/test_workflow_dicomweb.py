@@ -1,7 +1,8 @@
 """The workflow against a real Orthanc with faults: each failing session is named, the others finish.
 
-Slow (the U-Net segments every T1W): ``pytest -m slow``. Snakemake reaches Orthanc through
-a loopback fault proxy (tests/support/orthanc.py); credentials only in the environment.
+Slow (a workflow run): ``pytest -m slow``. Snakemake reaches Orthanc through a loopback
+fault proxy (tests/support/orthanc.py); credentials only in the environment. The disease
+region comes from the stand-in model (support.fake_model): the faults are the point.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from support.data import needs_models
 from support.env import unset_env
 from support.orthanc import FaultProxy, Orthanc, needs_orthanc, seed_demo
 from support.workflow import half_written, snakemake, status_of
@@ -19,8 +19,8 @@ USER, CANARY = "vhi-robot", "CANARY-wf-dw-6e0f"
 
 
 @pytest.mark.slow
-@needs_models
 @needs_orthanc
+@pytest.mark.usefixtures("stand_in_model")
 def test_failing_sessions_are_named_and_the_others_complete(tmp_path, data_dir, monkeypatch):
     unset_env(monkeypatch, "DICOMWEB_USER", "DICOMWEB_PASS", "DICOMWEB_TOKEN", "REQUESTS_CA_BUNDLE")
     monkeypatch.setenv("DICOMWEB_USER", USER)
