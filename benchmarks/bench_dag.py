@@ -100,7 +100,7 @@ def main() -> None:
         for n in args.sessions:
             folder = Path(tmp) / f"n{n}"
             folder.mkdir()
-            config = write_cohort(folder, n, cleaned=n // 2, t1w_only=n // 10, readers=True,
+            config = write_cohort(folder, n, cleaned=n // 2, t1w_only=n // 10, reader_masks=True,
                                   site="bench")
             runs[n] = {"floor": floor_args(folder, n, args.cores),
                        "full": workflow_args(folder, config, args.profile, args.cores)}

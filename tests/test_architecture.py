@@ -22,9 +22,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("vhi.settings", "vhi.fileio"),
     ("vhi.provenance", "vhi.config"),
     ("vhi.cohort",),  # ids and roles, sheets, the file layout (the plan is higher up)
-    ("vhi.imaging", "vhi.model", "vhi.method"),
+    ("vhi.imaging", "vhi.model", "vhi.method",
+     "vhi.readers.store"),  # the readers database: the sources may record what they collect
     ("vhi.sources",),
     ("vhi.cohort.plan",),
+    ("vhi.readers",),  # assignment, progress: from the plan's sessions and their receipts
     ("vhi.results", "vhi.viewer"),
     ("vhi.api",),
     ("vhi.cli",),

@@ -97,6 +97,68 @@ def test_config_does_not_mutate_the_input() -> None:
     assert "work_dir" not in config
 
 
+# ----------------------------------------------------------------------------- readers
+def two_sites(**extra: object) -> dict:
+    config = minimal()
+    config["sites"].append({"name": "b", "source": {"type": "local", "root": "/data"}})
+    return {**config, **extra}
+
+
+def test_readers_and_reading_defaults() -> None:
+    settings = resolve_config(two_sites(readers=[
+        {"id": "A", "name": "Dr A", "sites": ["a", "b"]}, {"id": "B", "sites": ["b"]}]))
+    assert [(r.id, r.display_name, r.sites) for r in settings.readers] == [
+        ("A", "Dr A", ("a", "b")), ("B", "B", ("b",))]
+    assert settings.readers_of("b") == ("A", "B") and settings.readers_of("a") == ("A",)
+    site = settings.site("a")
+    assert (site.double_read, site.due_days, site.double_read_vhi) == (0.0, 14, "first")
+    assert settings.reader("B").sites == ("b",)
+    with pytest.raises(ConfigError, match=r"reader C.*known: A, B"):
+        settings.reader("C")
+
+
+def test_a_config_without_readers_has_none() -> None:
+    assert resolve_config(minimal()).readers == ()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda c: c["readers"].append({"id": "C", "sites": ["nowhere"]}),
+     r"config.readers\[1\].sites: reader C reads site nowhere, which is not in sites"),
+    (lambda c: c["readers"].append({"id": "A", "sites": ["a"]}), "reader A is defined twice"),
+    (lambda c: c["readers"].append({"id": "bad id", "sites": ["a"]}), "bad id"),
+    (lambda c: c["readers"][0].update(sites=[]), "sites"),
+    (lambda c: c["readers"][0].update(sites=["a", "a"]), "non-unique"),
+    (lambda c: c["sites"][0].update(double_read=1.5), "1.5"),
+    (lambda c: c["sites"][0].update(due_days=0), "due_days"),
+    (lambda c: c["sites"][0].update(double_read_vhi="third"), "third"),
+    (lambda c: c["sites"][1].update(double_read=0.1),
+     r"config.sites\[1\].double_read: site b double-reads 0.1 of its sessions but has 1 reader"),
+])
+def test_invalid_readers_are_refused(change, message: str) -> None:
+    config = two_sites(readers=[{"id": "A", "sites": ["a", "b"]}])
+    change(config)
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(config)
+
+
+def test_double_read_with_two_readers_is_valid() -> None:
+    config = two_sites(readers=[{"id": "A", "sites": ["a"]}, {"id": "B", "sites": ["a"]}])
+    config["sites"][0].update(double_read=0.1, due_days=7, double_read_vhi="second")
+    site = resolve_config(config).site("a")
+    assert (site.double_read, site.due_days, site.double_read_vhi) == (0.1, 7, "second")
+
+
+def test_the_old_name_of_reader_masks_is_refused_with_what_to_rename() -> None:
+    config = minimal()
+    config["sites"][0]["source"]["readers"] = {"R1": "readers/{session}.nii.gz"}
+    with pytest.raises(ConfigError) as caught:
+        resolve_config(config)
+    assert str(caught.value).startswith("config.sites[0].source.readers: renamed: call it "
+                                        "sites[0].source.reader_masks")
+    config["sites"][0]["source"]["reader_masks"] = config["sites"][0]["source"].pop("readers")
+    assert resolve_config(config).sites[0].source["reader_masks"] == {"R1": "readers/{session}.nii.gz"}
+
+
 def test_the_image_key_names_what_snakemake_and_apptainer_take(tmp_path: Path) -> None:
     from vhi.config.image import container_uri
 

@@ -21,6 +21,8 @@ SRC = PROJECT_ROOT / "src" / "vhi"
 #: Declared distributions that no module imports, and why the package needs them.
 RUNTIME_ONLY = {
     "pyarrow": "pandas' parquet engine (results/cohort_vhi.parquet, vhi.results.tables)",
+    "itsdangerous": "starlette's SessionMiddleware: the station's signed cookie (vhi.viewer.app)",
+    "python-multipart": "starlette's request.form(): the station's sign-in form (vhi.viewer.app)",
 }
 
 

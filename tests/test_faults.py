@@ -83,7 +83,7 @@ def write_cohort(root: Path, sessions: dict[str, str] = SESSIONS, *,
         writer.writerow(["site", "subject", "session", "timepoint", "stir", "t1w", "normal_marrow"])
         writer.writerows([*rows, *extra_rows])
     source = {"type": "local", "root": str(root), "sheet": str(root / "sheet.csv"),
-              "outbox": str(root / "outbox"), "readers": {"R11": "readers/{session}_R11.nii.gz"}}
+              "outbox": str(root / "outbox"), "reader_masks": {"R11": "readers/{session}_R11.nii.gz"}}
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump({"sites": [{"name": "demo", "source": source}]}))
     return config
@@ -412,7 +412,7 @@ def test_disk_full_names_the_file_and_leaves_nothing_half_written(full_disk: Pat
 def test_broken_inputs_never_reach_the_radiologist(tmp_path: Path) -> None:
     config = {"type": "local", "root": str(tmp_path), "sheet": str(tmp_path / "s.csv"),
               "outbox": str(tmp_path / "outbox"), "cleaned": "cleaned/{session}.nii.gz",
-              "readers": {}}
+              "reader_masks": {}}
     session = Session("demo", "01", "s1", "pre", {"t1w": str(tmp_path / "t1w.nii.gz")})
     args = ["push", "--source", json.dumps(config), "--session", json.dumps(session.to_dict()),
             "--out", str(tmp_path / "pushed.json")]

@@ -187,7 +187,7 @@ def demo_config(folder: Path, data_dir: Path, sessions: dict[str, str]) -> Path:
     sheet.write_text("subject,session,timepoint,stir,t1w,normal_marrow\n" + "\n".join(rows) + "\n")
     site = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())["sites"][0]
     site["source"].update(root=str(data_dir), sheet=str(sheet),
-                          readers={"R11": site["source"]["readers"]["R11"]})
+                          reader_masks={"R11": site["source"]["reader_masks"]["R11"]})
     config = folder / "config.yaml"
     config.write_text(yaml.safe_dump({"sites": [site]}))
     return config

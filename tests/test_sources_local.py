@@ -88,7 +88,7 @@ def cohort(tmp_path: Path) -> tuple[LocalSource, Session]:
     session = Session("a", "01", "s1", "pre", {"stir": str(write(root / "stir.nii.gz", b"STIR")),
                                                "t1w": str(write(root / "t1w.nii.gz", b"T1W"))})
     source = make_source({"type": "local", "root": str(root), "outbox": str(tmp_path / "outbox"),
-                          "readers": {"R1": "readers/{session}.nii.gz"}}, site="a")
+                          "reader_masks": {"R1": "readers/{session}.nii.gz"}}, site="a")
     assert isinstance(source, LocalSource) and isinstance(source, Source)
     return source, session
 
@@ -150,7 +150,7 @@ def test_reader_masks_only_where_they_exist(cohort, tmp_path: Path) -> None:
 
 def test_spec_for_keeps_only_what_an_operation_depends_on() -> None:
     spec = {"type": "local", "root": "/r", "sheet": "demo", "outbox": "o", "cleaned": "c",
-            "readers": {}}
+            "reader_masks": {}}
     assert LocalSource.spec_for(spec, "fetch") == {"type": "local"}
     assert set(LocalSource.spec_for(spec, "cleaned")) == {"type", "root", "cleaned"}
 
@@ -169,6 +169,6 @@ def test_make_source_fills_the_schema_defaults_and_refuses_unknown_keys() -> Non
     assert source.sheet == "demo"
     assert source.outbox == Path("outbox").absolute()
     assert source.cleaned == "cleaned/{site}/{subject}/{session}.nii.gz"
-    assert source.readers == {}
+    assert source.mask_patterns == {}
     with pytest.raises(ConfigError, match="outbx"):
         make_source({"type": "local", "root": "/r", "outbx": "o"}, site="a")

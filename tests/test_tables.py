@@ -135,12 +135,12 @@ def test_write_results_writes_every_file_even_when_empty(synthetic_cohort: Synth
     proposal, reader = design.proposal() > 0, design.reader_mask() > 0
     both = count(proposal & reader)
     (row,) = agreement.to_dict("records")
-    assert (row["session"], row["reader"], row["reader_file"]) == ("s2", "R1", planned.readers["R1"])
+    assert (row["session"], row["reader"], row["reader_file"]) == ("s2", "R1", planned.reader_masks["R1"])
     assert (row["proposal_voxels"], row["reader_voxels"], row["both_voxels"]) == (
         count(proposal), count(reader), both) == (39, 29, 27)
     assert row["dice"] == pytest.approx(2 * both / (count(proposal) + count(reader)))
     assert row["reader_ml"] == pytest.approx(count(reader) * VOXEL_ML, rel=1e-12)
-    assert row["reader_sha256"] == sha256(planned.readers["R1"])
+    assert row["reader_sha256"] == sha256(planned.reader_masks["R1"])
     description = json.loads((results / "dataset_description.json").read_text())
     assert description["GeneratedBy"][0]["Name"] == "vhi"
     assert not list(results.glob(".*part*"))
@@ -150,7 +150,7 @@ def test_saved_plan_reads_back_equal_for_job_processes(synthetic_cohort: Synthet
                                                        tmp_path: Path) -> None:
     plan = synthetic_cohort.plan
     # every kind of session: cleaned (a fingerprint), reader masks, T1W only, manual reference
-    assert any(p.cleaned for p in plan) and any(p.readers for p in plan)
+    assert any(p.cleaned for p in plan) and any(p.reader_masks for p in plan)
     assert any(not p.has_stir for p in plan) and any(p.reference == "manual" for p in plan)
     save_plan(plan, tmp_path / "work" / ".vhi_plan.json")
     assert load_plan(tmp_path / "work" / ".vhi_plan.json") == plan

@@ -18,11 +18,12 @@ import requests
 from vhi.config.load import load_config_file
 from vhi.errors import ConfigError
 from vhi.viewer import ohif
+from vhi.viewer.access import SingleUser
 from vhi.viewer.station import awaiting_cleaning, station_for
 
 from support.env import unset_env
 from support.orthanc import Orthanc, needs_orthanc
-from support.viewer import announced_url
+from support.viewer import announced_links, announced_url, token_session
 
 USER, CANARY = "vhi-robot", "CANARY-station-93b1"
 
@@ -63,12 +64,14 @@ def test_station_serves_ohif_and_proxies_with_the_sites_credentials(tmp_path, di
             "type": "dicomweb", "url": orthanc.dicomweb}}]}))
         settings = load_config_file(config)
         assert awaiting_cleaning(settings, "C") == []
-        server, site = station_for(settings, dist=dist)
-        plain = requests.Session()
-        plain.trust_env = False
-        assert plain.get(f"{orthanc.dicomweb}/studies", timeout=10).status_code == 401
+        access = SingleUser(list)
+        server, site = station_for(settings, access, dist=dist)
+        anonymous = requests.Session()
+        anonymous.trust_env = False
+        assert anonymous.get(f"{orthanc.dicomweb}/studies", timeout=10).status_code == 401
         with server:
             assert site.name == "C"
+            plain = token_session(access.signin_url(server.url))
             page = plain.get(f"{server.url}/segmentation?StudyInstanceUIDs=1.2.3", timeout=10)
             assert page.status_code == 200 and page.text == "<html>OHIF</html>"  # single-page app
             config_js = plain.get(f"{server.url}/app-config.js", timeout=10).text
@@ -80,7 +83,7 @@ def test_station_serves_ohif_and_proxies_with_the_sites_credentials(tmp_path, di
             assert plain.get(f"{server.url}/missing.js", timeout=10).status_code == 404
         assert server.requests == [("GET", "/studies", 200)]
     with pytest.raises(ConfigError, match="no DICOMweb site"):
-        station_for(load_config_file(_local_config(tmp_path)), dist=dist)
+        station_for(load_config_file(_local_config(tmp_path)), SingleUser(list), dist=dist)
 
 
 def _local_config(tmp_path):
@@ -127,9 +130,13 @@ def test_viewer_command_serves_until_stopped(tmp_path):
         try:
             line, url = announced_url(proc, "site C")
             assert "0 sessions await cleaning" in line
-            page = requests.get(f"{url}/segmentation", timeout=10)
+            links = announced_links(proc, 0)
+            assert links["worklist"].startswith(f"{url}/auth?token=")
+            assert requests.get(f"{url}/segmentation", timeout=10, allow_redirects=False).status_code == 303
+            browser = token_session(links["worklist"])
+            page = browser.get(f"{url}/segmentation", timeout=10)
             assert page.status_code == 200 and "<html" in page.text.lower()
-            config_js = requests.get(f"{url}/app-config.js", timeout=10).text
+            config_js = browser.get(f"{url}/app-config.js", timeout=10).text
             assert '"defaultMode": "bitmap"' in config_js
         finally:
             proc.terminate()

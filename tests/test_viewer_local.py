@@ -14,6 +14,7 @@ import csv
 import datetime
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -34,13 +35,14 @@ from vhi.fileio import sha256_file
 from vhi.imaging.seg import read_seg, write_seg
 from vhi.sources.local import StationRecord
 from vhi.viewer import ohif
+from vhi.viewer.access import SingleUser
 from vhi.viewer.local import LocalStation, oedema_window, station_dir
 
 from support.browser import needs_browser
 from support.fake_model import write_vhi_shim
 from support.ohif_browser import KNOWN_CONSOLE_ERRORS, clean_in_browser, reader_edit
 from support.orthanc import needs_orthanc
-from support.viewer import announced_url
+from support.viewer import announced_links, announced_url, token_session
 from support.workflow import snakemake, status_of, workflow_env
 from xnat_emulator.demo import edit_seg
 from xnat_emulator.synthetic_demo import write_synthetic_demo
@@ -198,17 +200,29 @@ def test_local_station_loads_collects_and_the_workflow_measures(tmp_path, monkey
         serve_and_save_again(run, config, station_dir(settings, SITE), cleaned)
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT as a terminal gives it, even where the tests run with it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def serve_and_save_again(run: Path, config: Path, storage: Path, cleaned: Path) -> None:
-    """The serving station writes a second save while it serves; SIGTERM stops it cleanly."""
+    """The serving station writes a second save while it serves; Ctrl-C at its terminal (SIGINT
+    to its process group, twice) stops it after it collected a third save made just before,
+    with its Orthanc still up for that last look ([reliability-2] item 5)."""
     proc = subprocess.Popen([sys.executable, "-m", "vhi.cli", "viewer", "--config", str(config), "--local",
-                             "--port", "0", "--collect-every", "0.5"], cwd=run, env=workflow_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--port", "0", "--collect-every", "1"], cwd=run, env=workflow_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True,  # its own process group, as a terminal's job
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     try:
         line, url = announced_url(proc, f"local site {SITE}")
         assert "0 sessions await cleaning" in line
-        assert requests.get(f"{url}/segmentation", timeout=10).status_code == 200
-        client = DICOMwebClient(f"{url}/dicom-web")  # through the station's proxy, as OHIF saves
-        client._session.trust_env = False
+        links = announced_links(proc, 0)
+        assert requests.get(f"{url}/segmentation", timeout=10, allow_redirects=False).status_code == 303
+        browser = token_session(links["worklist"])  # the printed URL signs in
+        assert browser.get(f"{url}/segmentation", timeout=10).status_code == 200
+        # through the station's proxy, as OHIF saves (same origin)
+        client = DICOMwebClient(f"{url}/dicom-web", session=browser, headers={"Origin": url})
         [study] = client.search_for_studies(search_filters={"AccessionNumber": "1003"})
         study_uid = study["0020000D"]["Value"][0]
         rows = client.search_for_series(study_uid, search_filters={"Modality": "SEG"})
@@ -228,10 +242,20 @@ def serve_and_save_again(run: Path, config: Path, storage: Path, cleaned: Path) 
         while int(nib.load(cleaned).get_fdata().sum()) != voxels:
             assert time.monotonic() < deadline, "the second save was not written while serving"
             time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
+        keep[int(np.argsort(frames.sum(axis=(1, 2)))[-2])] = False  # and one more, just before Ctrl-C
+        data, last = edit_seg(buffer.getvalue(), keep, description="Cleaned a third time")
+        third = pydicom.dcmread(io.BytesIO(data))
+        third.ContentDate, third.ContentTime = f"{now:%Y%m%d}", f"{now:%H%M%S}"
+        third.SeriesNumber = int(again.SeriesNumber) + 1
+        client.store_instances([third], study_uid)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)  # an impatient second Ctrl-C is ignored
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err[-2000:]
-        assert "stopping: collecting the last saves" in err
+        assert "stopping the station" in err and "collecting the last saves" in err
+        assert "Traceback" not in err
+        assert int(nib.load(cleaned).get_fdata().sum()) == last < voxels
     finally:
         if proc.poll() is None:
             proc.terminate()  # the station stops its Orthanc
@@ -269,9 +293,10 @@ def test_local_station_in_ohif(tmp_path, monkeypatch):
         js_edits = [[str(item.datasets[k].SOPInstanceUID), ny - 1 - j if flip else j, i, v]
                     for i, j, k, v in edits]
         browser_started = time.monotonic()
-        with station.server() as server:
+        access = SingleUser(lambda: [item.awaiting()])
+        with station.server(access) as server:
             chromium, requests_seen, console, voi = clean_in_browser(
-                server.url + item.viewer_path, ours=int(np.count_nonzero(proposal >= 1)),
+                access.signin_url(server.url, item.viewer_path), ours=int(np.count_nonzero(proposal >= 1)),
                 saved=lambda: station.collect([item])[0].action == "written", edited=edited,
                 js_edits=js_edits, artefacts=artefacts)
         browser_s = time.monotonic() - browser_started

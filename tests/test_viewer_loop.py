@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from vhi.config.load import load_config_file
+from vhi.viewer.access import SingleUser
 from vhi.viewer.ohif import OHIF_VERSION, is_fetched
 from vhi.viewer.station import awaiting_cleaning, station_for
 
@@ -85,14 +86,15 @@ def test_clean_in_ohif_and_collect(tmp_path, data_dir, env, monkeypatch):
         settings = load_config_file(config)
         waiting = {a.key: a for a in awaiting_cleaning(settings, "A")}
         assert set(waiting) == {f"A/{s['subject']}/{name}" for name, s in seeded.items()}
-        server, _ = station_for(settings, "A")
+        access = SingleUser(lambda: list(waiting.values()))
+        server, _ = station_for(settings, access, "A")
 
         def seg_series() -> list:
             return [s for s in orthanc.series_of_study(info["study"]) if s["00080060"]["Value"] == ["SEG"]]
 
         with server:
             chromium, requests_seen, console, _ = clean_in_browser(
-                waiting[f"A/{info['subject']}/{session}"].url(server.url),
+                access.signin_url(server.url, waiting[f"A/{info['subject']}/{session}"].viewer_path),
                 saved=lambda: len(seg_series()) == 2, ours=ours, edited=edited, js_edits=js_edits,
                 artefacts=artefacts)
         segs = seg_series()

@@ -134,7 +134,7 @@ def test_broken_sessions_fail_alone(tmp_path: Path, data_dir: Path) -> None:
         writer.writerow(["site", "subject", "session", "timepoint", "stir", "t1w", "normal_marrow"])
         writer.writerows(rows)
     config = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
-    config["sites"][0]["source"].update(sheet=str(sheet), readers={})
+    config["sites"][0]["source"].update(sheet=str(sheet), reader_masks={})
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({"sites": config["sites"]}))
     run = tmp_path / "run"

@@ -43,7 +43,7 @@ def test_profile_disk_is_a_constant(profile: str) -> None:
 
 
 def test_dry_run_some_cleaned_masks(tmp_path: Path) -> None:
-    counts = dry_run(tmp_path, write_cohort(tmp_path / "cohort", 6, cleaned=3, readers=True))
+    counts = dry_run(tmp_path, write_cohort(tmp_path / "cohort", 6, cleaned=3, reader_masks=True))
     assert counts["collect_cleaned"] == 3  # collect, measure and the cleaned QC image
     assert "measure_vhi" not in counts and "draw_qc_cleaned" not in counts
     assert counts["measure_agreement"] == 3  # reader masks exist for those three

@@ -9,7 +9,7 @@ import yaml
 
 
 def write_cohort(root: Path, n: int, *, cleaned: int = 0, t1w_only: int = 0,
-                 missing_t1w: int = 0, readers: bool = False, site: str = "s1") -> Path:
+                 missing_t1w: int = 0, reader_masks: bool = False, site: str = "s1") -> Path:
     """A generated cohort: a sheet of ``n`` sessions (two per subject, pre/post), the first
     ``cleaned`` with an (empty) cleaned mask in the documented layout; returns a config."""
     root.mkdir(parents=True, exist_ok=True)
@@ -26,7 +26,7 @@ def write_cohort(root: Path, n: int, *, cleaned: int = 0, t1w_only: int = 0,
             mask = root / "cleaned" / site / subject / f"{session}.nii.gz"
             mask.parent.mkdir(parents=True, exist_ok=True)
             mask.touch()
-            if readers:
+            if reader_masks:
                 reader = root / "readers" / f"{session}.nii.gz"
                 reader.parent.mkdir(parents=True, exist_ok=True)
                 reader.touch()
@@ -37,8 +37,8 @@ def write_cohort(root: Path, n: int, *, cleaned: int = 0, t1w_only: int = 0,
         writer.writerows(rows)
     source = {"type": "local", "root": str(root), "sheet": str(sheet),
               "outbox": str(root / "outbox")}
-    if readers:
-        source["readers"] = {"R1": "readers/{session}.nii.gz"}
+    if reader_masks:
+        source["reader_masks"] = {"R1": "readers/{session}.nii.gz"}
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump({"sites": [{"name": site, "source": source}]}))
     return config

@@ -233,7 +233,7 @@ def run_step(cohort: SyntheticCohort, p: PlannedSession, step: str) -> int:
                           work("proposal.nii.gz"), "--sidecar", work("proposal.json"),
                           "--out", work("pushed.json")],
         "measure_agreement": ["agreement", "--proposal", work("proposal.nii.gz"),
-                              *(arg for name, path in p.readers.items()
+                              *(arg for name, path in p.reader_masks.items()
                                 for arg in ("--reader", f"{name}={path}")),
                               "--scan", p.key, "--out", work("agreement.json")],
         "collect_cleaned": ["collect", "--source", source("cleaned"), "--session", session,
@@ -270,7 +270,7 @@ def build_synthetic_cohort(root: Path) -> SyntheticCohort:
     sheet = write_cohort_files(root)
     source = {"type": "local", "root": str(root), "sheet": str(sheet), "outbox": str(root / "outbox"),
               "cleaned": "cleaned/{site}/{subject}/{session}.nii.gz",
-              "readers": {"R1": "readers/{session}_R1.nii.gz"}}
+              "reader_masks": {"R1": "readers/{session}_R1.nii.gz"}}
     settings = resolve_config({"timepoints": ["pre", "post"],
                                "sites": [{"name": SITE, "source": source}]})
     run = root / "run"

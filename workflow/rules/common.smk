@@ -102,12 +102,12 @@ def reference_arg(wildcards, input):
 
 def reader_masks(wildcards):
     """Reader masks on the source (read only): their changes rerun the agreement."""
-    return {f"reader_{name}": path for name, path in planned(wildcards).readers.items()}
+    return {f"reader_{name}": path for name, path in planned(wildcards).reader_masks.items()}
 
 
 def reader_args(wildcards):
     return " ".join(f"--reader {shlex.quote(f'{name}={path}')}"
-                    for name, path in planned(wildcards).readers.items())
+                    for name, path in planned(wildcards).reader_masks.items())
 
 
 def cleaned_fingerprint(wildcards):

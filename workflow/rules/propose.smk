@@ -30,10 +30,10 @@ rule measure_agreement:
     output:
         agreement=LAYOUT.work_pattern("agreement.json"),
     params:
-        readers=reader_args,
+        reader_masks=reader_args,
         scan=SESSION_LABEL,
     log:
         LAYOUT.log_pattern("measure_agreement"),
     shell:
-        "vhi --no-progress agreement --proposal {input.proposal:q} {params.readers}"
+        "vhi --no-progress agreement --proposal {input.proposal:q} {params.reader_masks}"
         " --scan {params.scan:q} --out {output.agreement:q} > {log:q} 2>&1"

@@ -2,7 +2,8 @@
 
 Sub-commands by what they act on: one scan (:mod:`vhi.cli.scan`: segment, propose,
 measure, models), one session of the workflow (:mod:`vhi.cli.session`: pull, push,
-collect, agreement) and the cohort (:mod:`vhi.cli.cohort`: sheet, tables, xnat-plan).
+collect, agreement), the cohort (:mod:`vhi.cli.cohort`: sheet, tables, xnat-plan) and
+its readers (:mod:`vhi.cli.readers`: readers, assign).
 Every sub-command checks its inputs: a bad input, config or source is an error naming
 the file or session and the cause, with exit status :data:`vhi.errors.EXIT_INPUT`.
 """
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 import vhi
-from vhi.cli import cohort, scan, session, viewer
+from vhi.cli import cohort, readers, scan, session, viewer
 from vhi.errors import EXIT_ENVIRONMENT, EXIT_INPUT, VhiError
 
 log = logging.getLogger("vhi")
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="no progress bars (default when not on a terminal or with "
                                "VHI_NO_PROGRESS set)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (scan, session, cohort, viewer):
+    for group in (scan, session, cohort, readers, viewer):
         group.register(sub)
     return parser
 

@@ -58,7 +58,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
     settings = load_config_file(args.config)
     plan = _saved_or_new_plan(settings, args)
     status = write_results(plan, Layout.from_settings(settings), settings.timepoints, settings.bundle,
-                           viewer_url=settings.viewer_url)
+                           viewer_url=settings.viewer_url, readers=settings.readers)
     counts = status["state"].value_counts().to_dict()
     log.info("status: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return 0
@@ -74,13 +74,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     from vhi.results.status import counts_summary, format_counts, state_counts, status_table
 
     settings = load_config_file(args.config)
-    counts = state_counts(status_table(_saved_or_new_plan(settings, args),
-                                       Layout.from_settings(settings)))
+    status = status_table(_saved_or_new_plan(settings, args), Layout.from_settings(settings))
+    counts = state_counts(status)
+    sessions = status[SESSION_VIEW].to_dict("records") if args.sessions else None
     if args.json:
-        sys.stdout.write(json.dumps(counts_summary(counts), indent=2) + "\n")
-    else:
-        sys.stdout.write(format_counts(counts))
+        summary = counts_summary(counts)
+        sys.stdout.write(json.dumps({**summary, "sessions": sessions} if args.sessions else summary,
+                                    indent=2) + "\n")
+        return 0
+    sys.stdout.write(format_counts(counts))
+    overdue = status[status["overdue"].astype(bool)]
+    if len(overdue):
+        sys.stdout.write(f"{len(overdue)} session(s) overdue for cleaning: "
+                         f"{', '.join(overdue['session'].astype(str).head(10))}"
+                         f"{' ...' if len(overdue) > 10 else ''} (vhi status --sessions)\n")
+    if sessions is not None:
+        from vhi.cli.output import text_table
+
+        sys.stdout.write("\n" + text_table(sessions, SESSION_VIEW))
     return 0
+
+
+#: What ``vhi status --sessions`` shows of each session's row of status.csv.
+SESSION_VIEW = ["site", "subject", "session", "state", "readers", "cleaned_by", "cleaned_at", "due",
+                "overdue"]
 
 
 # --------------------------------------------------------------------------- xnat-plan, dicomweb-plan
@@ -156,4 +173,6 @@ def register(sub: Any) -> None:
     p = sub.add_parser("status", help="sessions per state and site (what status.csv says, now)")
     plan_options(p)
     p.add_argument("--json", action="store_true", help="JSON for scripts instead of a table")
+    p.add_argument("--sessions", action="store_true",
+                   help="also every session: state, readers, cleaned by and when, due, overdue")
     p.set_defaults(func=cmd_status)

@@ -72,6 +72,8 @@ RESULT_FILES = {
     "cohort_change": "cohort_change.csv",
     "agreement": "agreement.csv",
     "status": "status.csv",
+    "reads": "reads.csv",
+    "readers": "readers.csv",
     "description": "dataset_description.json",
     "report": "report.html",
 }

@@ -33,7 +33,7 @@ class PlannedSession:
     session: Session
     reference: str  # "manual" or "auto" (only meaningful with a STIR)
     cleaned: Mapping[str, Any] | None = None  # fingerprint of the cleaned mask on the source
-    readers: Mapping[str, str] = field(default_factory=dict)  # reader -> mask path
+    reader_masks: Mapping[str, str] = field(default_factory=dict)  # reader -> mask path
     note: str = ""  # why a cleaning on the source is not collected (e.g. contours only)
 
     @property
@@ -49,7 +49,7 @@ class PlannedSession:
         names = [f"{role}.json" for role in self.pulled_roles()] + ["disease_region.json"]
         if self.has_stir:
             names += ["proposal.json", "pushed.json"]
-            if self.readers:
+            if self.reader_masks:
                 names.append("agreement.json")
             if self.cleaned is not None:
                 names += ["cleaned.json", "vhi.json"]
@@ -79,12 +79,13 @@ class PlannedSession:
     def to_dict(self) -> dict[str, Any]:
         return {**self.session.to_dict(), "reference": self.reference,
                 "cleaned": dict(self.cleaned) if self.cleaned else None,
-                "readers": dict(self.readers), "note": self.note}
+                "reader_masks": dict(self.reader_masks), "note": self.note}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PlannedSession:
         return cls(session=Session.from_dict(data), reference=str(data["reference"]),
-                   cleaned=data.get("cleaned"), readers=dict(data.get("readers") or {}),
+                   cleaned=data.get("cleaned"),
+                   reader_masks=dict(data.get("reader_masks") or {}),
                    note=str(data.get("note") or ""))
 
 
@@ -111,7 +112,7 @@ def plan_cohort(settings: Settings) -> list[PlannedSession]:
                 session=s,
                 reference=reference_mode(site.reference, s),
                 cleaned=None if note else entry,
-                readers=source.reader_masks(s) if s.has_stir else {},
+                reader_masks=source.reader_masks(s) if s.has_stir else {},
                 note=note,
             ))
     plan.sort(key=lambda p: p.key)

@@ -35,11 +35,28 @@ def expand_shared(value: str, shared: Path) -> str:
 
 @dataclass(frozen=True)
 class SiteConfig:
-    """One site: its name, reference mode and the (expanded) spec of its source."""
+    """One site: its name, reference mode, the (expanded) spec of its source, and how its
+    sessions are read (double-read fraction, days to clean, whose mask gives the VHI)."""
 
     name: str
     reference: str
     source: dict[str, Any]
+    double_read: float
+    due_days: int
+    double_read_vhi: str  # "first" or "second": the reader whose mask gives a double read's VHI
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """A radiologist who cleans proposals, and the sites they read."""
+
+    id: str
+    name: str
+    sites: tuple[str, ...]
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,7 @@ class Settings:
     timepoints: tuple[str, ...]
     sites: tuple[SiteConfig, ...]
     viewer_url: str = "http://127.0.0.1:8000"
+    readers: tuple[ReaderConfig, ...] = ()
     image: str = ""
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
@@ -70,6 +88,17 @@ class Settings:
                 return site
         raise ConfigError(f"site {name}", "not in the config")
 
+    def reader(self, reader_id: str) -> ReaderConfig:
+        for reader in self.readers:
+            if reader.id == reader_id:
+                return reader
+        known = ", ".join(r.id for r in self.readers) or "none"
+        raise ConfigError(f"reader {reader_id}", f"not in the config's readers (known: {known})")
+
+    def readers_of(self, site: str) -> tuple[str, ...]:
+        """The ids of the readers of ``site``, in the config's order."""
+        return tuple(r.id for r in self.readers if site in r.sites)
+
 
 def _expand_tree(value: Any, shared: Path) -> Any:
     if isinstance(value, str):
@@ -83,7 +112,9 @@ def _expand_tree(value: Any, shared: Path) -> Any:
 
 def resolve_config(config: Mapping[str, Any]) -> Settings:
     """Validate a config mapping (a copy; defaults filled in) and expand its paths."""
-    data = validate(_plain(config), CONFIG_SCHEMA, "config")
+    data = _plain(config)
+    refuse_renamed_keys(data)
+    data = validate(data, CONFIG_SCHEMA, "config")
     shared = Path(data["shared"]).expanduser().resolve() if data["shared"] else shared_dir()
     names = [site["name"] for site in data["sites"]]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -91,9 +122,11 @@ def resolve_config(config: Mapping[str, Any]) -> Settings:
         raise ConfigError("config.sites", f"site {duplicates[0]} is defined twice")
     sites = tuple(
         SiteConfig(name=site["name"], reference=site["reference"],
-                   source=_expand_tree(site["source"], shared))
+                   source=_expand_tree(site["source"], shared), double_read=float(site["double_read"]),
+                   due_days=int(site["due_days"]), double_read_vhi=site["double_read_vhi"])
         for site in data["sites"]
     )
+    readers = _readers(data["readers"], sites)
     return Settings(
         shared=shared,
         work_dir=expand_shared(data["work_dir"], shared),
@@ -104,9 +137,47 @@ def resolve_config(config: Mapping[str, Any]) -> Settings:
         timepoints=tuple(data["timepoints"]),
         sites=sites,
         viewer_url=data["viewer_url"],
+        readers=readers,
         image=expand_shared(data["image"], shared),
         raw=data,
     )
+
+
+def refuse_renamed_keys(data: Mapping[str, Any]) -> None:
+    """A config written before a key was renamed is refused with what to rename (the
+    schema alone would only call the old key unexpected)."""
+    for index, site in enumerate(data.get("sites") or []):
+        source = site.get("source") if isinstance(site, Mapping) else None
+        if isinstance(source, Mapping) and "readers" in source:
+            where = f"config.sites[{index}].source.readers"
+            raise ConfigError(where, f"renamed: call it sites[{index}].source.reader_masks (the "
+                                     "independent reader masks compared with the proposal in "
+                                     "agreement.csv); the top-level `readers:` now lists the "
+                                     "radiologists who clean the proposals")
+
+
+def _readers(entries: list[dict[str, Any]], sites: tuple[SiteConfig, ...]) -> tuple[ReaderConfig, ...]:
+    """The readers, checked against the sites: every site a reader reads exists, no id twice,
+    and a site that double-reads has two readers."""
+    names = [site.name for site in sites]
+    readers = []
+    for index, entry in enumerate(entries):
+        where = f"config.readers[{index}]"
+        if any(r.id == entry["id"] for r in readers):
+            raise ConfigError(where, f"reader {entry['id']} is defined twice")
+        unknown = [s for s in entry["sites"] if s not in names]
+        if unknown:
+            raise ConfigError(f"{where}.sites", f"reader {entry['id']} reads site {unknown[0]}, "
+                                                f"which is not in sites (sites: {', '.join(names)})")
+        readers.append(ReaderConfig(id=entry["id"], name=entry["name"], sites=tuple(entry["sites"])))
+    for index, site in enumerate(sites):
+        count = sum(site.name in r.sites for r in readers)
+        if site.double_read > 0 and count < 2:
+            raise ConfigError(f"config.sites[{index}].double_read",
+                              f"site {site.name} double-reads {site.double_read:g} of its sessions "
+                              f"but has {count} reader(s): list at least two readers with "
+                              f"{site.name} in their sites, or set double_read: 0")
+    return tuple(readers)
 
 
 #: A config holds a few hundred values; YAML aliases can make a 1 kB file expand to

@@ -5,7 +5,9 @@ States, in pipeline order: ``pending`` (nothing done yet), ``pulled``, ``segment
 proposal is on the source, no cleaned segmentation yet), ``cleaned`` (collected, not
 measured), ``measured`` (VHI known), and ``failed`` (a step ran and failed; the reason
 is the error its log ends with). The state is read from the files a run leaves in
-``work/`` and ``logs/``, so it is true after a failed run as after a complete one.
+``work/`` and ``logs/``, so it is true after a failed run as after a complete one. The
+reader columns (who reads it, who cleaned it and when, due date, overdue) come from the
+run's readers database and ``cleaned.json`` (:mod:`vhi.readers.progress`).
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from vhi.cohort.layout import Layout
 from vhi.cohort.plan import PlannedSession
 from vhi.errors import InputError
 from vhi.fileio import read_json
+from vhi.readers.progress import SESSION_COLUMNS, Reading
 
 STATES = ("pending", "pulled", "segmented", "proposed", "pushed", "awaiting_cleaning",
           "cleaned", "measured", "failed")
 COLUMNS = ["site", "subject", "session", "timepoint", "state", "reason", "step", "log",
-           "viewer_path"]
+           "viewer_path", *SESSION_COLUMNS]
 
 _LOG_ERROR = re.compile(r"^\S+ \S+ (?:ERROR|CRITICAL) [\w.]+: (?P<msg>.*)$")
 
@@ -95,9 +98,17 @@ def _viewer_path(receipt: Path) -> str:
     return path if isinstance(path, str) and path.startswith("/") else ""
 
 
-def status_table(plan: Sequence[PlannedSession], layout: Layout) -> pd.DataFrame:
-    """One row per planned session (every session of the sheet, none dropped)."""
-    return pd.DataFrame([session_status(p, layout) for p in plan], columns=COLUMNS, dtype=object)
+def status_table(plan: Sequence[PlannedSession], layout: Layout,
+                 reading: Reading | None = None) -> pd.DataFrame:
+    """One row per planned session (every session of the sheet, none dropped), with its
+    reader columns from ``reading`` (default: the run's readers database now)."""
+    reading = reading or Reading.of_run(layout.work)
+    rows = []
+    for p in plan:
+        row = session_status(p, layout)
+        cleaned = row["state"] in ("cleaned", "measured")
+        rows.append({**row, **reading.session_columns(p.key, cleaned=cleaned)})
+    return pd.DataFrame(rows, columns=COLUMNS, dtype=object)
 
 
 def state_counts(status: pd.DataFrame) -> pd.DataFrame:

@@ -4,7 +4,8 @@
   number: thresholds, proposal, model sha256, the cleaned file used, the source scans;
 * ``cohort_change`` – per subject, VHI between consecutive timepoints;
 * ``agreement`` – the proposal vs every reader mask that exists;
-* ``status`` – every session's state (see :mod:`vhi.results.status`).
+* ``status`` – every session's state (see :mod:`vhi.results.status`);
+* ``reads``, ``readers`` and the worklists – the readers' work (:mod:`vhi.results.readers`).
 
 ``report.html`` is drawn from these same frames (:mod:`vhi.results.report`).
 
@@ -14,7 +15,6 @@ Column meanings are listed in docs/output.md.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
@@ -27,9 +27,12 @@ import pandas as pd
 import vhi
 from vhi.cohort.layout import STEPS, Layout
 from vhi.cohort.plan import PlannedSession
-from vhi.errors import InputError
+from vhi.config.load import ReaderConfig
+from vhi.errors import InputError, VhiError
 from vhi.fileio import atomic_path, read_json, save_json
 from vhi.provenance import git_commit
+from vhi.readers.progress import Reading, short_utc
+from vhi.results.readers import WORKLISTS_DIR, readers_table, reads_table, write_worklists
 from vhi.results.report import publish_qc_images, write_report
 from vhi.results.status import STATES, status_table
 
@@ -41,7 +44,8 @@ VHI_COLUMNS = [
     "proposal_ml", "proposal_voxels", "proposal_voxels_label2",
     "lower", "upper", "q1", "q3", "iqr", "m", "reference_voxels", "reference_mode",
     "dice_cleaned_vs_proposal", "removed_voxels", "added_voxels",
-    "cleaned_uri", "cleaned_sha256", "cleaned_seg_uid", "stir_uri", "stir_sha256", "t1w_uri", "t1w_sha256",
+    "cleaned_uri", "cleaned_sha256", "cleaned_seg_uid", "cleaned_by", "cleaned_at",
+    "stir_uri", "stir_sha256", "t1w_uri", "t1w_sha256",
     "model_bundle", "model_version", "model_sha256", "model_device", "vhi_version", "collected_at",
 ]
 CHANGE_COLUMNS = [
@@ -104,6 +108,8 @@ def vhi_row(p: PlannedSession, layout: Layout) -> dict[str, Any]:
         "cleaned_uri": _get(cleaned, "source", "uri"),
         "cleaned_sha256": _get(cleaned, "source", "sha256"),
         "cleaned_seg_uid": _get(cleaned, "source", "seg_series_instance_uid"),
+        "cleaned_by": cleaned.get("cleaned_by") or "",
+        "cleaned_at": short_utc(str(cleaned["cleaned_at"])) if cleaned.get("cleaned_at") else "",
         "stir_uri": _get(stir, "source", "uri"),
         "stir_sha256": _get(stir, "source", "sha256"),
         "t1w_uri": _get(t1w, "source", "uri"),
@@ -160,7 +166,7 @@ def agreement_table(plan: Sequence[PlannedSession], layout: Layout,
     status = status_table(plan, layout) if status is None else status
     rows = []
     for p in _in_state(plan, status, set(STATES) - {"failed"}):
-        if not p.readers or not layout.work_file(p.session, "agreement.json").is_file():
+        if not p.reader_masks or not layout.work_file(p.session, "agreement.json").is_file():
             continue
         data = _sidecar(p, layout, "agreement.json")
         for reader, r in sorted(data.get("readers", {}).items()):
@@ -205,7 +211,8 @@ def _write_parquet(df: pd.DataFrame, dest: Path) -> None:
 
 def write_results(plan: Sequence[PlannedSession], layout: Layout, timepoints: Sequence[str],
                   bundle: str | None = None, *, partial: str | None = None,
-                  require_complete: bool = False, viewer_url: str | None = None) -> pd.DataFrame:
+                  require_complete: bool = False, viewer_url: str | None = None,
+                  readers: Sequence[ReaderConfig] = (), now: Any = None) -> pd.DataFrame:
     """Write every file of the results folder (atomically) and return the status table.
 
     ``results/`` holds the results of a finished cohort only: every session measured, or
@@ -213,9 +220,12 @@ def write_results(plan: Sequence[PlannedSession], layout: Layout, timepoints: Se
     run yet, or when ``partial`` says why the run stopped, the files go to
     ``results/partial/`` and the report says so; ``require_complete`` (the workflow's
     final rule) raises instead. A complete write removes a stale ``results/partial/``.
-    ``viewer_url``: where the cleaning station serves, for the report's links.
+    ``viewer_url``: where the cleaning station serves, for the report's links and the
+    worklists; ``readers``: the config's readers (their table and worklists); ``now``: the
+    moment due dates are judged against (default: now).
     """
-    status = status_table(plan, layout)
+    reading = Reading.of_run(layout.work, now)
+    status = status_table(plan, layout, reading)
     unfinished = status[status["step"] != ""]
     if not unfinished.empty and partial is None:
         shown = "; ".join(f"{r.site}/{r.subject}/{r.session}: {r.reason}"
@@ -229,6 +239,8 @@ def write_results(plan: Sequence[PlannedSession], layout: Layout, timepoints: Se
     cohort = cohort_vhi_table(plan, layout, status)
     change = change_table(cohort, timepoints)
     agreement = agreement_table(plan, layout, status)
+    reads = reads_table(plan, layout, status, reading)
+    reader_work = readers_table(reading, readers)
     description = dataset_description(plan, bundle)
     if partial is not None:
         description["Partial"] = partial
@@ -237,12 +249,15 @@ def write_results(plan: Sequence[PlannedSession], layout: Layout, timepoints: Se
     _write_csv(change, dest.result("cohort_change"))
     _write_csv(agreement, dest.result("agreement"))
     _write_csv(status, dest.result("status"))
+    _write_csv(reads, dest.result("reads"))
+    _write_csv(reader_work, dest.result("readers"))
+    write_worklists(reading, readers, Path(dest.results, WORKLISTS_DIR), viewer_url)
     save_json(description, dest.result("description"))
     # last: the report is drawn from the same frames, after every table is safely written
     images = publish_qc_images(plan, dest)
     write_report(dest.result("report"), cohort=cohort, change=change, agreement=agreement,
                  status=status, description=description, timepoints=timepoints, images=images,
-                 viewer_url=viewer_url)
+                 viewer_url=viewer_url, reads=reads, readers=reader_work)
     log.info("results: %d measured of %d sessions -> %s%s", len(cohort), len(plan), dest.results,
              " (partial)" if partial is not None else "")
     return status
@@ -258,6 +273,8 @@ def write_results_logged(plan: Sequence[PlannedSession], layout: Layout, setting
     """
     import sys
 
+    from vhi.readers.assign import assign_run
+
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_path, mode="a" if after_failure else "w")
@@ -267,13 +284,19 @@ def write_results_logged(plan: Sequence[PlannedSession], layout: Layout, setting
     previous = root.level
     root.setLevel(logging.INFO)
     try:
+        try:  # the sessions this run pushed get their readers (what follows reads them)
+            assign_run(settings, plan, layout)
+        except (VhiError, OSError) as exc:
+            if not after_failure:
+                raise
+            log.error("could not assign readers after the failed run: %s", exc)
         partial = None
         if after_failure:
             partial = ("the run stopped before every session was finished: these results "
                        "hold the sessions that were; run the same command again to finish")
         status = write_results(plan, layout, settings.timepoints, settings.bundle,
                                partial=partial, require_complete=not after_failure,
-                               viewer_url=settings.viewer_url)
+                               viewer_url=settings.viewer_url, readers=settings.readers)
         if after_failure:
             failed = status[status["state"] == "failed"]
             for row in failed.itertuples():

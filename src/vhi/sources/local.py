@@ -7,7 +7,7 @@ Config (``sites[].source`` with ``type: local``)::
     outbox:  proposals go to outbox/{site}/{subject}/{session}/proposal.nii.gz (+ .json)
     cleaned: where radiologists save cleaned masks, default
              cleaned/{site}/{subject}/{session}.nii.gz (relative to root)
-    readers: reader name -> pattern of independent reader masks (agreement only)
+    reader_masks: reader name -> pattern of independent reader masks (agreement only)
     station: the site cleans at the local cleaning station (``vhi viewer --local``); push
              receipts then carry the session's address there (``viewer_path``)
 
@@ -93,9 +93,9 @@ class LocalSource(Source):
     """Sessions of one site in a local folder."""
 
     SPEC_KEYS: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "list": ("root", "sheet", "readers"),
+        "list": ("root", "sheet", "reader_masks"),
         "fetch": (),  # scans are located by the absolute paths in the session record
-        "push": ("root", "outbox", "cleaned", "readers", "station"),
+        "push": ("root", "outbox", "cleaned", "reader_masks", "station"),
         "cleaned": ("root", "cleaned"),
     }
 
@@ -107,9 +107,9 @@ class LocalSource(Source):
         self.sheet = spec["sheet"]
         self.outbox = Path(spec["outbox"]).expanduser().absolute()
         self.cleaned = spec["cleaned"]
-        self.readers = dict(spec["readers"])
+        self.mask_patterns = dict(spec["reader_masks"])  # reader -> pattern
         self.station = bool(spec.get("station", False))
-        for key, pattern in [("cleaned", self.cleaned), *self.readers.items()]:
+        for key, pattern in [("cleaned", self.cleaned), *self.mask_patterns.items()]:
             try:
                 pattern.format(site="s", subject="s", session="s")
             except (KeyError, IndexError, ValueError) as exc:
@@ -132,7 +132,7 @@ class LocalSource(Source):
         """Files this source must never write: scans, cleaned and reader masks."""
         paths = [Path(p) for p in session.scans.values()]
         paths.append(self.cleaned_path(session))
-        paths += [self._pattern_path(p, session) for p in self.readers.values()]
+        paths += [self._pattern_path(p, session) for p in self.mask_patterns.values()]
         return {p.resolve() for p in paths}
 
     def _guard(self, dest: str | os.PathLike[str], session: Session) -> None:
@@ -210,7 +210,7 @@ class LocalSource(Source):
 
     def reader_masks(self, session: Session) -> dict[str, str]:
         masks = {}
-        for name, pattern in self.readers.items():
+        for name, pattern in self.mask_patterns.items():
             path = self._pattern_path(pattern, session)
             if path.is_file():
                 masks[name] = str(path)

@@ -46,6 +46,7 @@ from vhi.sources.dicomweb import segs
 from vhi.sources.dicomweb.client import DicomwebConnection, DicomwebError
 from vhi.sources.dicomweb.listing import search_all, value
 from vhi.sources.local import LocalSource, StationRecord, station_study_uid
+from vhi.viewer.access import Access, Awaiting
 from vhi.viewer.ohif import app_config, fetch_ohif
 from vhi.viewer.orthanc import OrthancServer
 from vhi.viewer.server import PROXIED, StationServer
@@ -134,6 +135,9 @@ class StationSession:
     @property
     def viewer_path(self) -> str:
         return viewer_route(self.study_uid)
+
+    def awaiting(self) -> Awaiting:
+        return Awaiting(self.key, self.session.site, self.study_uid, self.viewer_path)
 
     def prepare(self) -> None:
         """The STIR's series (deterministic UIDs, the oedema window), in memory."""
@@ -224,12 +228,13 @@ class LocalStation:
     def dicomweb(self) -> str:
         return self.orthanc.dicomweb
 
-    def server(self, *, port: int = 0, dist: Path | None = None) -> StationServer:
-        """OHIF in front of the station's Orthanc (not started)."""
+    def server(self, access: Access, *, dist: Path | None = None, **options: Any) -> StationServer:
+        """OHIF in front of the station's Orthanc (not started); ``options``:
+        :class:`StationServer`'s (host, port, tls, public_urls, on_stored)."""
         dist = dist or fetch_ohif()
         return StationServer(dist, self.dicomweb, self.orthanc.http(),
                              app_config((dist / "app-config.js").read_text(), dicomweb_root=PROXIED),
-                             port=port)
+                             access, **options)
 
     def _conn(self) -> DicomwebConnection:
         if self.conn is None:

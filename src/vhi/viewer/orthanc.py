@@ -134,8 +134,11 @@ class OrthancServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         config = self.write_config()
         with self.log_file.open("ab") as out:
+            # in a session of its own, so a Ctrl-C at the terminal (SIGINT to the foreground
+            # process group) reaches the station, which collects the last saves before it
+            # stops Orthanc; it still dies with the station (PR_SET_PDEATHSIG)
             self.proc = subprocess.Popen([str(orthanc_executable()), str(config)], cwd=self.folder,
-                                         stdout=out, stderr=subprocess.STDOUT,
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                          preexec_fn=_die_with_parent())  # noqa: PLW1509 - one libc call
         deadline = time.monotonic() + START_TIMEOUT_S
         with self.http() as http:

@@ -1,142 +1,136 @@
-"""A loopback HTTP server for the cleaning station: OHIF's files, its config, a DICOMweb proxy.
+"""The station's web server: the ASGI app (:mod:`vhi.viewer.app`) under uvicorn.
 
-* ``/app-config.js`` is the config :func:`vhi.viewer.ohif.app_config` wrote;
-* ``/dicom-web/...`` is forwarded (GET, POST) to the site's DICOMweb root through the
-  source's own HTTP session, so the site's credentials (environment or ``~/.netrc``) and
-  TLS settings apply and the browser never sees them; the browser's ``Host`` is passed
-  on, so a service that builds bulk-data URLs from it (Orthanc) points them back here;
-* any other path is a file of the OHIF build, and a path that is no file and has no
-  extension is the app's ``index.html`` (OHIF is a single-page app: ``/segmentation``...).
-
-It listens on 127.0.0.1 only.
+:class:`StationServer` binds its socket when made (so a port of 0 is known at once),
+serves from a thread (``start``/``stop``, or a context manager) and stops on request;
+the command that runs it keeps its main thread for signals. It listens on 127.0.0.1
+unless told otherwise; with ``tls=(cert, key)`` it speaks HTTPS only, and its cookies
+are then sent over HTTPS only. Binding any other address without TLS is allowed (a
+reverse proxy that terminates TLS in front of it) but warned about loudly.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-import mimetypes
-import posixpath
+import socket
 import threading
-import time
-import urllib.parse
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from vhi.errors import ConfigError
+from vhi.viewer.access import Access
+from vhi.viewer.app import Station, create_app
+from vhi.viewer.dicomweb_routes import ROOT
 
 log = logging.getLogger(__name__)
 
-mimetypes.add_type("application/wasm", ".wasm")
-PROXIED = "/dicom-web"
-#: Request headers not passed upstream (hop-by-hop, or set by the proxy's session).
-_DROP = {"host", "accept-encoding", "connection", "keep-alive", "authorization", "cookie",
-         "content-length", "transfer-encoding", "proxy-authorization"}
-_DROP_BACK = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
+PROXIED = ROOT
+LOOPBACK = "127.0.0.1"
 
 
-class _Handler(SimpleHTTPRequestHandler):
-    station: StationServer
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    def log_message(self, fmt: str, *args: Any) -> None:
-        log.debug("viewer %s", fmt % args)
 
-    def do_GET(self) -> None:
-        path = urllib.parse.urlsplit(self.path).path
-        if path.startswith(PROXIED):
-            return self._proxy()
-        if path == "/app-config.js":
-            return self._send(200, self.station.config_js.encode(), "application/javascript")
-        local = Path(self.directory) / path.lstrip("/")
-        if path == "/" or not local.exists():
-            last = posixpath.basename(path)
-            if "." not in last or last.endswith(".html"):
-                self.path = "/index.html"
-        return super().do_GET()
+def station_names(host: str, public_urls: tuple[str, ...] = ()) -> frozenset[str]:
+    """The names the station answers to (checked against ``Host``, so that a page of another
+    site cannot reach it through DNS rebinding): its address, ``localhost`` names on
+    loopback, the machine's names when on every address, and the public URLs' hosts."""
+    names = {host, *(urlsplit(u).hostname or "" for u in public_urls)}
+    if is_loopback(host):
+        names |= {"127.0.0.1", "localhost", "::1"}
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - the names of this machine, for the check only
+        names |= {socket.gethostname(), socket.getfqdn(), "127.0.0.1", "localhost"}
+    return frozenset(n.lower() for n in names if n)
 
-    def do_POST(self) -> None:
-        if urllib.parse.urlsplit(self.path).path.startswith(PROXIED):
-            return self._proxy()
-        return self._send(405, b"method not allowed", "text/plain")
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _proxy(self) -> None:
-        import requests
-
-        station = self.station
-        tail = self.path[len(PROXIED):]
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _DROP}
-        headers["Host"] = self.headers.get("Host", "")
-        # A GET is tried again on a dropped connection (a kept-alive connection the service
-        # closed, or a moment of overload under the viewer's many parallel frame requests).
-        attempts = 3 if self.command == "GET" else 1
-        for attempt in range(1, attempts + 1):
-            try:
-                answer = station.session.request(self.command, station.upstream + tail, data=body,
-                                                 headers=headers, timeout=station.timeout_s)
-                break
-            except requests.ConnectionError as exc:
-                if attempt < attempts:
-                    time.sleep(0.2 * attempt)
-                    continue
-                error: Exception = exc
-            except requests.RequestException as exc:
-                error = exc
-            log.warning("viewer proxy: %s %s: %s", self.command, tail[:120], type(error).__name__)
-            return self._send(502, f"DICOMweb service unreachable ({type(error).__name__})".encode(),
-                              "text/plain")
-        if answer.status_code >= 400:
-            log.warning("viewer proxy: %s %s: HTTP %d", self.command, tail[:120], answer.status_code)
-        station.requests.append((self.command, tail, answer.status_code))
-        self.send_response(answer.status_code)
-        for key, value in answer.headers.items():
-            if key.lower() not in _DROP_BACK:
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(answer.content)))
-        self.end_headers()
-        self.wfile.write(answer.content)
+def station_origins(names: frozenset[str], scheme: str, port: int,
+                    public_urls: tuple[str, ...] = ()) -> frozenset[str]:
+    """The origins of the station's own pages: its names on its port, and the public URLs'."""
+    origins = {f"{scheme}://{n if ':' not in n else f'[{n}]'}:{port}" for n in names}
+    for url in public_urls:
+        parts = urlsplit(url)
+        origins.add(f"{parts.scheme}://{parts.netloc}".lower())
+    return frozenset(origins)
 
 
 class StationServer:
-    """OHIF at ``http://127.0.0.1:<port>/`` in front of one DICOMweb root; a context manager."""
+    """The station on ``host:port`` in front of one DICOMweb root; a context manager."""
 
-    def __init__(self, dist: Path, upstream: str, session: Any, config_js: str, *, port: int = 0,
-                 timeout_s: float = 120) -> None:
-        self.dist = Path(dist)
-        self.upstream = upstream.rstrip("/")
-        self.session = session
-        self.config_js = config_js
-        self.timeout_s = timeout_s
-        self.requests: list[tuple[str, str, int]] = []
-        handler = type("Handler", (_Handler,), {"station": self})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), partial(handler, directory=str(self.dist)))
-        self.httpd.daemon_threads = True
-        self.port = int(self.httpd.server_address[1])
+    def __init__(self, dist: Path | None, upstream: str, session: Any, config_js: str, access: Access, *,
+                 host: str = LOOPBACK, port: int = 0, timeout_s: float = 120,
+                 tls: tuple[Path, Path] | None = None, public_urls: tuple[str, ...] = (),
+                 on_stored: Any = None) -> None:
+        if tls is not None:
+            for path in tls:
+                if not Path(path).is_file():
+                    raise ConfigError("--tls-cert/--tls-key", f"{path} is not a file")
+        elif not is_loopback(host):
+            log.warning("!! the station listens on %s WITHOUT TLS: passwords and patient images cross "
+                        "the network in clear text. Give --tls-cert/--tls-key, or put it behind a "
+                        "reverse proxy that terminates TLS and bind it to 127.0.0.1 !!", host)
+        self.host = host
+        self.tls = tls
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, port))
+        except OSError as exc:
+            self.sock.close()
+            raise ConfigError("--host/--port", f"cannot listen on {host}:{port} ({exc.strerror})") from None
+        self.sock.listen(128)
+        self.port = int(self.sock.getsockname()[1])
+        self.station = Station(dist=Path(dist) if dist else None, upstream=upstream.rstrip("/"), http=session,
+                               config_js=config_js, access=access, timeout_s=timeout_s,
+                               hostnames=(names := station_names(host, public_urls)),
+                               origins=station_origins(names, "https" if tls else "http", self.port,
+                                                       public_urls),
+                               https=tls is not None, on_stored=on_stored)
+        self._server: Any = None
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls else "http"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host  # noqa: S104
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def requests(self) -> list[tuple[str, str, int]]:
+        """(method, DICOMweb path, status) of every request proxied (tests, diagnostics)."""
+        return self.station.requests
 
     def start(self) -> StationServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        import uvicorn
+
+        options: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "off",
+                                   "server_header": False, "proxy_headers": False,
+                                   "timeout_graceful_shutdown": 5}
+        if self.tls:
+            options.update(ssl_certfile=str(self.tls[0]), ssl_keyfile=str(self.tls[1]))
+        self._server = uvicorn.Server(uvicorn.Config(create_app(self.station), **options))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self.sock]},
+                                        name="vhi-station", daemon=True)
         self._thread.start()
+        while not self._server.started and self._thread.is_alive():
+            self._thread.join(0.05)
+        if not self._server.started:
+            raise ConfigError("vhi viewer", "the station's web server did not start (see the log)")
         return self
 
-    def serve_forever(self) -> None:
-        self.httpd.serve_forever()
-
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        self.sock.close()
 
     def __enter__(self) -> StationServer:
         return self.start()

@@ -1,5 +1,7 @@
 """The agreement section: Bland–Altman plots per site and ICC(2,1), for the machine
-proposal vs the cleaned VHI and for every pair of readers, and Dice per reader.
+proposal vs the cleaned VHI, for every pair of reader masks, and for the first vs the
+second reader of the double-read sessions; Dice per reader mask and per site of the
+double reads.
 
 The readers' spread between themselves is the yardstick for the proposal's: both are
 drawn and tabulated the same way. Statistics come from :mod:`vhi.method.reliability`.
@@ -9,14 +11,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from vhi.method.reliability import BlandAltman, bland_altman, icc_2_1
-from vhi.results.report.svg import dots, site_colours, svg_doc, xy_frame, ticks_between
+from vhi.results.report.svg import dots, site_colours, svg_doc, ticks_between, xy_frame
 from vhi.results.report.text import esc, fmt, fmt_ml, html_table, order, session_id, signed_ml
 
 
@@ -30,8 +31,11 @@ class Comparison:
     frame: pd.DataFrame  # columns site, key, a, b
 
 
-def comparisons(cohort: pd.DataFrame, agreement: pd.DataFrame) -> list[Comparison]:
-    """Proposal vs cleaned (measured sessions), then every pair of readers (sessions with both)."""
+def comparisons(cohort: pd.DataFrame, agreement: pd.DataFrame,
+                double: pd.DataFrame | None = None) -> list[Comparison]:
+    """Proposal vs cleaned (measured sessions), every pair of reader masks (sessions with
+    both), then the double reads' first vs second reader (``double``: columns site, key,
+    a, b as :func:`vhi.results.readers.double_reads` gives them)."""
     out = []
     if cohort is not None and not cohort.empty:
         frame = pd.DataFrame({
@@ -51,6 +55,11 @@ def comparisons(cohort: pd.DataFrame, agreement: pd.DataFrame) -> list[Compariso
                 frame = pd.DataFrame({"site": pair["site"].astype(str), "key": pair["key"],
                                       "a": pair[a], "b": pair[b]})
                 out.append(Comparison(f"Reader {a} vs reader {b}", a, b, frame))
+    if double is not None and not double.empty:
+        frame = double[["site", "key", "a", "b"]].dropna(subset=["a", "b"])
+        if len(frame):
+            out.append(Comparison("Double reads: first vs second reader", "first reader",
+                                  "second reader", frame.reset_index(drop=True)))
     return out
 
 
@@ -125,12 +134,32 @@ def dice_table(agreement: pd.DataFrame) -> str:
                           ("num", "mean volume similarity")], rows))
 
 
-def agreement_section(cohort: pd.DataFrame, agreement: pd.DataFrame) -> str:
-    """Bland–Altman per site and ICC(2,1): proposal vs cleaned, every reader pair; Dice per
-    reader. Nothing when there is nothing to compare."""
-    found = comparisons(cohort, agreement)
+def double_read_dice_table(double: pd.DataFrame) -> str:
+    """Per site, the Dice of the two readers' masks of the double-read sessions."""
+    rows = []
+    groups = [(str(site), group) for site, group in double.groupby("site", sort=True)]
+    if len(groups) > 1:
+        groups.append(("all sites", double))
+    for site, group in groups:
+        dice = pd.to_numeric(group["dice"], errors="coerce")
+        rows.append([("", esc(site)), ("num", str(len(group))), ("num", fmt(dice.mean(), 3)),
+                     ("num", fmt(dice.median(), 3)), ("num", fmt(dice.min(), 3))])
+    return ("<h3>Double reads: overlap of the two readers' masks</h3>"
+            '<p class="note">Per site, over the sessions cleaned by two readers independently '
+            "(per read: reads.csv).</p>"
+            + html_table([("", "site"), ("num", "sessions"), ("num", "mean Dice"),
+                          ("num", "median Dice"), ("num", "min Dice")], rows, css="double-reads"))
+
+
+def agreement_section(cohort: pd.DataFrame, agreement: pd.DataFrame,
+                      double: pd.DataFrame | None = None) -> str:
+    """Bland–Altman per site and ICC(2,1): proposal vs cleaned, every reader pair, the
+    double reads; Dice per reader mask and of the double reads. Nothing when there is
+    nothing to compare."""
+    found = comparisons(cohort, agreement, double)
     has_readers = agreement is not None and not agreement.empty
-    if not found and not has_readers:
+    has_double = double is not None and not double.empty
+    if not found and not has_readers and not has_double:
         return ""
     every_site = np.concatenate([c.frame["site"].to_numpy() for c in found]) if found else []
     colours = site_colours(every_site)
@@ -142,4 +171,5 @@ def agreement_section(cohort: pd.DataFrame, agreement: pd.DataFrame) -> str:
             "agreement is the yardstick for the proposal's.</p>"
             + "".join(comparison_html(c, colours) for c in found)
             + (dice_table(agreement) if has_readers else "")
+            + (double_read_dice_table(double) if has_double else "")
             + "</section>")

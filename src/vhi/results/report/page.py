@@ -20,7 +20,9 @@ from typing import Any
 import pandas as pd
 
 from vhi.fileio import atomic_path
+from vhi.results.readers import double_reads
 from vhi.results.report.agreement import agreement_section
+from vhi.results.report.readers import readers_section
 from vhi.results.report.sections import change_section, footer, header, status_section, vhi_section
 from vhi.results.report.table import sessions_section
 
@@ -47,7 +49,8 @@ def render_report(*, cohort: pd.DataFrame, change: pd.DataFrame, agreement: pd.D
                   status: pd.DataFrame, description: Mapping[str, Any],
                   timepoints: Sequence[str] = (),
                   images: Mapping[str, Mapping[str, str]] | None = None,
-                  viewer_url: str | None = None) -> str:
+                  viewer_url: str | None = None, reads: pd.DataFrame | None = None,
+                  readers: pd.DataFrame | None = None) -> str:
     """The whole report as one HTML document (pure: the tables in, a string out).
 
     ``cohort``, ``change``, ``agreement`` and ``status`` are the frames of
@@ -55,7 +58,9 @@ def render_report(*, cohort: pd.DataFrame, change: pd.DataFrame, agreement: pd.D
     dict; ``timepoints`` the config's order of timepoints (for the change plot's axis);
     ``images`` per session key, the QC images relative to the page
     (:func:`.images.publish_qc_images`); ``viewer_url`` where the cleaning station
-    (``vhi viewer``) serves: sessions awaiting cleaning on a source with a viewer link to it.
+    (``vhi viewer``) serves: sessions awaiting cleaning on a source with a viewer link to it;
+    ``reads`` and ``readers`` the frames of :mod:`vhi.results.readers` (the readers'
+    section, the double reads' agreement).
     """
     images = images or {}
     body = "".join([
@@ -63,7 +68,8 @@ def render_report(*, cohort: pd.DataFrame, change: pd.DataFrame, agreement: pd.D
         status_section(status, images, viewer_url),
         vhi_section(cohort),
         change_section(change, timepoints),
-        agreement_section(cohort, agreement),
+        readers_section(readers, status),
+        agreement_section(cohort, agreement, double_reads(reads)),
         sessions_section(status, cohort, images, viewer_url),
         footer(),
     ])

@@ -27,6 +27,8 @@
       '" data-key="' + esc(key) + '">' + td("qc", qc) +
       ["site", "subject", "session", "timepoint"].map((f) => td("", esc(r[F[f]]))).join("") +
       td("", '<span class="state state-' + esc(r[F.state]) + '">' + esc(r[F.state]) + "</span>") +
+      td("", esc(r[F.readers])) + td("", esc(r[F.cleaned_by])) +
+      td(r[F.overdue] ? "due overdue" : "due", esc(r[F.due]) + (r[F.overdue] ? " (overdue)" : "")) +
       td("num vhi", esc(r[F.vhi_ml])) +
       ["proposal_ml", "dice_cleaned_vs_proposal", "removed_voxels", "added_voxels"]
         .map((f) => td("num", esc(r[F[f]]))).join("") +

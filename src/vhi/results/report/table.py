@@ -1,4 +1,4 @@
-"""The table of every session: QC thumbnail, state, VHI, proposal, reason; sortable by
+"""The table of every session: QC thumbnail, state, readers, VHI, proposal, reason; sortable by
 any column, filterable by site, state and text, a page of rows at a time (``report.js``).
 
 The rows travel as one JSON data block (``<script type="application/json">``, never
@@ -20,15 +20,16 @@ from vhi.results.report.text import esc, fmt, fmt_int, fmt_ml, order, records, s
 from vhi.results.status import STATES
 
 HEADERS = [("", "QC"), ("", "site"), ("", "subject"), ("", "session"), ("", "timepoint"),
-           ("", "state"), ("num", "VHI (ml)"), ("num", "proposal (ml)"),
+           ("", "state"), ("", "readers"), ("", "cleaned by"), ("", "due"), ("num", "VHI (ml)"),
+           ("num", "proposal (ml)"),
            ("num", "Dice cleaned vs proposal"), ("num", "removed voxels"), ("num", "added voxels"),
            ("", "reference"), ("", "reason")]
 #: The fields of a row in the data block: the headers after "QC", then the QC image and
-#: the one before cleaning (paths relative to the page, or ""), and the session's address
-#: in the cleaning station while it awaits cleaning (or "").
-FIELDS = ["site", "subject", "session", "timepoint", "state", "vhi_ml", "proposal_ml",
-          "dice_cleaned_vs_proposal", "removed_voxels", "added_voxels", "reference_mode",
-          "reason", "qc_image", "qc_before_cleaning", "viewer"]
+#: the one before cleaning (paths relative to the page, or ""), the session's address
+#: in the cleaning station while it awaits cleaning (or ""), and "1" when it is overdue.
+FIELDS = ["site", "subject", "session", "timepoint", "state", "readers", "cleaned_by", "due",
+          "vhi_ml", "proposal_ml", "dice_cleaned_vs_proposal", "removed_voxels", "added_voxels",
+          "reference_mode", "reason", "qc_image", "qc_before_cleaning", "viewer", "overdue"]
 PAGE_ROWS = 100
 
 
@@ -73,9 +74,12 @@ def session_rows(status: pd.DataFrame, cohort: pd.DataFrame,
                     fmt(m.get("dice_cleaned_vs_proposal"), 3), fmt_int(m.get("removed_voxels")),
                     fmt_int(m.get("added_voxels")), str(m.get("reference_mode") or "")]
                    if m else [""] * 6)
+        readers = [str(r.get("readers") or "").replace(";", ", "), str(r.get("cleaned_by") or ""),
+                   str(r.get("due") or "")[:10]]
+        overdue = r.get("overdue") is True or str(r.get("overdue")) == "True"
         rows.append([str(r[k]) for k in ("site", "subject", "session", "timepoint", "state")]
-                    + numbers + [str(r["reason"] or "")] + _images(images.get(key))
-                    + [viewer_link(r, viewer_url)])
+                    + readers + numbers + [str(r["reason"] or "")] + _images(images.get(key))
+                    + [viewer_link(r, viewer_url), "1" if overdue else ""])
     return rows
 
 

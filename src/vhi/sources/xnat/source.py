@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 import numpy as np
 
@@ -99,6 +100,13 @@ class XnatSource(Source):
 
     def scan_uri(self, experiment: str, scan_id: str) -> str:
         return scan_uri(self.server, experiment, scan_id)
+
+    def viewer_url(self, session: Session, experiment: str) -> str:
+        """The session in XNAT's OHIF viewer (the plugin's own "View Session" link; XNAT takes
+        the subject's label where its ID goes), where the site's readers clean it."""
+        query = urlencode({"subjectId": session.subject, "projectId": self.project,
+                           "experimentId": experiment, "experimentLabel": session.session})
+        return f"{self.server}/VIEWER/?{query}"
 
     def collection_uri(self, ident: str) -> str:
         return collection_uri(self.server, self.project, ident)
@@ -271,6 +279,7 @@ class XnatSource(Source):
                            "referenced_series": list(collection["series"])},
             "stir": {"scan": stir["scan"], "series_uid": stir["series_uid"], "uri": stir["uri"]},
             "proposal_voxels": int(mask.sum()),
+            "viewer_path": self.viewer_url(session, exp),
             "files": {"seg": {"uri": self.collection_uri(label),
                               "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}},
             "pushed_at": datetime.now(UTC).isoformat(),
