@@ -78,10 +78,9 @@ def stand_in_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def stand_in_model(stand_in_bin: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The test's workflow runs (support.workflow) segment with the stand-in model, 3 s a
-    scan (the U-Net's pace on the CPU): for tests where the U-Net's output is not the point."""
+    """The test's workflow runs (support.workflow) segment with the stand-in model: for
+    tests where the U-Net's output is not the point."""
     monkeypatch.setenv("VHI_TEST_BIN", str(stand_in_bin))
-    monkeypatch.setenv("VHI_FAKE_SEGMENT_S", "3")
 
 
 @pytest.fixture(scope="session")

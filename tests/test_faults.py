@@ -137,7 +137,8 @@ def workflow_case(test):
 
 @pytest.fixture(scope="module", autouse=True)
 def stand_in_for_the_module(stand_in_bin: Path) -> Iterator[None]:
-    """conftest's stand_in_model for the whole module (clean_run is module-scoped)."""
+    """conftest's stand_in_model for the whole module (clean_run is module-scoped), taking
+    the U-Net's time on the CPU for each scan, so that an interrupt lands mid-segmentation."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VHI_TEST_BIN", str(stand_in_bin))
         mp.setenv("VHI_FAKE_SEGMENT_S", "3")
