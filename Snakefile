@@ -5,6 +5,8 @@ import os
 
 from snakemake.utils import min_version
 
+from vhi.config.image import container_uri
+
 min_version("9.0")
 
 
@@ -13,12 +15,15 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 # vhi.config.load.resolve_config in workflow/rules/common.smk.
 
 
-# The image the rules run in with --software-deployment-method apptainer
-# (built from containers/); ignored by the local profile, which uses the venv.
-container: "docker://vhi:0.1.0"
-
-
 include: "workflow/rules/common.smk"
+
+
+# The image every rule runs in with --software-deployment-method apptainer: the config's
+# `image` (default: the OCI archive scripts/build-image.sh writes). The local profile
+# runs the venv instead.
+container: container_uri(SETTINGS.image, workflow.basedir)
+
+
 include: "workflow/rules/pull.smk"
 include: "workflow/rules/segment.smk"
 include: "workflow/rules/propose.smk"

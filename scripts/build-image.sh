@@ -3,6 +3,12 @@
 #
 #   scripts/build-image.sh [TAG]          default localhost/vhi:<package version>
 #
+# Writes the image into podman's storage as TAG and, as an OCI archive, to
+# dist/vhi-<version>.oci.tar (ARCHIVE=<path> elsewhere, ARCHIVE= not at all): the file the
+# config's `image` names by default, which Apptainer runs (`apptainer build vhi.sif
+# oci-archive://dist/vhi-<version>.oci.tar`, or Snakemake's apptainer deployment directly).
+# The archive is written again only when the image changed.
+#
 # 1. Base: Debian bookworm made by `debootstrap --variant=minbase` (python3, venv), cached
 #    as a tarball under $VHI_CACHE (default ~/.cache/vhi) and imported into podman as
 #    localhost/vhi-base:bookworm. With BASE=<image> (e.g. python:3.11-slim-bookworm, a CUDA
@@ -18,6 +24,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 version="$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$root/pyproject.toml" | head -1)"
 tag="${1:-localhost/vhi:${version}}"
+archive="${ARCHIVE-$root/dist/vhi-${version}.oci.tar}"
 cache="${VHI_CACHE:-$HOME/.cache/vhi}"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$root/containers/containers.conf}"
 suite=bookworm
@@ -68,3 +75,14 @@ log "buildah bud $tag (base $base)"
 buildah bud "${args[@]}" "$root"
 podman image exists "$tag"
 log "built $tag: $(podman image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.2f GB", $1/1e9}')"
+if [ -n "$archive" ]; then
+  id="$(podman image inspect --format '{{.Id}}' "$tag")"
+  if [ ! -s "$archive" ] || [ "$(cat "$archive.id" 2>/dev/null)" != "$id" ]; then
+    mkdir -p "$(dirname "$archive")"
+    rm -f "$archive.part" "$archive.id"
+    podman save --format oci-archive -o "$archive.part" "$tag"
+    mv "$archive.part" "$archive"
+    echo "$id" >"$archive.id"
+  fi
+  log "OCI archive $archive ($(du -h "$archive" | cut -f1)): the config's default image"
+fi

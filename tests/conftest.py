@@ -9,11 +9,33 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from support.browser import needs_browser
+from support.data import needs_models
+from support.orthanc import needs_orthanc
 from support.paths import DATA, SHARED
 
 if TYPE_CHECKING:
     from support.demo import DemoRun
     from support.results import SyntheticCohort
+
+#: The tiers a test's needs put it in (the markers registered in pyproject.toml; `make
+#: test-fast` runs the tests in none of them): the skip conditions of support/ it carries,
+#: and the fixtures it uses. Tiers with no such sign (slurm, container, install, slow)
+#: are marked in the test modules.
+TIER_OF_SKIP = [(needs_models.mark, "real_model"), (needs_orthanc.mark, "orthanc"),
+                (needs_browser.mark, "browser")]
+TIER_OF_FIXTURE = {"demo_run": "real_model", "slurm_cluster": "slurm"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        skips = list(item.iter_markers("skipif"))
+        tiers = {tier for sign, tier in TIER_OF_SKIP if sign in skips}
+        tiers |= {tier for name, tier in TIER_OF_FIXTURE.items()
+                  if name in getattr(item, "fixturenames", ())}
+        for tier in sorted(tiers - {mark.name for mark in item.iter_markers()}):
+            item.add_marker(tier)
+
 
 #: What the session fixture `shared_folder` sets for the whole session (restored at its end).
 SESSION_ENV = {"VHI_SHARED": str(SHARED)}
@@ -44,6 +66,21 @@ def environment_unchanged() -> Iterator[None]:
         pytest.fail(f"the test left os.environ changed: {', '.join(changed)} "
                     "(use monkeypatch; support.env.unset_env for a variable the code sets)",
                     pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def stand_in_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the `vhi` of support.fake_model (the box model for the U-Net)."""
+    from support.fake_model import write_vhi_shim
+
+    return write_vhi_shim(tmp_path_factory.mktemp("stand_in_bin"))
+
+
+@pytest.fixture
+def stand_in_model(stand_in_bin: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test's workflow runs (support.workflow) segment with the stand-in model: for
+    tests where the U-Net's output is not the point."""
+    monkeypatch.setenv("VHI_TEST_BIN", str(stand_in_bin))
 
 
 @pytest.fixture(scope="session")

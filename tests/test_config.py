@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from vhi import __version__
 from vhi.config.load import load_config_file, resolve_config
 from vhi.errors import ConfigError
 
@@ -156,3 +157,18 @@ def test_the_old_name_of_reader_masks_is_refused_with_what_to_rename() -> None:
                                         "sites[0].source.reader_masks")
     config["sites"][0]["source"]["reader_masks"] = config["sites"][0]["source"].pop("readers")
     assert resolve_config(config).sites[0].source["reader_masks"] == {"R1": "readers/{session}.nii.gz"}
+
+
+def test_the_image_key_names_what_snakemake_and_apptainer_take(tmp_path: Path) -> None:
+    from vhi.config.image import container_uri
+
+    project = tmp_path / "project"
+    assert container_uri("dist/vhi-0.1.0.oci.tar", project) == f"oci-archive://{project}/dist/vhi-0.1.0.oci.tar"
+    assert container_uri("/images/vhi.sif", project) == "/images/vhi.sif"
+    assert container_uri("vhi.sif", project) == f"{project}/vhi.sif"
+    assert container_uri("docker://registry.example.org/vhi:0.1.0", project) == (
+        "docker://registry.example.org/vhi:0.1.0")
+    # the default: the archive scripts/build-image.sh writes for this version
+    assert resolve_config(minimal()).image == f"dist/vhi-{__version__}.oci.tar"
+    assert 'archive="${ARCHIVE-$root/dist/vhi-${version}.oci.tar}"' in (
+        PROJECT_ROOT / "scripts" / "build-image.sh").read_text()

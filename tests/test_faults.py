@@ -8,7 +8,10 @@ written over.
 
 The workflow cases run the real workflow (``snakemake --profile profiles/local``) on two
 demo sessions, with real signals sent to the run's process group; the per-file cases call
-the ``vhi`` command or the package on crafted files.
+the ``vhi`` command or the package on crafted files. The disease region comes from the
+stand-in model (support.fake_model, taking as long per scan as the U-Net on the CPU): what
+is proven is the workflow's, whatever the model draws; the U-Net's own output is
+tests/test_model.py's and tests/test_workflow.py's.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from vhi.config.load import resolve_config
 from vhi.errors import EXIT_ENVIRONMENT, EXIT_INPUT, ConfigError, InputError
 from vhi.imaging.nifti import load_image, load_mask
 
-from support.data import needs_data, needs_models
+from support.data import needs_data
 from support.paths import DATA
 from support.workflow import half_written, snakemake, snakemake_command, status_of, workflow_env
 
@@ -144,8 +147,18 @@ def rerun_finishes(run: Path, config: Path) -> subprocess.CompletedProcess[str]:
 
 # --------------------------------------------------------------------------- workflow
 def workflow_case(test):
-    """A case that runs the real workflow on the demo sessions with the published U-Net."""
-    return pytest.mark.slow(needs_data(needs_models(test)))
+    """A case that runs the real workflow on the demo sessions."""
+    return pytest.mark.slow(needs_data(test))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stand_in_for_the_module(stand_in_bin: Path) -> Iterator[None]:
+    """conftest's stand_in_model for the whole module (clean_run is module-scoped), taking
+    the U-Net's time on the CPU for each scan, so that an interrupt lands mid-segmentation."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VHI_TEST_BIN", str(stand_in_bin))
+        mp.setenv("VHI_FAKE_SEGMENT_S", "3")
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,15 @@
-"""The OCI image, built offline by scripts/build-image.sh and run with podman.
+"""The image the workflow names is the one the project builds, and the workflow runs in it.
 
-Built from a debootstrap base (cached under ~/.cache/vhi, or $VHI_CACHE) with buildah; the
-layers are cached by podman, so a rebuild with unchanged sources takes seconds (the first
-build: minutes and ~1.4 GB). Then `vhi --version` in the image, and `vhi segment` on one demo
-scan inside it with the weights mounted read-only: the same voxels as on the host. Skipped,
-with the reason in pytest's summary (`-ra`, also in `.ci/run`'s output), where podman and
-buildah are missing or cannot run here; a build that starts and fails is a failure.
+scripts/build-image.sh builds the OCI image offline (a debootstrap base cached under
+~/.cache/vhi, or $VHI_CACHE; buildah with podman's layer cache: seconds when nothing
+changed, minutes and ~1.4 GB the first time) and writes the OCI archive the config's
+`image` names by default. Run by that name (podman's `oci-archive:` transport, the file
+Apptainer converts to a SIF), the image runs `vhi`, refuses to segment without the
+weights, and runs the demo workflow's first two sessions with its own Snakemake and
+`vhi` (the project's workflow files, the data and the weights mounted read only): every
+number equals the host's run of the same sessions. Skipped, with the reason in pytest's
+summary, where podman and buildah are missing or cannot run here; a build that starts
+and fails is a failure.
 """
 
 from __future__ import annotations
@@ -14,22 +18,30 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
+import yaml
 
-from vhi import __version__, api
+from vhi import __version__
+from vhi.config.image import container_uri
+from vhi.config.load import resolve_config
 
-from support.data import BUNDLE_DIR, needs_data, needs_models
-from support.paths import DATA, PROJECT_ROOT
+from support.data import needs_data, needs_models
+from support.demo import STIR_SESSIONS, DemoRun
+from support.paths import MODELS, PROJECT_ROOT, SHARED
 
-pytestmark = [pytest.mark.slow, needs_models, needs_data]
+pytestmark = [pytest.mark.container, pytest.mark.slow, needs_models, needs_data]
 
-TAG = "localhost/vhi:test"
 BUILD_TIMEOUT_S = 1800
 CONTAINERS_CONF = PROJECT_ROOT / "containers" / "containers.conf"
+#: the demo's first two sessions (`vhi sheet`'s order), both with a STIR and a cleaned mask
+FIRST_TWO = ("1234", "4386")
+#: what each session's sidecars say that must be equal, wherever the run ran
+NUMBERS = {"disease_region.json": ("voxels", "device"),
+           "proposal.json": ("voxels", "lower", "upper", "proposal_ml", "thresholds"),
+           "vhi.json": ("vhi_ml", "voxels")}
 
 
 def _env() -> dict[str, str]:
@@ -48,15 +60,26 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def configured_image() -> str:
+    """The embedded config's image, as the Snakefile gives it to Snakemake."""
+    config = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
+    return container_uri(resolve_config(config).image, PROJECT_ROOT)
+
+
 @pytest.fixture(scope="module")
 def image() -> str:
+    """The image built by scripts/build-image.sh, as podman names the config's archive."""
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
-    build = subprocess.run([str(PROJECT_ROOT / "scripts" / "build-image.sh"), TAG], capture_output=True,
+    build = subprocess.run([str(PROJECT_ROOT / "scripts" / "build-image.sh")], capture_output=True,
                            text=True, timeout=BUILD_TIMEOUT_S, env=_env(), check=False)
     assert build.returncode == 0, f"image build failed:\n{build.stdout[-3000:]}\n{build.stderr[-5000:]}"
-    return TAG
+    uri = configured_image()
+    archive = PROJECT_ROOT / "dist" / f"vhi-{__version__}.oci.tar"
+    assert uri == f"oci-archive://{archive}", uri  # the file the build wrote, for this version
+    assert archive.is_file()
+    return f"oci-archive:{archive}"
 
 
 def podman_run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
@@ -64,39 +87,43 @@ def podman_run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[st
                           timeout=timeout, env=_env(), check=False)
 
 
-def test_image_runs_vhi(image: str):
+def test_image_runs_vhi(image: str, tmp_path: Path) -> None:
     proc = podman_run(image, "--version")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"vhi {__version__}"
     # Nothing of the project's checkout or the weights is in the image.
     listing = podman_run("--entrypoint", "sh", image, "-c", "ls /models /opt/vhi 2>&1; id -u")
     assert "No such file or directory" in listing.stdout and listing.stdout.split()[-1] == "1000"
-
-
-def test_segment_in_the_image_equals_the_host(image: str, tmp_path: Path):
-    out = tmp_path / "out"
-    out.mkdir()
-    out.chmod(0o777)  # the image runs as uid 1000
-    t1w = DATA / "t1w" / "1003_T1W.nii.gz"
-    mounts = ["-v", f"{BUNDLE_DIR.parent}:/models:ro", "-v", f"{t1w.parent}:/data:ro", "-v", f"{out}:/out"]
-    proc = podman_run(*mounts, image, "--no-progress", "segment", "--t1w", f"/data/{t1w.name}",
-                      "--out", "/out/disease_region.nii.gz", "--device", "auto")
-    assert proc.returncode == 0, proc.stderr
-    assert "fell back to the CPU" in proc.stderr  # device auto without a GPU
-
-    host = tmp_path / "host.nii.gz"
-    api.segment(t1w, host, ensemble=api.load_ensemble(device="cpu"))
-    inside = np.asarray(nib.load(out / "disease_region.nii.gz").dataobj)
-    expected = np.asarray(nib.load(host).dataobj)
-    assert inside.dtype == expected.dtype == np.uint8
-    assert int(inside.sum()) == int(expected.sum()) > 0
-    np.testing.assert_array_equal(inside, expected)
-    sidecar = json.loads((out / "disease_region.json").read_text())
-    assert sidecar["device"] == "cpu" and sidecar["voxels"] == int(expected.sum())
-    assert sidecar["model"]["sha256"] == json.loads((tmp_path / "host.json").read_text())["model"]["sha256"]
-
     # Weights are checked against their sha256 inside the image too: none mounted, a clear error.
+    t1w = SHARED / "data" / "bone_mri" / "t1w" / "1003_T1W.nii.gz"
     missing = podman_run("-v", f"{t1w.parent}:/data:ro", image, "segment", "--t1w", f"/data/{t1w.name}",
                          "--out", "/data/never_written.nii.gz", "--device", "cpu")
     assert missing.returncode == 2
     assert "/models/sij_disease_region_unet/model_1.pt: weights of model bundle" in missing.stderr
+
+
+def test_demo_sessions_in_the_image_equal_the_hosts(image: str, demo_run: DemoRun, tmp_path: Path) -> None:
+    """Snakemake and `vhi` of the image run the project's workflow (mounted read only) on
+    the demo's first two sessions; the host's are the shared demo run's."""
+    run = tmp_path / "run"
+    run.mkdir()
+    run.chmod(0o777)  # the image runs as uid 1000
+    targets = [f"work/demo/{STIR_SESSIONS[s]}/{s}/vhi.json" for s in FIRST_TWO]
+    mounts = ["-v", f"{PROJECT_ROOT}:/project:ro", "-v", f"{SHARED}:/shared:ro",
+              "-v", f"{MODELS}:/models:ro", "-v", f"{run}:/cohort", "-w", "/cohort",
+              "-e", "VHI_SHARED=/shared"]
+    started = time.monotonic()
+    proc = podman_run(*mounts, "--entrypoint", "snakemake", image, "--snakefile", "/project/Snakefile",
+                      "--profile", "/project/profiles/local", *targets, timeout=1200)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    print(f"the demo's first two sessions in the image: {elapsed:.0f} s")  # shown with -s
+    for session in FIRST_TWO:
+        ours = run / "work" / "demo" / STIR_SESSIONS[session] / session
+        hosts = demo_run.run / "work" / "demo" / STIR_SESSIONS[session] / session
+        for name, keys in NUMBERS.items():
+            inside, outside = (json.loads((folder / name).read_text()) for folder in (ours, hosts))
+            assert {k: inside[k] for k in keys} == {k: outside[k] for k in keys}, (session, name)
+        sidecar = json.loads((ours / "disease_region.json").read_text())  # its own provenance
+        assert sidecar["software"]["version"] == __version__
+        assert sidecar["software"]["git_commit"] is None  # the image's installed vhi, no checkout

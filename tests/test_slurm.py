@@ -30,8 +30,9 @@ import pytest
 import yaml
 
 from support.cohorts import write_synthetic_site
+from support.data import needs_models
 from support.fake_model import HOLD_ENV, write_vhi_shim
-from support.paths import MODELS, PROJECT_ROOT, SHARED
+from support.paths import PROJECT_ROOT, SHARED
 from support.results import SessionDesign
 from support.slurm_cluster import (
     NODE_CPUS,
@@ -46,8 +47,6 @@ pytestmark = pytest.mark.slurm
 
 PROFILE = PROJECT_ROOT / "profiles" / "slurm" / "config.yaml"
 SNAKEMAKE_TIMEOUT_S = 120  # the two-rule workflow; the project's runs get longer
-needs_weights = pytest.mark.skipif(not (MODELS / "sij_disease_region_unet" / "model_1.pt").is_file(),
-                                   reason=f"published U-Net weights not found under {MODELS}")
 #: Demo STIR sessions (session: subject) the cluster runs: four, the first with a manual reference.
 SESSIONS = {"1003": "09", "1007": "11", "1012": "13", "1013": "14"}
 
@@ -264,7 +263,7 @@ def segmentation_jobs(logs: Path) -> list[str]:
     return sorted(p.stem for p in logs.glob("group_segment_*/**/*.log"))
 
 
-@needs_weights
+@needs_models
 def test_demo_sessions_on_the_cluster_equal_the_local_run(
         slurm_cluster: SlurmCluster, test_profile: Path, data_dir: Path, tmp_path: Path):
     """Four demo STIR sessions through every stage on the cluster: pulls (grouped jobs), the
@@ -324,7 +323,7 @@ def test_demo_sessions_on_the_cluster_equal_the_local_run(
 
 
 # ---------------------------------------------------------------------------------------- (d)
-@needs_weights
+@needs_models
 def test_cancelled_segmentation_leaves_nothing_half_written_and_the_rerun_completes(
         slurm_cluster: SlurmCluster, test_profile: Path, data_dir: Path, tmp_path: Path):
     sessions = {"1003": "09"}

@@ -5,7 +5,8 @@ Two demo sessions go through the workflow against a real Orthanc (pull, propose,
 opens one session, loads the proposal SEG (its segment and voxel counts must be ours),
 removes one connected component and adds a few voxels through OHIF's labelmap API, and
 saves through OHIF's own store command; the next run's VHI must be our count of the
-edited mask × the voxel volume. Screenshots go to the test's ``artefacts`` folder.
+edited mask × the voxel volume. Screenshots go to the test's ``artefacts`` folder. The
+disease region comes from the stand-in model (support.fake_model): the loop is the point.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from support.browser import needs_browser
 from support.env import unset_env
 from support.ohif_browser import KNOWN_CONSOLE_ERRORS, clean_in_browser, reader_edit
 from support.orthanc import Orthanc, needs_orthanc, seed_demo
-from support.paths import MODELS
 from support.workflow import job_counts, snakemake, status_of
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 USER, CANARY = "vhi-robot", "CANARY-ohif-41d9"
 SESSIONS = ("1003", "4386")  # demo scan ids; site A's series layout
 
-needs_weights = pytest.mark.skipif(
-    not (MODELS / "sij_disease_region_unet" / "model_1.pt").is_file(),
-    reason=f"published U-Net weights not found under {MODELS}")
 needs_ohif = pytest.mark.skipif(not is_fetched(), reason=f"OHIF {OHIF_VERSION} not fetched "
                                                           "(`make setup` runs `vhi viewer --fetch-only`)")
 
@@ -53,10 +50,10 @@ def env(monkeypatch):
 
 
 @pytest.mark.slow
-@needs_weights
 @needs_orthanc
 @needs_browser
 @needs_ohif
+@pytest.mark.usefixtures("stand_in_model")
 def test_clean_in_ohif_and_collect(tmp_path, data_dir, env, monkeypatch):
     started = time.monotonic()
     artefacts = tmp_path / "artefacts"

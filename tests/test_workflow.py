@@ -21,14 +21,10 @@ import pytest
 import yaml
 
 from support.demo import STIR_SESSIONS, T1W_ONLY, DemoRun, r11, source_state
-from support.paths import MODELS, PROJECT_ROOT
+from support.paths import PROJECT_ROOT
 from support.workflow import half_written, job_counts, snakemake, status_of, workflow_env
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (MODELS / "sij_disease_region_unet" / "model_1.pt").is_file(),
-                       reason=f"published U-Net weights not found under {MODELS}"),
-]
+pytestmark = pytest.mark.slow
 
 
 def mask_ml(path: Path) -> tuple[int, float]:
@@ -113,9 +109,11 @@ def test_demo_cohort_end_to_end_and_resume(demo_run: DemoRun, tmp_path: Path,
     assert source_state(data_dir) == before  # the radiologists' and scanner's files untouched
 
 
+@pytest.mark.usefixtures("stand_in_model")
 def test_broken_sessions_fail_alone(tmp_path: Path, data_dir: Path) -> None:
     """Missing T1W, corrupt STIR, STIR/T1W grid mismatch: each fails with its reason;
-    the good session is complete; no half-written file anywhere."""
+    the good session is complete; no half-written file anywhere (the stand-in model
+    segments: the failures are the point)."""
     before = source_state(data_dir)
     corrupt = tmp_path / "corrupt_STIR.nii.gz"
     corrupt.write_bytes((data_dir / "stir" / "1012_STIR.nii.gz").read_bytes()[:5000])

@@ -1,7 +1,8 @@
 """The workflow against a real Orthanc with faults: each failing session is named, the others finish.
 
-Slow (the U-Net segments every T1W): ``pytest -m slow``. Snakemake reaches Orthanc through
-a loopback fault proxy (tests/support/orthanc.py); credentials only in the environment.
+Slow (a workflow run): ``pytest -m slow``. Snakemake reaches Orthanc through a loopback
+fault proxy (tests/support/orthanc.py); credentials only in the environment. The disease
+region comes from the stand-in model (support.fake_model): the faults are the point.
 """
 
 from __future__ import annotations
@@ -11,19 +12,15 @@ import yaml
 
 from support.env import unset_env
 from support.orthanc import FaultProxy, Orthanc, needs_orthanc, seed_demo
-from support.paths import MODELS
 from support.workflow import half_written, snakemake, status_of
 
 USER, CANARY = "vhi-robot", "CANARY-wf-dw-6e0f"
 
-needs_weights = pytest.mark.skipif(
-    not (MODELS / "sij_disease_region_unet" / "model_1.pt").is_file(),
-    reason=f"published U-Net weights not found under {MODELS}")
 
 
 @pytest.mark.slow
-@needs_weights
 @needs_orthanc
+@pytest.mark.usefixtures("stand_in_model")
 def test_failing_sessions_are_named_and_the_others_complete(tmp_path, data_dir, monkeypatch):
     unset_env(monkeypatch, "DICOMWEB_USER", "DICOMWEB_PASS", "DICOMWEB_TOKEN", "REQUESTS_CA_BUNDLE")
     monkeypatch.setenv("DICOMWEB_USER", USER)

@@ -1,12 +1,12 @@
 """The workflow against the XNAT emulator: pull → propose → push, a radiologist cleans, collect.
 
-Slow (the U-Net segments every seeded T1W, ~5 s each on 2 cores): ``pytest -m slow``.
+Slow (a workflow run per test): ``pytest -m slow``.
 The emulator runs in this process; Snakemake runs as a subprocess whose jobs reach it
 over HTTP through xnatpy, with credentials only in the environment.
 
-Two tiers (``xnat_data``): synthetic stand-ins of the demo volumes with the disease
-region from :mod:`support.fake_model` in place of the U-Net (always run), and the public
-demo volumes with the published weights (skipped where ``../shared`` is absent).
+Two tiers (``xnat_data``): synthetic stand-ins of the demo volumes (always run), and the
+public demo volumes (skipped where ``../shared`` is absent); the disease region comes from
+:mod:`support.fake_model` in place of the U-Net in both (its output is test_workflow.py's).
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ import xnat
 import yaml
 
 from support.env import unset_env
-from support.fake_model import write_vhi_shim
-from support.paths import MODELS
 from support.workflow import half_written, job_counts, pull_jobs, snakemake, status_of, workflow_env
 from xnat_emulator import XnatEmulator
 from xnat_emulator.demo import (
@@ -49,14 +47,10 @@ RADIOLOGIST = ("radiologist", "rad-pw-1")
 SPLIT = {"A": ["1003", "4386"], "B": ["1012", "3002"]}
 
 @pytest.fixture(params=["synthetic", "demo"])
-def xnat_data(request, tmp_path_factory, monkeypatch) -> Path:
-    """The volumes the emulator is seeded with, and the model the runs use: synthetic
-    stand-ins with the box model of support.fake_model, or the demo data with the U-Net."""
+def xnat_data(request, tmp_path_factory, stand_in_model) -> Path:
+    """The volumes the emulator is seeded with: synthetic stand-ins, or the demo data."""
     if request.param == "demo":
-        if not (MODELS / "sij_disease_region_unet" / "model_1.pt").is_file():
-            pytest.skip(f"published U-Net weights not found under {MODELS}")
         return request.getfixturevalue("data_dir")
-    monkeypatch.setenv("VHI_TEST_BIN", str(write_vhi_shim(tmp_path_factory.mktemp("bin"))))
     return write_synthetic_demo(tmp_path_factory.mktemp("synthetic_demo"))
 
 

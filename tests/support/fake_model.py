@@ -6,6 +6,8 @@ absent (the synthetic tier of the XNAT workflow tests).
 :class:`BoxEnsemble`: the real bundle's metadata, and as the disease region the central
 part of every slice instead of the network's output (held until the file
 :data:`HOLD_ENV` names exists, where a test sets it). Every other command is the real one.
+``VHI_FAKE_SEGMENT_S`` (seconds, default 0) makes each segmentation take that long, as the
+U-Net does on the CPU, for tests that interrupt a run while it segments.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class BoxEnsemble:
 
     def segment(self, t1w: np.ndarray) -> np.ndarray:
         hold_segmentation()
+        time.sleep(float(os.environ.get("VHI_FAKE_SEGMENT_S") or 0))
         mask = np.zeros(t1w.shape, dtype=np.uint8)
         nx, ny = t1w.shape[:2]
         mask[nx // 4: nx - nx // 4, ny // 4: ny - ny // 4, :] = 1

@@ -75,6 +75,7 @@ class Settings:
     plan: str = "list"  # list | saved: where a workflow run gets its cohort plan
     unreachable_sites: str = "fail"  # fail | saved: a site whose server cannot be reached
     readers: tuple[ReaderConfig, ...] = ()
+    image: str = ""
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -149,6 +150,7 @@ def resolve_config(config: Mapping[str, Any]) -> Settings:
         plan=data["plan"],
         unreachable_sites=data["unreachable_sites"],
         readers=readers,
+        image=expand_shared(data["image"], shared),
         raw=data,
     )
 
