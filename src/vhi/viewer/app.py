@@ -27,6 +27,7 @@ import posixpath
 import secrets
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,8 @@ _DROP_BACK = {"content-length", "transfer-encoding", "connection", "keep-alive",
               "set-cookie", "www-authenticate", "server"}
 _SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
                      "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
+#: How many proxied requests a station remembers (a reading session sends thousands).
+REQUESTS_KEPT = 1000
 #: Routes open to a request that is not signed in.
 _OPEN = ("/signin", "/auth", "/favicon.ico")
 
@@ -82,7 +85,8 @@ class Station:
     https: bool = False
     #: called with (user, parts, route) after the service stored a STOW-RS body
     on_stored: Callable[[str, list[StowPart], Route], None] | None = None
-    requests: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status) proxied
+    #: (method, path, status) of the last requests proxied (diagnostics, tests)
+    requests: deque[tuple[str, str, int]] = field(default_factory=lambda: deque(maxlen=REQUESTS_KEPT))
     _sessions: dict[str, str] = field(default_factory=dict)  # session id -> user
 
     def sign_in(self, request: Request, user: str) -> None:

@@ -104,8 +104,8 @@ class StationServer:
 
     @property
     def requests(self) -> list[tuple[str, str, int]]:
-        """(method, DICOMweb path, status) of every request proxied (tests, diagnostics)."""
-        return self.station.requests
+        """(method, DICOMweb path, status) of the last requests proxied (tests, diagnostics)."""
+        return list(self.station.requests)
 
     def start(self) -> StationServer:
         import uvicorn
