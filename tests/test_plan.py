@@ -31,7 +31,7 @@ from vhi.errors import EXIT_ENVIRONMENT, EXIT_INPUT, ConfigError, WorkFolderBusy
 
 from support.cohorts import write_synthetic_site
 from support.env import unset_env
-from support.fake_model import HOLD_ENV, write_vhi_shim
+from support.fake_model import HOLD_ENV
 from support.results import AFFINE, SessionDesign
 from support.workflow import job_counts, pull_jobs, snakemake, snakemake_command, workflow_env
 from xnat_emulator import XnatEmulator
@@ -76,12 +76,6 @@ def xnat_env(monkeypatch):
     unset_env(monkeypatch, "XNATPY_USER", "XNATPY_PASS")
     monkeypatch.setenv("XNAT_USER", USER)
     monkeypatch.setenv("XNAT_PASS", PASSWORD)
-
-
-@pytest.fixture
-def fake_model(monkeypatch, tmp_path_factory) -> None:
-    """The workflow's `vhi` with the stand-in model (support.fake_model) first on PATH."""
-    monkeypatch.setenv("VHI_TEST_BIN", str(write_vhi_shim(tmp_path_factory.mktemp("bin"))))
 
 
 # --------------------------------------------------------------------------- a site that is down
@@ -219,7 +213,7 @@ def stir_sha256(run: Path) -> str:
 
 
 @pytest.mark.slow
-def test_no_stale_numbers(tmp_path: Path, fake_model) -> None:
+def test_no_stale_numbers(tmp_path: Path, stand_in_model) -> None:
     """A scan replaced at the same path is pulled again; a session file removed is made
     again; complete results are set aside when a later run fails, and come back when the
     same command finishes."""
@@ -268,7 +262,7 @@ def test_no_stale_numbers(tmp_path: Path, fake_model) -> None:
 
 
 @pytest.mark.slow
-def test_status_while_running_and_a_second_run_on_the_work_folder(tmp_path: Path, fake_model,
+def test_status_while_running_and_a_second_run_on_the_work_folder(tmp_path: Path, stand_in_model,
                                                                     monkeypatch) -> None:
     run = tmp_path / "run"
     config = write_config(tmp_path / "first.yaml", write_synthetic_site(tmp_path / "cohort", {"s1": "01"}))

@@ -31,7 +31,7 @@ import yaml
 
 from support.cohorts import write_synthetic_site
 from support.data import needs_models
-from support.fake_model import HOLD_ENV, write_vhi_shim
+from support.fake_model import HOLD_ENV
 from support.paths import PROJECT_ROOT, SHARED
 from support.results import SessionDesign
 from support.slurm_cluster import (
@@ -177,13 +177,12 @@ def test_two_rule_workflow_runs_as_slurm_jobs(slurm_cluster: SlurmCluster, test_
 
 # ---------------------------------------------------------------------------------------- (b')
 def test_cluster_jobs_read_the_plan_their_run_started_with(
-        slurm_cluster: SlurmCluster, test_profile: Path, tmp_path: Path, monkeypatch):
+        slurm_cluster: SlurmCluster, test_profile: Path, tmp_path: Path, monkeypatch, stand_in_model):
     """A synthetic session through the project's workflow on the cluster, with the stand-in
     model: while its segmentation is held, the session leaves the sheet (another takes its
     place) and the sites are listed again (`vhi plan --refresh` replaces the saved listing).
     The run's later jobs, each a `snakemake` process reading the Snakefile again, still
     read the plan the run started with (named by its run marker) and the run completes."""
-    monkeypatch.setenv("VHI_TEST_BIN", str(write_vhi_shim(tmp_path / "bin")))
     hold = tmp_path / "segmentation may finish"
     monkeypatch.setenv(HOLD_ENV, str(hold))
     site = write_synthetic_site(tmp_path / "cohort", {"s1": "01"})
