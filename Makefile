@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
+TEST_WORKERS ?= 2
 # Extra arguments for the demo's snakemake, e.g. ARGS="--configfile my_cohort.yaml" or a target file.
 ARGS ?=
 # The venv is (re)installed when requirements.txt or pyproject.toml change in content
@@ -41,10 +42,11 @@ demo: venv
 	$(BIN)/snakemake --profile profiles/local --cores $(CORES) $(ARGS)
 
 # Every test tier (unit, synthetic, workflow end to end on the CPU, XNAT emulator,
-# Orthanc, Chromium, SLURM, the image): what CI runs (.ci/run).
+# Orthanc, Chromium, SLURM, the image): what CI runs (.ci/run). TEST_WORKERS pytest-xdist
+# workers, each test module in one of them, the longest first (tests/conftest.py).
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The unit and synthetic tiers only (a few minutes on 2 cores).
 test-fast: venv

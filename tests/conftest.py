@@ -27,7 +27,11 @@ TIER_OF_SKIP = [(needs_models.mark, "real_model"), (needs_orthanc.mark, "orthanc
 TIER_OF_FIXTURE = {"demo_run": "real_model", "slurm_cluster": "slurm"}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+#: Tiers whose modules take minutes: under pytest-xdist they start first.
+LONG_TIERS = {"slow", "slurm", "container", "browser"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         skips = list(item.iter_markers("skipif"))
         tiers = {tier for sign, tier in TIER_OF_SKIP if sign in skips}
@@ -35,6 +39,39 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                   if name in getattr(item, "fixturenames", ())}
         for tier in sorted(tiers - {mark.name for mark in item.iter_markers()}):
             item.add_marker(tier)
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: the longest modules first
+        readers, long = demo_run_modules(), set()
+        for item in items:
+            if LONG_TIERS & {mark.name for mark in item.iter_markers()}:
+                long.add(item.nodeid.split("::", 1)[0])
+        first = {i: (0 if m in readers else 1 if m in long else 2)
+                 for i, m in enumerate(item.nodeid.split("::", 1)[0] for item in items)}
+        items[:] = [item for _, item in sorted(enumerate(items), key=lambda e: (first[e[0]], e[0]))]
+
+
+def demo_run_modules() -> set[str]:
+    """The test modules (as node ids begin) that read the shared demo run."""
+    here = Path(__file__).parent
+    return {f"{here.name}/{p.name}" for p in here.glob("test_*.py") if "demo_run" in p.read_text()}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """`make test` runs two pytest-xdist workers with --dist loadfile: each test module in
+    one worker (its module fixtures made once), and every module that reads the shared
+    demo run in the same one (the run made once), in the workers' order (longest first)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    readers = demo_run_modules()
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "demo_run" if module in readers else module
+
+    config.option.loadscopereorder = False
+    return ModuleScheduling(config, log)
 
 
 #: What the session fixture `shared_folder` sets for the whole session (restored at its end).
