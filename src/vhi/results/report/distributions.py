@@ -37,11 +37,11 @@ def _rows_axis(groups: Sequence[Group], row_h: float, xlabel: str,
     every = np.concatenate([_finite(v) for _, v, _ in groups]) if groups else np.zeros(0)
     lo, hi = (min(0.0, float(every.min())), float(every.max())) if every.size else (0.0, 1.0)
     bottom = TOP + row_h * len(groups)
-    return (*_axis(lo, hi, LEFT, WIDTH - LEFT - RIGHT, TOP, bottom, xlabel), bottom)
+    return (*_axis(lo, hi, bottom, xlabel), bottom)
 
 
-def _axis(lo: float, hi: float, left: float, width: float, top: float, bottom: float,
-          xlabel: str) -> tuple[str, list[float], float, float]:
+def _axis(lo: float, hi: float, bottom: float, xlabel: str) -> tuple[str, list[float], float, float]:
+    left, width, top = LEFT, WIDTH - LEFT - RIGHT, TOP
     ticks = ticks_between(lo, hi)
     x0, x1 = ticks[0], ticks[-1]
     scale = width / ((x1 - x0) or 1.0)
