@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 # Extra arguments for the demo's snakemake, e.g. ARGS="--configfile my_cohort.yaml" or a target file.
 ARGS ?=
 # The venv is (re)installed when requirements.txt or pyproject.toml change in content

@@ -40,12 +40,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for tier in sorted(tiers - {mark.name for mark in item.iter_markers()}):
             item.add_marker(tier)
     if hasattr(config, "workerinput"):  # a pytest-xdist worker: the longest modules first
-        readers, long = demo_run_modules(), set()
+        # the shared demo run's readers, then the cluster's (minutes of waiting on the
+        # executor's status checks, little CPU), then the other long tiers, then the rest
+        readers, rank = demo_run_modules(), {}
         for item in items:
-            if LONG_TIERS & {mark.name for mark in item.iter_markers()}:
-                long.add(item.nodeid.split("::", 1)[0])
-        first = {i: (0 if m in readers else 1 if m in long else 2)
-                 for i, m in enumerate(item.nodeid.split("::", 1)[0] for item in items)}
+            module, marks = item.nodeid.split("::", 1)[0], {mark.name for mark in item.iter_markers()}
+            mine = 0 if module in readers else 1 if "slurm" in marks else 2 if LONG_TIERS & marks else 3
+            rank[module] = min(rank.get(module, 3), mine)
+        first = {i: rank[m] for i, m in enumerate(item.nodeid.split("::", 1)[0] for item in items)}
         items[:] = [item for _, item in sorted(enumerate(items), key=lambda e: (first[e[0]], e[0]))]
 
 
@@ -56,7 +58,7 @@ def demo_run_modules() -> set[str]:
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
-    """`make test` runs two pytest-xdist workers with --dist loadfile: each test module in
+    """`make test` runs pytest-xdist workers with --dist loadfile: each test module in
     one worker (its module fixtures made once), and every module that reads the shared
     demo run in the same one (the run made once), in the workers' order (longest first)."""
     if config.getvalue("dist") != "loadfile":
@@ -69,6 +71,17 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
             return "demo_run" if module in readers else module
+
+        def _reschedule(self, node) -> None:
+            # The next module only when the worker is down to its last test (which it runs
+            # once it knows what follows), not at two as xdist does: a long module is not
+            # queued behind another worker's minutes-long last tests.
+            if node.shutting_down:
+                return
+            if not self.workqueue:
+                node.shutdown()
+            elif self._pending_of(self.assigned_work[node]) <= 1:
+                self._assign_work_unit(node)
 
     config.option.loadscopereorder = False
     return ModuleScheduling(config, log)

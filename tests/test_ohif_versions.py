@@ -29,7 +29,13 @@ from vhi.viewer.readers_access import SaveRecorder
 from vhi.viewer.server import StationServer
 
 from support.browser import VIEWPORT, chromium, needs_browser
-from support.ohif_browser import KNOWN_CONSOLE_ERRORS, edit_and_store, load_proposal, reader_edit
+from support.ohif_browser import (
+    KNOWN_CONSOLE_ERRORS,
+    LOAD_TIMEOUT_MS,
+    edit_and_store,
+    load_proposal,
+    reader_edit,
+)
 from support.orthanc import Orthanc, needs_orthanc, seed_demo
 
 log = logging.getLogger(__name__)
@@ -74,7 +80,7 @@ def test_every_build_s_saves_are_collected_by_the_rule(version, tmp_path, data_d
             page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
             page.goto(access.signin_url(server.url, item.viewer_path))
             page.wait_for_function("() => window.services && window.services.displaySetService"
-                                   ".getActiveDisplaySets().length >= 2", timeout=90000)
+                                   ".getActiveDisplaySets().length >= 2", timeout=LOAD_TIMEOUT_MS)
             seg_id = load_proposal(page, int(r11.sum()))
             for n, (edited, edits) in enumerate(((first, edits1), (second, edits2)), start=1):
                 edit_and_store(page, seg_id, _js(edits, sops, ny), edited)

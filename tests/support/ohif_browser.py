@@ -16,6 +16,10 @@ from scipy import ndimage
 
 from support.browser import browser_context
 
+#: How long OHIF may take to load a study or a SEG, or a save to arrive: generous, as the
+#: suite's other workers may hold the CPU meanwhile (a wait, not a duration: never slower).
+LOAD_TIMEOUT_MS = 180_000
+
 SEG_LABEL = "VHI inflammation (AI proposal, research use)"
 #: Browser console errors known to be harmless here.
 KNOWN_CONSOLE_ERRORS = ("favicon.ico", "Failed to load resource: the server responded with a status of 404")
@@ -88,7 +92,7 @@ def load_proposal(page, ours: int) -> str:
     page.get_by_text(SEG_LABEL).first.dblclick()
     page.get_by_role("button", name="Yes").click()
     page.wait_for_function("() => window.services.segmentationService.getSegmentations()"
-                           ".length > 0", timeout=60000)
+                           ".length > 0", timeout=LOAD_TIMEOUT_MS)
     seg_id = page.evaluate("() => window.services.segmentationService.getSegmentations()[0]"
                            ".segmentationId")
     page.wait_for_timeout(1000)
@@ -129,16 +133,17 @@ def clean_on_page(page, url: str, *, saved: Callable[[], bool], ours: int, edite
     console: list[str] = []
     page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    page.set_default_timeout(LOAD_TIMEOUT_MS)
     page.goto(url)
     page.wait_for_function("() => window.services && window.services.displaySetService"
-                           ".getActiveDisplaySets().length >= 2", timeout=60000)
-    page.wait_for_function(JS_VOI, timeout=60000)
+                           ".getActiveDisplaySets().length >= 2", timeout=LOAD_TIMEOUT_MS)
+    page.wait_for_function(JS_VOI, timeout=LOAD_TIMEOUT_MS)
     voi = page.evaluate(JS_VOI)
     seg_id = load_proposal(page, ours)
     page.screenshot(path=str(artefacts / f"{name}loaded.png"))
     edit_and_store(page, seg_id, js_edits, edited)
     page.screenshot(path=str(artefacts / f"{name}edited.png"))
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + LOAD_TIMEOUT_MS / 1000
     while not saved():
         assert time.monotonic() < deadline, "OHIF's save did not reach the DICOMweb service"
         time.sleep(0.5)

@@ -70,6 +70,10 @@ SNAKEMAKE_SLURM_SETTINGS = {
 }
 
 
+#: The states of a job that has not ended (squeue's and sacct's names).
+ACTIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED"})
+
+
 class SlurmUnavailableError(RuntimeError):
     """The machine cannot run a test cluster (missing binaries, not root)."""
 
@@ -462,12 +466,19 @@ class SlurmCluster:
         out = self.run(["sbatch", "--parsable", *args], cwd=cwd)
         return out.stdout.strip().split(";")[0]
 
-    def accounting(self, *args: str) -> list[dict[str, str]]:
-        """Jobs as the accounting database has them (``sacct -X``; one row per job, no steps)."""
+    def accounting(self, *args: str, timeout: float = 60) -> list[dict[str, str]]:
+        """Jobs as the accounting database has them (``sacct -X``; one row per job, no steps),
+        once it has every one of them ended: slurmctld tells slurmdbd of a job's end a moment
+        after squeue shows it, longer on a busy machine."""
         fields = ("JobIDRaw", "JobName", "Partition", "State", "AllocTRES", "ExitCode")
-        out = self.run(["sacct", "-X", "--parsable2", "--noheader", "--allusers",
-                        "--starttime=now-6hours", f"--format={','.join(fields)}", *args])
-        return [dict(zip(fields, line.split("|"), strict=True)) for line in out.stdout.splitlines()]
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.run(["sacct", "-X", "--parsable2", "--noheader", "--allusers",
+                            "--starttime=now-6hours", f"--format={','.join(fields)}", *args])
+            rows = [dict(zip(fields, line.split("|"), strict=True)) for line in out.stdout.splitlines()]
+            if not any(row["State"] in ACTIVE_STATES for row in rows) or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.5)
 
     def job_state(self, job_id: str) -> str | None:
         """The job's state as squeue reports it (kept for MinJobAge after it ends), or None."""
@@ -480,7 +491,7 @@ class SlurmCluster:
         state = None
         while time.monotonic() < deadline:
             state = self.job_state(job_id)
-            if state and state not in {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED"}:
+            if state and state not in ACTIVE_STATES:
                 return state
             time.sleep(0.3)
         raise TimeoutError(f"job {job_id} still {state} after {timeout:.0f} s\n{self.diagnostics()}")
