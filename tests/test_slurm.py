@@ -92,6 +92,15 @@ def run_snakemake(args: list[str], workdir: Path, timeout: int = SNAKEMAKE_TIMEO
     return proc
 
 
+def wait_for_log(proc: subprocess.Popen, log: Path, text: str, run_log: Path, timeout: float = 300) -> None:
+    """Wait until the step's ``log`` exists and holds ``text`` while the run ``proc`` goes on."""
+    deadline = time.monotonic() + timeout
+    while not (log.is_file() and text in log.read_text()):
+        assert proc.poll() is None, run_log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"{log.name} does not say {text!r} after {timeout:.0f} s"
+        time.sleep(0.3)
+
+
 def submitted_jobs(log_text: str) -> dict[str, str]:
     """Snakemake job (or group job) id -> SLURM job id, from the plugin's 'has been submitted' lines."""
     return dict(re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", log_text))
@@ -198,11 +207,7 @@ def test_cluster_jobs_read_the_plan_their_run_started_with(
         proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--directory", str(run), *args],
                                 env=workflow_env(), stdout=out, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 300
-            while not segment_log.is_file():
-                assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "no segmentation started in 300 s"
-                time.sleep(0.5)
+            wait_for_log(proc, segment_log, "", tmp_path / "run.log")
             sheet = Path(site["source"]["sheet"])  # s1 leaves the sheet, s2 takes its place
             sheet.write_text(sheet.read_text().replace(",s1,", ",s2,"))
             relisted = subprocess.run(["vhi", "plan", "--config", str(config), "--refresh"], cwd=run,
@@ -347,11 +352,7 @@ def test_cancelled_segmentation_leaves_nothing_half_written_and_the_rerun_comple
                                  env=workflow_env(), stdout=out, stderr=subprocess.STDOUT)
         try:
             # Mid-run: the segmentation job has asked its worker for the scan.
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline and "segmentation worker" not in (
-                    segment_log.read_text() if segment_log.is_file() else ""):
-                assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-                time.sleep(0.2)
+            wait_for_log(first, segment_log, "segmentation worker", tmp_path / "first.log")
             running = slurm_cluster.run(["squeue", "--noheader", "-p", "gpu", "-t", "R", "-o", "%i"])
             (job,) = running.stdout.split()
             slurm_cluster.run(["scancel", job])
