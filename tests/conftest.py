@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,12 +12,16 @@ import pytest
 
 from support.browser import needs_browser
 from support.data import needs_models
+from support.env import OVERSUBSCRIBED_ENV
 from support.orthanc import needs_orthanc
 from support.paths import DATA, SHARED
 
 if TYPE_CHECKING:
     from support.demo import DemoRun
     from support.results import SyntheticCohort
+
+for _name, _value in OVERSUBSCRIBED_ENV.items():  # before any test module imports torch
+    os.environ.setdefault(_name, _value)
 
 #: The tiers a test's needs put it in (the markers registered in pyproject.toml; `make
 #: test-fast` runs the tests in none of them): the skip conditions of support/ it carries,
@@ -27,8 +32,24 @@ TIER_OF_SKIP = [(needs_models.mark, "real_model"), (needs_orthanc.mark, "orthanc
 TIER_OF_FIXTURE = {"demo_run": "real_model", "slurm_cluster": "slurm"}
 
 
-#: Tiers whose modules take minutes: under pytest-xdist they start first.
-LONG_TIERS = {"slow", "slurm", "container", "browser"}
+#: Seconds each long module took in `make test` on the 2-core machine (three workers): under
+#: pytest-xdist the longest start first (the shared demo run's readers as one, their sum).
+#: Only the order depends on it; a module not listed counts LONG_TEST_S per long-tier test.
+MODULE_SECONDS = {
+    "test_slurm.py": 430, "test_faults.py": 300, "test_workflow_xnat.py": 300,
+    "test_model.py": 180, "test_workflow.py": 30, "test_image_demo.py": 50, "test_report_browser.py": 10,
+    "test_readers_browser.py": 160, "test_sources_xnat.py": 120, "test_plan.py": 110,
+    "test_ohif_versions.py": 100, "test_sources_dicomweb.py": 100, "test_viewer_local.py": 100,
+    "test_viewer_loop.py": 80, "test_workflow_dicomweb.py": 40, "test_noroot.py": 40,
+    "test_install.py": 35, "test_segment_worker.py": 25, "test_dicom_io.py": 20, "test_image.py": 20,
+    "test_workflow_dryrun.py": 20, "test_cli.py": 12, "test_reference.py": 10,
+    "test_stale_cleaning.py": 10, "test_station_readers.py": 10, "test_viewer.py": 8,
+    "test_readers_results.py": 6, "test_series.py": 4, "test_station_security.py": 4,
+}
+#: The tiers of tests that take tens of seconds or minutes (a server, a browser, the U-Net, a
+#: whole workflow run), and what one counts for in a module MODULE_SECONDS does not list.
+LONG_TIERS = {"slow", "real_model", "slurm", "container", "browser", "orthanc", "install", "noroot"}
+LONG_TEST_S = 30
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -40,15 +61,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for tier in sorted(tiers - {mark.name for mark in item.iter_markers()}):
             item.add_marker(tier)
     if hasattr(config, "workerinput"):  # a pytest-xdist worker: the longest modules first
-        # the shared demo run's readers, then the cluster's (minutes of waiting on the
-        # executor's status checks, little CPU), then the other long tiers, then the rest
-        readers, rank = demo_run_modules(), {}
-        for item in items:
-            module, marks = item.nodeid.split("::", 1)[0], {mark.name for mark in item.iter_markers()}
-            mine = 0 if module in readers else 1 if "slurm" in marks else 2 if LONG_TIERS & marks else 3
-            rank[module] = min(rank.get(module, 3), mine)
-        first = {i: rank[m] for i, m in enumerate(item.nodeid.split("::", 1)[0] for item in items)}
-        items[:] = [item for _, item in sorted(enumerate(items), key=lambda e: (first[e[0]], e[0]))]
+        items[:] = sorted(items, key=module_order(items))
+
+
+def module_order(items: list[pytest.Item]):
+    """Sort key of a test: the longest module first (MODULE_SECONDS, the shared demo run's
+    readers as one), in its module the file's order."""
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    readers, estimate = demo_run_modules(), Counter()
+    for item in items:
+        estimate[module(item)] += LONG_TEST_S * bool(LONG_TIERS & {m.name for m in item.iter_markers()})
+    seconds = {name: MODULE_SECONDS.get(Path(name).name, estimate[name]) for name in estimate}
+    demo_group = sum(seconds[name] for name in readers if name in seconds)
+    weight = {name: demo_group if name in readers else s for name, s in seconds.items()}
+    position = {item.nodeid: index for index, item in enumerate(items)}
+    return lambda item: (-weight[module(item)], module(item) not in readers, position[item.nodeid])
 
 
 def demo_run_modules() -> set[str]:

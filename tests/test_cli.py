@@ -13,7 +13,7 @@ import pytest
 
 from vhi.cli import main
 
-from support.data import needs_models
+from support.data import middle_slices, needs_models
 
 
 def _nifti(path, array, affine=None, dtype=np.int16):
@@ -71,8 +71,8 @@ def test_measure_prints_vhi_of_a_reader_mask(scan_1003, capsys):
 @needs_models
 @pytest.mark.slow
 def test_segment_writes_mask_with_model_provenance(scan_1003, tmp_path):
-    out = tmp_path / "dr.nii.gz"
-    assert main(["segment", "--t1w", str(scan_1003["t1w"]), "--out", str(out), "--device", "cpu"]) == 0
+    out, t1w = tmp_path / "dr.nii.gz", middle_slices(scan_1003["t1w"], tmp_path / "1003_T1W.nii.gz")
+    assert main(["segment", "--t1w", str(t1w), "--out", str(out), "--device", "cpu"]) == 0
     side = json.loads((tmp_path / "dr.json").read_text())
     assert side["model"]["name"] == "sij_disease_region_unet"
     assert side["model"]["sha256"]["model_1.pt"].startswith("def33e95")

@@ -9,9 +9,9 @@ written over.
 The workflow cases run the real workflow (``snakemake --profile profiles/local``) on two
 demo sessions, with real signals sent to the run's process group; the per-file cases call
 the ``vhi`` command or the package on crafted files. The disease region comes from the
-stand-in model (support.fake_model, taking as long per scan as the U-Net on the CPU): what
-is proven is the workflow's, whatever the model draws; the U-Net's own output is
-tests/test_model.py's and tests/test_workflow.py's.
+stand-in model (support.fake_model; in the interrupted runs taking as long per scan as the
+U-Net on the CPU): what is proven is the workflow's, whatever the model draws; the U-Net's
+own output is tests/test_model.py's and tests/test_workflow.py's.
 """
 
 from __future__ import annotations
@@ -106,9 +106,11 @@ def _as_a_terminal_would() -> None:
 
 def start(run: Path, config: Path) -> subprocess.Popen[str]:
     """The documented command in its own process group, with SIGINT's default action (as a
-    terminal would run it)."""
+    terminal would run it); each segmentation of the stand-in model takes the U-Net's time
+    on the CPU, so that an interrupt lands mid-segmentation."""
     return subprocess.Popen(snakemake_command(run, "--configfile", str(config)), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=workflow_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**workflow_env(), "VHI_FAKE_SEGMENT_S": "3"},
                             start_new_session=True,
                             preexec_fn=_as_a_terminal_would)  # noqa: PLW1509 - one signal call
 
@@ -153,11 +155,9 @@ def workflow_case(test):
 
 @pytest.fixture(scope="module", autouse=True)
 def stand_in_for_the_module(stand_in_bin: Path) -> Iterator[None]:
-    """conftest's stand_in_model for the whole module (clean_run is module-scoped), taking
-    the U-Net's time on the CPU for each scan, so that an interrupt lands mid-segmentation."""
+    """conftest's stand_in_model for the whole module (clean_run is module-scoped)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VHI_TEST_BIN", str(stand_in_bin))
-        mp.setenv("VHI_FAKE_SEGMENT_S", "3")
         yield
 
 

@@ -32,6 +32,7 @@ from vhi import api
 
 from support.data import needs_data, needs_models
 from support.demo import r11
+from support.env import OVERSUBSCRIBED_ENV
 from support.paths import DATA, MODELS, PROJECT_ROOT, SHARED
 
 pytestmark = [pytest.mark.noroot, pytest.mark.slow, needs_data, needs_models]
@@ -115,7 +116,8 @@ def test_the_demos_first_session_runs_without_root(place: Path) -> None:
         for path in (place, *place.rglob("*")):
             os.lchown(path, user.pw_uid, user.pw_gid)
     env = {"HOME": str(home), "PATH": f"{fake}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-           "VHI_SHARED": str(SHARED), "VHI_MODELS": str(MODELS), "VHI_NO_PROGRESS": "1"}
+           "VHI_SHARED": str(SHARED), "VHI_MODELS": str(MODELS), "VHI_NO_PROGRESS": "1",
+           **{name: os.environ[name] for name in OVERSUBSCRIBED_ENV if name in os.environ}}
     stage = Path(tempfile.mkdtemp(prefix="vhi-noroot-stage-"))
     try:
         needed = [Path(sys.base_prefix).resolve(), venv, SHARED, MODELS]

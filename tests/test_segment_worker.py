@@ -23,7 +23,7 @@ import pytest
 from vhi import api
 from vhi.cli.worker import WorkerPaths, WorkerSpec
 
-from support.data import needs_models
+from support.data import middle_slices, needs_models
 
 pytestmark = [needs_models, pytest.mark.slow]
 
@@ -45,7 +45,8 @@ def served_by(log: Path) -> int:
 def test_worker_serves_every_job_with_one_load(data_dir: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("VHI_RUN_ID", f"test-{uuid.uuid4().hex}")  # a worker of this test only
     monkeypatch.setenv("VHI_WORKER_IDLE_S", str(IDLE_S))
-    scans = {s: data_dir / "t1w" / f"{s}_T1W.nii.gz" for s in ("1003", "1007")}
+    scans = {s: middle_slices(data_dir / "t1w" / f"{s}_T1W.nii.gz", tmp_path / f"{s}_T1W.nii.gz")
+             for s in ("1003", "1007")}
     bad = tmp_path / "constant_T1W.nii.gz"
     good = nib.load(scans["1003"])
     nib.save(nib.Nifti1Image(np.ones(good.shape, np.float32), good.affine), bad)

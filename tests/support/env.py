@@ -16,3 +16,11 @@ def unset_env(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
     for name in names:
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
+
+
+#: What every process the suite starts inherits (conftest sets it before anything imports
+#: torch; the image's and the unprivileged user's runs are given it): the suite runs more
+#: pytest workers than cores, and OpenMP's threads (the U-Net's) then spin on the CPU while
+#: they wait for a descheduled sibling. Sleeping instead, a segmentation beside one busy
+#: process takes 9 core-s, not 18, with the same mask.
+OVERSUBSCRIBED_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}

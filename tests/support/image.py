@@ -23,6 +23,7 @@ from vhi import __version__
 from vhi.config.image import container_uri
 from vhi.config.load import resolve_config
 
+from support.env import OVERSUBSCRIBED_ENV
 from support.paths import PROJECT_ROOT
 
 BUILD_TIMEOUT_S = 1800
@@ -71,5 +72,6 @@ def built_image() -> str:
 
 
 def podman_run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["podman", "run", "--rm", *args], capture_output=True, text=True,
+    passed = [f"--env={name}" for name in OVERSUBSCRIBED_ENV if name in os.environ]
+    return subprocess.run(["podman", "run", "--rm", *passed, *args], capture_output=True, text=True,
                           timeout=timeout, env=podman_env(), check=False)

@@ -133,11 +133,23 @@ def clean_on_page(page, url: str, *, saved: Callable[[], bool], ours: int, edite
     console: list[str] = []
     page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    failed: list[str] = []  # requests that got no answer or an error status: what a hang waits on
+    page.on("requestfailed", lambda r: failed.append(f"{r.method} {r.url}: {r.failure}"))
+    page.on("response", lambda r: failed.append(f"{r.request.method} {r.url}: {r.status}")
+            if r.status >= 400 else None)
     page.set_default_timeout(LOAD_TIMEOUT_MS)
     page.goto(url)
-    page.wait_for_function("() => window.services && window.services.displaySetService"
-                           ".getActiveDisplaySets().length >= 2", timeout=LOAD_TIMEOUT_MS)
-    page.wait_for_function(JS_VOI, timeout=LOAD_TIMEOUT_MS)
+    try:
+        page.wait_for_function("() => window.services && window.services.displaySetService"
+                               ".getActiveDisplaySets().length >= 2", timeout=LOAD_TIMEOUT_MS)
+        page.wait_for_function(JS_VOI, timeout=LOAD_TIMEOUT_MS)
+    except PlaywrightTimeoutError as exc:
+        page.screenshot(path=str(artefacts / f"{name}not-loaded.png"))
+        raise AssertionError(f"{url} not loaded in {LOAD_TIMEOUT_MS / 1000:.0f} s (screenshot "
+                             f"{name}not-loaded.png); failed requests: {failed[-20:]}; "
+                             f"console errors: {console[-20:]}") from exc
     voi = page.evaluate(JS_VOI)
     seg_id = load_proposal(page, ours)
     page.screenshot(path=str(artefacts / f"{name}loaded.png"))

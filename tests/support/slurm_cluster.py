@@ -56,6 +56,7 @@ NODE_CPUS = 2
 MIN_JOB_AGE_S = 300  # SLURM's default; the plugin's squeue status check needs >= 3 × its poll interval
 START_TIMEOUT_S = 60.0
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
+FOLDER_PREFIX = "vhi-slurm-"  # the cluster's folder, under the temporary folder
 CONFIGLESS_LINK = Path("/run/slurm/conf")  # where clients look after SLURM_CONF and SYSTEM_CONF
 STOP_TIMEOUT_S = 20.0
 
@@ -72,6 +73,16 @@ SNAKEMAKE_SLURM_SETTINGS = {
 
 #: The states of a job that has not ended (squeue's and sacct's names).
 ACTIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED"})
+
+
+def _left_by_a_killed_test_cluster(link: Path) -> bool:
+    """``link`` is a dangling link into a test cluster's folder (a session killed before its
+    teardown): safe to replace, nothing else can be reading it."""
+    if not link.is_symlink() or link.exists():
+        return False
+    target = link.readlink()
+    return target.parent.name.startswith(FOLDER_PREFIX) and \
+        target.parent.parent == Path(tempfile.gettempdir())
 
 
 class SlurmUnavailableError(RuntimeError):
@@ -362,6 +373,10 @@ class SlurmCluster:
         if SYSTEM_CONF.exists():
             return (f"{SYSTEM_CONF} exists: srun inside jobs (where the jobstep plugin drops "
                     "SLURM_CONF) would talk to that cluster, not the test cluster")
+        if _left_by_a_killed_test_cluster(CONFIGLESS_LINK):
+            log.warning("removing %s: it points at %s, a test cluster's folder that is gone",
+                        CONFIGLESS_LINK, CONFIGLESS_LINK.readlink())
+            CONFIGLESS_LINK.unlink()
         if CONFIGLESS_LINK.exists() or CONFIGLESS_LINK.is_symlink():
             return (f"{CONFIGLESS_LINK} exists (a configless slurmd on this host?): srun inside "
                     "jobs would read it, not the test cluster's config")
@@ -535,7 +550,7 @@ def slurm_cluster_fixture() -> Iterator[SlurmCluster]:
     if reason:
         pytest.skip(reason)
     # Not tmp_path_factory: munged needs every folder above its socket to be searchable by all.
-    root = Path(tempfile.mkdtemp(prefix="vhi-slurm-"))
+    root = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
     try:
         with _sigterm_interrupts(), SlurmCluster(root) as cluster, \
                 _exported({"SLURM_CONF": str(cluster.conf)}):
