@@ -34,14 +34,16 @@ TIER_OF_FIXTURE = {"demo_run": "real_model", "slurm_cluster": "slurm"}
 
 #: Seconds each long module took in `make test` on the 2-core machine (three workers): under
 #: pytest-xdist the longest start first (the shared demo run's readers as one, their sum).
-#: Only the order depends on it; a module not listed counts LONG_TEST_S per long-tier test.
+#: test_image's is its image build after a change to the package (as on CI), which so runs
+#: beside the demo run, not after it in test_image_demo. Only the order depends on these; a
+#: module not listed counts LONG_TEST_S per long-tier test.
 MODULE_SECONDS = {
     "test_slurm.py": 430, "test_faults.py": 300, "test_workflow_xnat.py": 300,
     "test_model.py": 180, "test_workflow.py": 30, "test_image_demo.py": 50, "test_report_browser.py": 10,
     "test_readers_browser.py": 160, "test_sources_xnat.py": 120, "test_plan.py": 110,
     "test_ohif_versions.py": 100, "test_sources_dicomweb.py": 100, "test_viewer_local.py": 100,
     "test_viewer_loop.py": 80, "test_workflow_dicomweb.py": 40, "test_noroot.py": 40,
-    "test_install.py": 35, "test_segment_worker.py": 25, "test_dicom_io.py": 20, "test_image.py": 20,
+    "test_install.py": 35, "test_segment_worker.py": 25, "test_dicom_io.py": 20, "test_image.py": 250,
     "test_workflow_dryrun.py": 20, "test_cli.py": 12, "test_reference.py": 10,
     "test_stale_cleaning.py": 10, "test_station_readers.py": 10, "test_viewer.py": 8,
     "test_readers_results.py": 6, "test_series.py": 4, "test_station_security.py": 4,
