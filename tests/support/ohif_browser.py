@@ -130,11 +130,11 @@ def clean_on_page(page, url: str, *, saved: Callable[[], bool], ours: int, edite
                   js_edits: list, artefacts: Path, name: str = "") -> tuple[list[str], dict]:
     """:func:`clean_in_browser` on a page of a context the caller made (a reader signed in);
     the console errors and the VOI range. Screenshots are ``{name}loaded.png`` …"""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     console: list[str] = []
     page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
-
     failed: list[str] = []  # requests that got no answer or an error status: what a hang waits on
     page.on("requestfailed", lambda r: failed.append(f"{r.method} {r.url}: {r.failure}"))
     page.on("response", lambda r: failed.append(f"{r.request.method} {r.url}: {r.status}")
