@@ -21,6 +21,7 @@ import math
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,9 +37,11 @@ from support.fake_model import HOLD_ENV
 from support.paths import PROJECT_ROOT, SHARED
 from support.results import SessionDesign
 from support.slurm_cluster import (
+    FOLDER_PREFIX,
     NODE_CPUS,
     SNAKEMAKE_SLURM_SETTINGS,
     SlurmCluster,
+    _left_by_a_killed_test_cluster,
     slurm_cluster_fixture,  # noqa: F401 - the session fixture `slurm_cluster`
 )
 from support.workflow import PROFILE as LOCAL_PROFILE
@@ -104,6 +107,18 @@ def wait_for_log(proc: subprocess.Popen, log: Path, text: str, run_log: Path, ti
 def submitted_jobs(log_text: str) -> dict[str, str]:
     """Snakemake job (or group job) id -> SLURM job id, from the plugin's 'has been submitted' lines."""
     return dict(re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", log_text))
+
+
+def test_only_a_dangling_link_into_a_gone_test_cluster_is_replaced(tmp_path: Path):
+    """/run/slurm/conf left by a killed session is replaced; a live or foreign one is not."""
+    gone = Path(tempfile.gettempdir()) / f"{FOLDER_PREFIX}gone-{tmp_path.name}" / "etc"
+    cases = {"gone": (gone, True), "live": (tmp_path, False),
+             "foreign": (Path("/nonexistent") / f"{FOLDER_PREFIX}x" / "etc", False)}
+    for name, (target, replaced) in cases.items():
+        (tmp_path / name).symlink_to(target, target_is_directory=True)
+        assert _left_by_a_killed_test_cluster(tmp_path / name) is replaced, name
+    (tmp_path / "plain").mkdir()
+    assert not _left_by_a_killed_test_cluster(tmp_path / "plain")
 
 
 # ---------------------------------------------------------------------------------------- (a)
