@@ -70,7 +70,7 @@ def module_order(items: list[pytest.Item]):
     """Sort key of a test: the longest module first (MODULE_SECONDS, the shared demo run's
     readers as one), in its module the file's order."""
     def module(item: pytest.Item) -> str:
-        return item.nodeid.split("::", 1)[0]
+        return module_of(item.nodeid)
 
     readers, estimate = demo_run_modules(), Counter()
     for item in items:
@@ -80,6 +80,11 @@ def module_order(items: list[pytest.Item]):
     weight = {name: demo_group if name in readers else s for name, s in seconds.items()}
     position = {item.nodeid: index for index, item in enumerate(items)}
     return lambda item: (-weight[module(item)], module(item) not in readers, position[item.nodeid])
+
+
+def module_of(nodeid: str) -> str:
+    """The test module a node id is in, as node ids begin (tests/test_x.py)."""
+    return nodeid.split("::", 1)[0]
 
 
 def demo_run_modules() -> set[str]:
@@ -100,7 +105,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
 
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
+            module = module_of(nodeid)
             return "demo_run" if module in readers else module
 
         def _reschedule(self, node) -> None:
